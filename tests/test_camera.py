@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from poseanything.engine.camera import project_points
 
 
