@@ -1,0 +1,408 @@
+"""The shot folder: the contract between the add-on and the engine.
+
+A shot folder holds everything the engine needs and nothing Blender-specific, so it renders
+anywhere (this machine, another Python with a GPU, a cluster worker) and other pose- or
+camera-conditioned models can reuse it (K and OpenCV world-to-camera per frame, as CameraCtrl
+and MotionCtrl take them). numpy and the standard library only: Blender's Python writes it.
+
+    SHOT/shot.json      schema version, names, timing, size, prompt, seed, guidance, sparse
+                        pose frames, the skeleton graph, engine settings
+    SHOT/poses.npz      joints3d, joints2d, depth, visible, K, w2c, cam_type, edges, edge_part
+    SHOT/reference.png  first frame of the subject
+    SHOT/poses/0001.png skeleton images, 1-based shot-local frame numbers
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .skeleton import MAX_PARTS, render_skeleton_frames, write_png
+
+SCHEMA_VERSION = 1
+SHOT_JSON = "shot.json"
+POSES_NPZ = "poses.npz"
+REFERENCE_PNG = "reference.png"
+POSES_DIR = "poses"
+CONTRACT_FILES = (SHOT_JSON, POSES_NPZ, REFERENCE_PNG, POSES_DIR)
+CAMERA_TYPES = ("perspective", "orthographic")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class ShotError(ValueError):
+    """A shot folder that cannot be used; the message names the file or field and the fix."""
+
+
+@dataclass(frozen=True)
+class SkeletonGraph:
+    """Any skeleton as a graph: bone i is the edge ``edges[i]`` between two joints."""
+
+    joint_names: tuple[str, ...]
+    bone_names: tuple[str, ...]
+    edges: np.ndarray
+    edge_part: np.ndarray
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.joint_names)
+
+    @property
+    def num_parts(self) -> int:
+        return int(self.edge_part.max()) + 1 if len(self.edge_part) else 0
+
+
+@dataclass(frozen=True)
+class CameraPath:
+    """Per-frame intrinsics and OpenCV world-to-camera matrices (x right, y down, z forward).
+
+    For an orthographic camera, K maps camera-space x and y straight to pixels (no divide by z).
+    ``width`` and ``height`` are the final render size in pixels.
+    """
+
+    K: np.ndarray
+    w2c: np.ndarray
+    cam_type: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """Strengths of the decoupled CFG: subject motion and the scene camera's motion."""
+
+    subject: float = 1.0
+    camera: float = 1.0
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One shot: a skeleton moving over ``frame_start..frame_end`` seen through a camera path."""
+
+    name: str
+    fps: float
+    frame_start: int
+    frame_end: int
+    skeleton: SkeletonGraph
+    camera_path: CameraPath
+    joints3d: np.ndarray
+    joints2d: np.ndarray
+    depth: np.ndarray
+    visible: np.ndarray
+    prompt: str = ""
+    seed: int = 0
+    guidance: Guidance = Guidance()
+    pose_frames: tuple[int, ...] | None = None
+    """Shot-local 0-based frames that carry a skeleton (sparse poses); None means all."""
+    armature: str = ""
+    camera: str = ""
+    source_blend: str = ""
+    engine: dict = field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        return self.frame_end - self.frame_start + 1
+
+    @property
+    def width(self) -> int:
+        return self.camera_path.width
+
+    @property
+    def height(self) -> int:
+        return self.camera_path.height
+
+    @property
+    def in_front(self) -> np.ndarray:
+        """Joints in front of the camera: the ones whose projection can be drawn."""
+        return self.depth > 0
+
+    def skeleton_images(self, part_colors: bool = False) -> np.ndarray:
+        """The shot's skeleton images at its own size (F, H, W, 3) uint8."""
+        return render_skeleton_frames(
+            self.joints2d,
+            self.in_front,
+            self.skeleton.edges,
+            self.width,
+            self.height,
+            pose_frames=self.pose_frames,
+            edge_part=self.skeleton.edge_part,
+            part_colors=part_colors,
+        )
+
+
+def _shot_json(shot: Shot) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": shot.name,
+        "fps": shot.fps,
+        "frame_start": shot.frame_start,
+        "frame_end": shot.frame_end,
+        "width": shot.width,
+        "height": shot.height,
+        "prompt": shot.prompt,
+        "seed": shot.seed,
+        "guidance": asdict(shot.guidance),
+        "pose_frames": None if shot.pose_frames is None else list(shot.pose_frames),
+        "skeleton": {
+            "joint_names": list(shot.skeleton.joint_names),
+            "bone_names": list(shot.skeleton.bone_names),
+            "edges": shot.skeleton.edges.tolist(),
+            "edge_part": shot.skeleton.edge_part.tolist(),
+        },
+        "armature": shot.armature,
+        "camera": shot.camera,
+        "cam_type": shot.camera_path.cam_type,
+        "source_blend": shot.source_blend,
+        "engine": shot.engine,
+    }
+
+
+def _write_contents(
+    shot: Shot, folder: Path, reference: np.ndarray | str | Path, skeleton_images: bool
+) -> None:
+    (folder / SHOT_JSON).write_text(json.dumps(_shot_json(shot), indent=2), encoding="utf-8")
+    np.savez_compressed(
+        folder / POSES_NPZ,
+        joints3d=shot.joints3d,
+        joints2d=shot.joints2d,
+        depth=shot.depth,
+        visible=shot.visible,
+        K=shot.camera_path.K,
+        w2c=shot.camera_path.w2c,
+        cam_type=np.array(shot.camera_path.cam_type),
+        edges=shot.skeleton.edges,
+        edge_part=shot.skeleton.edge_part,
+    )
+    if isinstance(reference, np.ndarray):
+        write_png(folder / REFERENCE_PNG, reference)
+    else:
+        source = Path(reference)
+        with open(source, "rb") as f:
+            if f.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+                raise ShotError(f"reference: {source} is not a PNG image; save it as PNG first")
+        shutil.copyfile(source, folder / REFERENCE_PNG)
+    poses = folder / POSES_DIR
+    poses.mkdir()
+    if skeleton_images:
+        for i, image in enumerate(shot.skeleton_images(), start=1):
+            write_png(poses / f"{i:04d}.png", image)
+
+
+def write_shot(
+    shot: Shot,
+    folder: str | Path,
+    reference: np.ndarray | str | Path,
+    skeleton_images: bool = True,
+) -> Path:
+    """Write a shot folder atomically and return its path.
+
+    Everything is written into a temporary sibling folder first. A new folder is renamed into
+    place; in an existing shot folder, each contract file is swapped in by rename and anything
+    else there (videos, earlier takes) is kept. A non-empty folder that is not a shot folder is
+    refused rather than mixed with.
+    """
+    validate_shot(shot)
+    folder = Path(folder).absolute()
+    if folder.exists() and not folder.is_dir():
+        raise ShotError(f"output: {folder} is a file; choose a folder for the shot")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / SHOT_JSON).is_file():
+        raise ShotError(
+            f"output: {folder} is not empty and holds no shot; choose a new or empty folder"
+        )
+    parent = folder.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=parent))
+    except OSError as error:
+        raise ShotError(
+            f"output: cannot write in {parent} ({error.strerror}); choose a writable folder"
+        ) from error
+    try:
+        _write_contents(shot, staging, reference, skeleton_images)
+        if not folder.exists():
+            os.replace(staging, folder)
+            return folder
+        if not any(folder.iterdir()):
+            folder.rmdir()
+            os.replace(staging, folder)
+            return folder
+        for name in CONTRACT_FILES:
+            target = folder / name
+            if (staging / name).is_dir() and target.is_dir():
+                old = staging / f"{name}.old"
+                os.replace(target, old)
+            os.replace(staging / name, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _require(condition: bool, field_name: str, message: str) -> None:
+    if not condition:
+        raise ShotError(f"{field_name}: {message}")
+
+
+def validate_shot(shot: Shot) -> None:
+    """Check shapes, ranges and finiteness; raise ShotError naming the first bad field."""
+    frames = shot.num_frames
+    _require(
+        frames > 0,
+        "frame_end",
+        f"empty frame range {shot.frame_start}..{shot.frame_end}; frame_end must be >= start",
+    )
+    _require(math.isfinite(shot.fps) and shot.fps > 0, "fps", f"must be positive, got {shot.fps}")
+    skeleton = shot.skeleton
+    joints, bones = skeleton.num_joints, len(skeleton.bone_names)
+    _require(bones > 0, "skeleton.edges", "the skeleton has no bones")
+    _require(
+        skeleton.edges.shape == (bones, 2),
+        "skeleton.edges",
+        f"shape {skeleton.edges.shape}, expected ({bones}, 2), one edge per bone",
+    )
+    _require(
+        bool((skeleton.edges >= 0).all() and (skeleton.edges < joints).all()),
+        "skeleton.edges",
+        f"joint index outside 0..{joints - 1}",
+    )
+    _require(
+        skeleton.edge_part.shape == (bones,),
+        "skeleton.edge_part",
+        f"shape {skeleton.edge_part.shape}, expected ({bones},)",
+    )
+    _require(
+        bool((skeleton.edge_part >= 0).all() and (skeleton.edge_part < MAX_PARTS).all()),
+        "skeleton.edge_part",
+        f"part labels must be in 0..{MAX_PARTS - 1}",
+    )
+    camera = shot.camera_path
+    _require(
+        camera.cam_type in CAMERA_TYPES,
+        "cam_type",
+        f"{camera.cam_type!r} is not one of {', '.join(CAMERA_TYPES)}",
+    )
+    _require(
+        camera.width >= 16 and camera.height >= 16,
+        "width/height",
+        f"{camera.width}x{camera.height} is too small; use at least 16x16 pixels",
+    )
+    expected = {
+        "joints3d": (shot.joints3d, (frames, joints, 3)),
+        "joints2d": (shot.joints2d, (frames, joints, 2)),
+        "depth": (shot.depth, (frames, joints)),
+        "visible": (shot.visible, (frames, joints)),
+        "K": (camera.K, (frames, 3, 3)),
+        "w2c": (camera.w2c, (frames, 4, 4)),
+    }
+    for name, (array, shape) in expected.items():
+        _require(
+            array.shape == shape,
+            name,
+            f"shape {array.shape}, expected {shape} ({frames} frames x {joints} joints)",
+        )
+        if array.dtype != bool:
+            _require(
+                bool(np.isfinite(array).all()),
+                name,
+                "contains NaN or infinite values; re-export the shot",
+            )
+    if shot.pose_frames is not None:
+        _require(len(shot.pose_frames) > 0, "pose_frames", "empty; list at least one frame or null")
+        _require(
+            all(0 <= f < frames for f in shot.pose_frames),
+            "pose_frames",
+            f"frames must be shot-local indices in 0..{frames - 1}",
+        )
+
+
+def read_shot(folder: str | Path) -> Shot:
+    """Read and validate a shot folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ShotError(f"shot folder: {folder} does not exist")
+    for name in (SHOT_JSON, POSES_NPZ, REFERENCE_PNG):
+        _require((folder / name).is_file(), name, f"missing from {folder}; re-export the shot")
+    try:
+        meta = json.loads((folder / SHOT_JSON).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ShotError(f"{SHOT_JSON}: not valid JSON ({error})") from error
+    version = meta.get("schema_version")
+    _require(
+        version == SCHEMA_VERSION,
+        "schema_version",
+        f"{version!r} is not supported (this engine reads version {SCHEMA_VERSION}); "
+        "re-export the shot with a matching add-on",
+    )
+    try:
+        with np.load(folder / POSES_NPZ, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError) as error:
+        raise ShotError(f"{POSES_NPZ}: unreadable ({error}); re-export the shot") from error
+    needed = ("joints3d", "joints2d", "depth", "visible", "K", "w2c", "edges", "edge_part")
+    for key in needed:
+        _require(key in arrays, f"{POSES_NPZ}:{key}", "missing array; re-export the shot")
+    try:
+        sk = meta["skeleton"]
+        skeleton = SkeletonGraph(
+            joint_names=tuple(sk["joint_names"]),
+            bone_names=tuple(sk["bone_names"]),
+            edges=arrays["edges"].astype(np.int32),
+            edge_part=arrays["edge_part"].astype(np.int8),
+        )
+        pose_frames = meta.get("pose_frames")
+        shot = Shot(
+            name=str(meta["name"]),
+            fps=float(meta["fps"]),
+            frame_start=int(meta["frame_start"]),
+            frame_end=int(meta["frame_end"]),
+            skeleton=skeleton,
+            camera_path=CameraPath(
+                K=arrays["K"].astype(np.float64),
+                w2c=arrays["w2c"].astype(np.float64),
+                cam_type=str(meta.get("cam_type", arrays.get("cam_type", "perspective"))),
+                width=int(meta["width"]),
+                height=int(meta["height"]),
+            ),
+            joints3d=arrays["joints3d"].astype(np.float64),
+            joints2d=arrays["joints2d"].astype(np.float64),
+            depth=arrays["depth"].astype(np.float64),
+            visible=arrays["visible"].astype(bool),
+            prompt=str(meta.get("prompt", "")),
+            seed=int(meta.get("seed", 0)),
+            guidance=Guidance(**meta.get("guidance", {})),
+            pose_frames=None if pose_frames is None else tuple(int(f) for f in pose_frames),
+            armature=str(meta.get("armature", "")),
+            camera=str(meta.get("camera", "")),
+            source_blend=str(meta.get("source_blend", "")),
+            engine=dict(meta.get("engine", {})),
+        )
+    except KeyError as error:
+        raise ShotError(
+            f"{SHOT_JSON}: missing field {error.args[0]!r}; re-export the shot"
+        ) from None
+    except (TypeError, ValueError) as error:
+        raise ShotError(f"{SHOT_JSON}: malformed ({error}); re-export the shot") from error
+    _require(
+        len(skeleton.edges) == len(skeleton.bone_names),
+        "skeleton.bone_names",
+        f"{len(skeleton.bone_names)} names for {len(skeleton.edges)} bones",
+    )
+    validate_shot(shot)
+    return shot
+
+
+def read_reference(folder: str | Path) -> np.ndarray:
+    """The reference frame as (H, W, 3) uint8. Needs PIL, so it is for the engine side only."""
+    from PIL import Image
+
+    path = Path(folder) / REFERENCE_PNG
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except OSError as error:
+        raise ShotError(f"{REFERENCE_PNG}: unreadable ({error}); re-export the shot") from error

@@ -1,0 +1,141 @@
+"""The shot folder contract: write, read back, validation errors (engine side, no bpy)."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from poseanything.engine.shot import (
+    SCHEMA_VERSION,
+    CameraPath,
+    Guidance,
+    Shot,
+    ShotError,
+    SkeletonGraph,
+    read_reference,
+    read_shot,
+    write_shot,
+)
+
+
+def make_shot(frames: int = 4, width: int = 64, height: int = 48, **changes) -> Shot:
+    """A three-joint arm swinging in front of a fixed perspective camera."""
+    t = np.linspace(0, 1, frames)[:, None]
+    joints3d = np.stack(
+        [np.zeros((frames, 3)), np.hstack([t, np.zeros_like(t), np.ones_like(t)]),
+         np.hstack([t, t, np.ones_like(t)])], axis=1,
+    )  # fmt: skip
+    joints3d[..., 2] += 4.0
+    K = np.tile(np.array([[50.0, 0, width / 2], [0, 50.0, height / 2], [0, 0, 1]]), (frames, 1, 1))
+    w2c = np.tile(np.eye(4), (frames, 1, 1))
+    projected = np.einsum("fij,fkj->fki", K, joints3d)
+    shot = Shot(
+        name="arm",
+        fps=24.0,
+        frame_start=10,
+        frame_end=10 + frames - 1,
+        skeleton=SkeletonGraph(
+            joint_names=("root", "elbow", "hand"),
+            bone_names=("upper", "lower"),
+            edges=np.array([[0, 1], [1, 2]], np.int32),
+            edge_part=np.array([0, 0], np.int8),
+        ),
+        camera_path=CameraPath(K=K, w2c=w2c, cam_type="perspective", width=width, height=height),
+        joints3d=joints3d,
+        joints2d=projected[..., :2] / projected[..., 2:],
+        depth=joints3d[..., 2],
+        visible=np.ones((frames, 3), bool),
+        prompt="a robot arm",
+        seed=7,
+        guidance=Guidance(subject=1.2, camera=0.5),
+        pose_frames=(0, frames - 1),
+        armature="Armature",
+        camera="Camera",
+    )
+    return dataclasses.replace(shot, **changes)
+
+
+def reference(width=64, height=48):
+    return np.full((height, width, 3), 90, np.uint8)
+
+
+def test_round_trip(tmp_path):
+    shot = make_shot()
+    folder = write_shot(shot, tmp_path / "shot", reference())
+    back = read_shot(folder)
+    for field in ("name", "fps", "frame_start", "frame_end", "prompt", "seed", "guidance",
+                  "pose_frames", "armature", "camera"):  # fmt: skip
+        assert getattr(back, field) == getattr(shot, field), field
+    for array in ("joints3d", "joints2d", "depth", "visible"):
+        np.testing.assert_array_equal(getattr(back, array), getattr(shot, array))
+    np.testing.assert_array_equal(back.camera_path.K, shot.camera_path.K)
+    np.testing.assert_array_equal(back.skeleton.edges, shot.skeleton.edges)
+    assert back.skeleton.bone_names == ("upper", "lower")
+    assert (back.width, back.height, back.num_frames) == (64, 48, 4)
+    assert read_reference(folder).shape == (48, 64, 3)
+    poses = sorted(p.name for p in (folder / "poses").iterdir())
+    assert poses == ["0001.png", "0002.png", "0003.png", "0004.png"]
+    assert np.asarray(Image.open(folder / "poses" / "0002.png")).max() == 0  # sparse frame
+    assert np.asarray(Image.open(folder / "poses" / "0004.png")).max() > 128
+    assert json.loads((folder / "shot.json").read_text())["schema_version"] == SCHEMA_VERSION
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_rewrite_keeps_videos_and_replaces_contract_files(tmp_path):
+    folder = write_shot(make_shot(), tmp_path / "shot", reference())
+    (folder / "video.mp4").write_bytes(b"take one")
+    write_shot(make_shot(frames=6, prompt="second"), folder, reference())
+    assert (folder / "video.mp4").read_bytes() == b"take one"
+    assert read_shot(folder).prompt == "second"
+    assert len(list((folder / "poses").iterdir())) == 6
+
+
+def test_refuses_foreign_folder_and_non_png_reference(tmp_path):
+    foreign = tmp_path / "docs"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(ShotError, match="not empty"):
+        write_shot(make_shot(), foreign, reference())
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+    jpeg = tmp_path / "ref.jpg"
+    Image.fromarray(reference()).save(jpeg)
+    with pytest.raises(ShotError, match="not a PNG"):
+        write_shot(make_shot(), tmp_path / "shot", jpeg)
+    assert not (tmp_path / "shot").exists()
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"frame_end": 9}, "frame_end"),
+        ({"joints2d": np.zeros((4, 2, 2))}, "joints2d"),
+        ({"depth": np.full((4, 3), np.nan)}, "depth"),
+        ({"pose_frames": (0, 9)}, "pose_frames"),
+        ({"fps": 0.0}, "fps"),
+    ],
+)
+def test_invalid_shots_name_the_field(tmp_path, changes, field):
+    with pytest.raises(ShotError, match=f"^{field}"):
+        write_shot(make_shot(**changes), tmp_path / "shot", reference())
+
+
+def test_read_errors_name_the_file_or_field(tmp_path):
+    folder = write_shot(make_shot(), tmp_path / "shot", reference())
+    meta = json.loads((folder / "shot.json").read_text())
+    (folder / "shot.json").write_text(json.dumps({**meta, "schema_version": 99}))
+    with pytest.raises(ShotError, match="^schema_version"):
+        read_shot(folder)
+    (folder / "shot.json").write_text(json.dumps(meta))
+    with np.load(folder / "poses.npz") as npz:
+        arrays = dict(npz)
+    arrays["K"] = arrays["K"][:2]
+    np.savez(folder / "poses.npz", **arrays)
+    with pytest.raises(ShotError, match="^K: shape"):
+        read_shot(folder)
+    (folder / "reference.png").unlink()
+    with pytest.raises(ShotError, match="^reference.png: missing"):
+        read_shot(folder)
+    with pytest.raises(ShotError, match="does not exist"):
+        read_shot(tmp_path / "nowhere")
