@@ -60,6 +60,7 @@ class RenderSize:
 
 
 def gather_render_size(scene) -> RenderSize:
+    """Read once per export: output size is not animated, unlike the camera's own settings."""
     render = scene.render
     return RenderSize(
         resolution_x=render.resolution_x,

@@ -187,7 +187,8 @@ def test_projection_matches_blender(fresh_scene, case):
     path = _assert_matches_blender(fresh_scene, camera_obj)
     percentage = case.get("percentage", 100)
     assert (path.width, path.height) == tuple(s * percentage // 100 for s in case["size"])
-    assert path.cam_type == ("orthographic" if "ortho" in str(case) else "perspective")
+    blender_type = case.get("camera", {}).get("type", "PERSP")
+    assert path.cam_type == {"PERSP": "perspective", "ORTHO": "orthographic"}[blender_type]
 
 
 def test_animated_lens_and_shift_are_read_per_frame(fresh_scene):
@@ -286,6 +287,8 @@ def test_bad_cameras_say_what_to_do(fresh_scene):
         camera_path(np.diag([1.0, 0.0, 1.0, 1.0])[None], state[None], size)
     with pytest.raises(ValueError, match=r"camera_states has shape \(8,\)"):
         camera_path(np.eye(4)[None], state, size)
+    with pytest.raises(ValueError, match=r"camera_world has shape \(0, 4, 4\)"):
+        camera_path(np.zeros((0, 4, 4)), state[None][:0], size)
     with pytest.raises(ValueError, match=r"render size 0x0 px is empty"):
         camera_path(np.eye(4)[None], state[None], RenderSize(1, 1, 1, 1.0, 1.0))
     with pytest.raises(ValueError, match="'Cube' is a MESH, not a camera"):
