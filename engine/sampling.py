@@ -1,0 +1,162 @@
+"""Flow-matching Euler sampling with batched guidance anchors, PTCM restarts, progress and cancel.
+
+The loop is diffusers' ``FlowMatchEulerDiscreteScheduler`` (shift configurable, as Wan uses 5)
+driven by a velocity function. The reference frame is the clean first latent frame (TI2V): it is
+pinned before every forward and gets timestep 0, so the model sees it as already denoised.
+
+Guidance anchors (see ``engine.guidance``) go through the model as one batch: one forward a step,
+not one per anchor. PTCM (the paper's part-aware temporal coherence) needs the part
+correspondence, which is read from a late block's self-attention at an early step; so the sampler
+runs to that step, reads it, and restarts from the same initial noise with the part attention on
+for the first steps.
+
+Noise comes from a CPU ``torch.Generator`` seeded by the caller, so a seed gives the same video
+on any device; the loop checks the cancel token before every step and raises ``Cancelled``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import torch
+
+from .guidance import combine
+
+DEFAULT_SHIFT = 5.0
+NUM_TRAIN_TIMESTEPS = 1000
+# Paper: correspondence read at step 5 of 50, part attention active for the first 6 of 50 steps.
+PTCM_CAPTURE_FRACTION = 5 / 50
+PTCM_ACTIVE_FRACTION = 6 / 50
+
+ConditioningFn = Callable[[int], object]
+VelocityFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+StepFn = Callable[[int, torch.Tensor], None]
+
+
+class Cancelled(Exception):
+    """Sampling was stopped through its cancel token; nothing was written."""
+
+
+class CancelToken:
+    """Thread-safe flag the sampler checks before every step (set from a UI or signal handler)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise Cancelled("generation cancelled")
+
+
+def make_scheduler(steps: int, shift: float = DEFAULT_SHIFT, device: str | torch.device = "cpu"):
+    """A fresh flow-matching Euler scheduler set to ``steps`` (fresh: it keeps a step index)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    if steps < 1:
+        raise ValueError(f"steps is {steps}; use at least 1 sampling step")
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=float(shift)
+    )
+    scheduler.set_timesteps(steps, device=device)
+    return scheduler
+
+
+def initial_noise(
+    shape: tuple[int, ...], seed: int, device: str | torch.device = "cpu", dtype=torch.float32
+) -> torch.Tensor:
+    """Gaussian noise from a CPU generator, so a seed gives the same latents on every device."""
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device, dtype)
+
+
+def ptcm_steps(steps: int) -> tuple[int, int]:
+    """(capture step, active steps) for ``steps``: the paper's 5/50 and 6/50, at least one each."""
+    capture = max(1, round(steps * PTCM_CAPTURE_FRACTION))
+    active = max(1, round(steps * PTCM_ACTIVE_FRACTION))
+    return min(capture, steps), min(active, steps)
+
+
+def pin_reference(latents: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
+    """Put the clean reference latent (B,C,1,h,w) in as the first latent frame."""
+    if reference is None:
+        return latents
+    return torch.cat(
+        [reference.to(latents.dtype).expand_as(latents[:, :, :1]), latents[:, :, 1:]], 2
+    )
+
+
+def flow_match_sample(
+    velocity: VelocityFn,
+    noise: torch.Tensor,
+    reference: torch.Tensor | None,
+    steps: int,
+    shift: float = DEFAULT_SHIFT,
+    stop_after: int | None = None,
+    on_step: StepFn | None = None,
+    cancel: CancelToken | None = None,
+) -> torch.Tensor:
+    """Integrate the flow from ``noise`` (B,C,T,h,w) to clean latents with Euler steps.
+
+    ``velocity(latents, timestep (B,T), step_index)`` predicts ``noise - x0``; ``reference``
+    (B,C,1,h,w) is pinned as the clean first frame with timestep 0. ``stop_after`` ends the loop
+    after that many steps (the PTCM read-out run). ``on_step(steps_done, x0_estimate)`` reports
+    progress; ``cancel`` is checked before every step and raises ``Cancelled``.
+    """
+    scheduler = make_scheduler(steps, shift, noise.device)
+    last = steps if stop_after is None else min(stop_after, steps)
+    latents = pin_reference(noise, reference)
+    batch, _, frames = latents.shape[:3]
+    for index, t in enumerate(scheduler.timesteps[:last]):
+        if cancel is not None:
+            cancel.check()
+        timestep = torch.full((batch, frames), float(t), device=latents.device)
+        if reference is not None:
+            timestep[:, 0] = 0.0
+        predicted = velocity(latents, timestep, index)
+        latents = scheduler.step(predicted, t, latents, return_dict=False)[0]
+        latents = pin_reference(latents, reference)
+        if on_step is not None:
+            # x_next = x0 + sigma_next * v along the straight flow, so x0 = x_next - sigma_next * v.
+            sigma_next = float(scheduler.sigmas[index + 1])
+            on_step(index + 1, pin_reference(latents - sigma_next * predicted, reference))
+    return latents
+
+
+def guided_velocity(
+    model,
+    pose_latents: torch.Tensor,
+    names: tuple[str, ...],
+    subject: float,
+    camera: float,
+    text_embeds: torch.Tensor,
+    conditioning: ConditioningFn | None = None,
+) -> VelocityFn:
+    """A velocity function that runs all guidance anchors in ONE batched model forward.
+
+    ``pose_latents`` (A,C,T,h,w) holds the anchors ``names`` in order; the noisy latents, the
+    timesteps and the text are repeated A times along the batch, and the A predictions are mixed
+    by ``engine.guidance.combine``. ``conditioning(step)`` gives the PTCM input for that step
+    (None = part attention off).
+    """
+    count = len(names)
+
+    def velocity(latents: torch.Tensor, timestep: torch.Tensor, step: int) -> torch.Tensor:
+        batch = latents.shape[0]
+        predictions = model(
+            latents.repeat(count, 1, 1, 1, 1),
+            pose_latents.repeat_interleave(batch, dim=0),
+            timestep.repeat(count, 1),
+            text_embeds.expand(batch, -1, -1).repeat(count, 1, 1),
+            ptcm=None if conditioning is None else conditioning(step),
+        )
+        return combine(predictions, names, subject, camera)
+
+    return velocity
