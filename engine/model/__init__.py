@@ -1,0 +1,27 @@
+"""The pose-conditioned video model: DiT with PTCM, video codecs, text encoders."""
+
+from .ptcm import (
+    PartConditioning,
+    PartCrossAttention,
+    match_parts,
+    part_affinity_from_attention,
+    pool_part_masks_to_latent_frames,
+)
+from .transformer import (
+    TINY_CONFIG,
+    WAN22_TI2V_5B_CONFIG,
+    PoseAnythingBlock,
+    PoseAnythingTransformer,
+)
+
+__all__ = [
+    "TINY_CONFIG",
+    "WAN22_TI2V_5B_CONFIG",
+    "PartConditioning",
+    "PartCrossAttention",
+    "PoseAnythingBlock",
+    "PoseAnythingTransformer",
+    "match_parts",
+    "part_affinity_from_attention",
+    "pool_part_masks_to_latent_frames",
+]
