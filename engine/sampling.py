@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 
 from .guidance import combine
+from .model.ptcm import PartConditioning, match_parts
 
 DEFAULT_SHIFT = 5.0
 NUM_TRAIN_TIMESTEPS = 1000
@@ -78,10 +79,14 @@ def initial_noise(
 
 
 def ptcm_steps(steps: int) -> tuple[int, int]:
-    """(capture step, active steps) for ``steps``: the paper's 5/50 and 6/50, at least one each."""
-    capture = max(1, round(steps * PTCM_CAPTURE_FRACTION))
+    """(capture step, active steps) for ``steps``: the paper's 5/50 and 6/50.
+
+    The correspondence is read after ``capture`` steps (at least one, when there is a later step
+    to restart into); part attention runs for the first ``active`` steps (at least one).
+    """
+    capture = min(max(1, round(steps * PTCM_CAPTURE_FRACTION)), steps - 1)
     active = max(1, round(steps * PTCM_ACTIVE_FRACTION))
-    return min(capture, steps), min(active, steps)
+    return capture, min(active, steps)
 
 
 def pin_reference(latents: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
@@ -160,3 +165,75 @@ def guided_velocity(
         return combine(predictions, names, subject, camera)
 
     return velocity
+
+
+def sample_with_ptcm(
+    model,
+    noise: torch.Tensor,
+    reference: torch.Tensor | None,
+    pose_latents: torch.Tensor,
+    names: tuple[str, ...],
+    subject: float,
+    camera: float,
+    text_embeds: torch.Tensor,
+    steps: int,
+    shift: float = DEFAULT_SHIFT,
+    part_masks: torch.Tensor | None = None,
+    on_step: StepFn | None = None,
+    cancel: CancelToken | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sample one window; with ``part_masks`` (1,P,T,gh,gw), PTCM as the paper runs it.
+
+    PTCM: sample ``capture`` steps without part attention, read the part correspondence from the
+    model's late-block self-attention (``model.part_affinity`` then ``match_parts``) under the
+    shot's own skeleton, then restart from the SAME noise with part attention on for the first
+    ``active`` steps. ``on_step`` counts the read-out steps too (``ptcm_steps(steps)[0] + steps``
+    in all). Returns (latents, correspondence (T,P) or None).
+    """
+    correspondence = None
+    conditioning = None
+    if part_masks is not None:
+        capture, active = ptcm_steps(steps)
+        plain = guided_velocity(model, pose_latents, names, subject, camera, text_embeds)
+        early = flow_match_sample(
+            plain,
+            noise,
+            reference,
+            steps,
+            shift,
+            stop_after=capture,
+            on_step=on_step,
+            cancel=cancel,
+        )
+        sigma = float(make_scheduler(steps, shift).sigmas[capture])
+        timestep = torch.full(early.shape[:1] + early.shape[2:3], sigma * NUM_TRAIN_TIMESTEPS)
+        if reference is not None:
+            timestep[:, 0] = 0.0
+        # The shot's own skeleton (or the subject's) is what the parts are drawn from.
+        anchor = next((names.index(n) for n in ("full", "subject") if n in names), 0)
+        affinity = model.part_affinity(
+            early,
+            pose_latents[anchor : anchor + 1],
+            timestep.to(early.device),
+            text_embeds,
+            part_masks,
+        )
+        correspondence = match_parts(affinity, part_masks)[0]
+        parts = PartConditioning(part_masks, correspondence)
+
+        def conditioning(step: int) -> PartConditioning | None:
+            return parts if step < active else None
+
+        if on_step is not None:
+            report_early = on_step
+
+            def on_step(done: int, x0: torch.Tensor) -> None:
+                report_early(capture + done, x0)
+
+    velocity = guided_velocity(
+        model, pose_latents, names, subject, camera, text_embeds, conditioning
+    )
+    latents = flow_match_sample(
+        velocity, noise, reference, steps, shift, on_step=on_step, cancel=cancel
+    )
+    return latents, correspondence

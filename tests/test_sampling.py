@@ -111,3 +111,78 @@ def test_guided_velocity_is_one_batched_forward():
     out = velocity(torch.zeros(1, 2, 3, 1, 1), torch.zeros(1, 3), 0)
     assert calls == [(3, 3, (3, 3), (3, 4, 8))]
     torch.testing.assert_close(out, torch.full((1, 2, 3, 1, 1), 1 + 1.5 * 2 + 1.0 * 4))
+
+
+def tiny_transformer(seed: int = 0):
+    from poseanything.engine.model import PoseAnythingTransformer
+
+    torch.manual_seed(seed)
+    model = PoseAnythingTransformer(
+        latent_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        text_dim=16,
+        freq_dim=16,
+        ffn_dim=32,
+        num_layers=2,
+    )
+    return model.eval()
+
+
+def ptcm_inputs():
+    generator = torch.Generator().manual_seed(5)
+    noise = torch.randn(1, 4, 3, 4, 4, generator=generator)
+    reference = torch.randn(1, 4, 1, 4, 4, generator=generator)
+    pose = torch.randn(2, 4, 3, 4, 4, generator=generator)
+    text = torch.randn(1, 3, 16, generator=generator)
+    masks = torch.zeros(1, 2, 3, 2, 2, dtype=torch.bool)
+    masks[:, 0, :, 0] = True  # part 0: the top row of tokens, part 1: the bottom row
+    masks[:, 1, :, 1] = True
+    return noise, reference, pose, text, masks
+
+
+@torch.no_grad()
+def test_ptcm_reads_correspondence_then_restarts_from_the_same_noise():
+    model = tiny_transformer()
+    noise, reference, pose, text, masks = ptcm_inputs()
+    names = ("subject", "full")
+    steps = []
+    with_ptcm, correspondence = sampling.sample_with_ptcm(
+        model,
+        noise,
+        reference,
+        pose,
+        names,
+        1.0,
+        0.5,
+        text,
+        10,
+        5.0,
+        masks,
+        on_step=lambda done, x0: steps.append(done),
+    )
+    without, none = sampling.sample_with_ptcm(
+        model, noise, reference, pose, names, 1.0, 0.5, text, 10, 5.0, None
+    )
+    assert none is None
+    assert correspondence.shape == (3, 2)
+    assert sorted(correspondence[1].tolist()) == [0, 1]  # a one-to-one assignment
+    assert steps == list(range(1, 12))  # 1 read-out step + 10 steps after the restart
+    # An untrained part attention is the identity, so the restart reproduces the plain run.
+    torch.testing.assert_close(with_ptcm, without)
+
+
+@torch.no_grad()
+def test_ptcm_part_attention_changes_the_early_steps_when_trained():
+    model = tiny_transformer()
+    for block in model.blocks:
+        torch.nn.init.normal_(block.ptcm.to_out.weight, std=0.5)
+    noise, reference, pose, text, masks = ptcm_inputs()
+    names = ("full",)
+    with_ptcm, _ = sampling.sample_with_ptcm(
+        model, noise, reference, pose[:1], names, 1.0, 1.0, text, 10, 5.0, masks
+    )
+    without, _ = sampling.sample_with_ptcm(
+        model, noise, reference, pose[:1], names, 1.0, 1.0, text, 10, 5.0, None
+    )
+    assert not torch.allclose(with_ptcm, without)
