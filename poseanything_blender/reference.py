@@ -1,0 +1,128 @@
+"""The shot's reference frame: the subject at the first frame, through the shot camera.
+
+A Workbench render is fast, needs no lights or materials, and shows the character's silhouette
+and colours as the animator sees them in the viewport. Rendering touches the scene's output
+settings, so every setting changed here is put back afterwards, even when the render fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import bpy
+import numpy as np
+
+
+@contextmanager
+def _temporarily_set(changes: list[tuple[Any, str, Any]]) -> Iterator[None]:
+    """Set ``owner.attribute = value`` for each change, and restore the old values afterwards.
+
+    Restored in the order they were set: some settings constrain later ones (``media_type``
+    decides which ``file_format`` values exist), so the earlier one has to come back first.
+    """
+    previous: list[tuple[Any, str, Any]] = []
+    try:
+        for owner, attribute, value in changes:
+            previous.append((owner, attribute, getattr(owner, attribute)))
+            setattr(owner, attribute, value)
+        yield
+    finally:
+        for owner, attribute, value in previous:
+            setattr(owner, attribute, value)
+
+
+def render_reference(
+    scene: bpy.types.Scene, camera_obj: bpy.types.Object, frame: int, filepath: str | Path
+) -> Path:
+    """Render ``frame`` through ``camera_obj`` with Workbench into a PNG at ``filepath``.
+
+    The image has the scene's output size (resolution times percentage), which is the shot's
+    size. Only the camera's view is rendered: sequencer strips, compositing, stamps, render
+    regions, stereo and transparency are switched off for the render and restored after.
+    """
+    render = scene.render
+    image = render.image_settings
+    changes = [
+        (scene, "camera", camera_obj),
+        (render, "engine", "BLENDER_WORKBENCH"),
+        (render, "filepath", str(filepath)),
+        (render, "use_file_extension", False),
+        (render, "use_sequencer", False),
+        (render, "use_compositing", False),
+        (render, "use_stamp", False),
+        (render, "use_border", False),
+        (render, "use_multiview", False),
+        (render, "use_single_layer", True),
+        (render, "use_freestyle", False),
+        (render, "film_transparent", False),
+        (image, "media_type", "IMAGE"),
+        (image, "file_format", "PNG"),
+        (image, "color_mode", "RGB"),
+        (image, "color_depth", "8"),
+    ]
+    frame_before = (scene.frame_current, scene.frame_subframe)
+    images_before = set(bpy.data.images)
+    try:
+        with _temporarily_set(changes):
+            scene.frame_set(frame)
+            bpy.ops.render.render(write_still=True, scene=scene.name)
+    finally:
+        scene.frame_set(frame_before[0], subframe=frame_before[1])
+        # The render leaves a "Render Result" image behind; the file had none before.
+        for image in set(bpy.data.images) - images_before:
+            bpy.data.images.remove(image)
+    filepath = Path(filepath)
+    if not filepath.is_file():
+        raise RuntimeError(f"the reference render of frame {frame} did not write {filepath}")
+    return filepath
+
+
+def _srgb_from_linear(linear: np.ndarray) -> np.ndarray:
+    linear = np.clip(linear, 0.0, 1.0)
+    return np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * np.power(linear, 1 / 2.4) - 0.055)
+
+
+def load_reference_image(
+    path: str | Path, width: int, height: int
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """A user's reference image as (height, width, 3) uint8, in any format Blender reads.
+
+    An image of another size is scaled to cover the shot and cropped at the centre, so the
+    subject keeps its proportions. Transparent pixels become black. The image is loaded
+    without touching the file's data: it is removed again before returning.
+    """
+    try:
+        image = bpy.data.images.load(str(path), check_existing=False)
+    except RuntimeError as error:
+        raise ValueError(f"cannot read the reference image {path}: {error}") from error
+    notes: list[str] = []
+    try:
+        source_width, source_height = image.size
+        if (source_width, source_height) != (width, height):
+            cover = max(width / source_width, height / source_height)
+            scaled = (
+                max(width, round(source_width * cover)),
+                max(height, round(source_height * cover)),
+            )
+            image.scale(*scaled)
+            notes.append(
+                f"reference image {source_width}x{source_height} scaled and cropped to the "
+                f"shot's {width}x{height}"
+            )
+        scaled_width, scaled_height = image.size
+        pixels = np.empty(scaled_width * scaled_height * 4, dtype=np.float32)
+        image.pixels.foreach_get(pixels)
+        is_float = image.is_float
+    finally:
+        bpy.data.images.remove(image)
+    rgba = pixels.reshape(scaled_height, scaled_width, 4)[::-1]
+    rgb = rgba[..., :3] * rgba[..., 3:]
+    if is_float:
+        rgb = _srgb_from_linear(rgb)
+    top = (scaled_height - height) // 2
+    left = (scaled_width - width) // 2
+    cropped = rgb[top : top + height, left : left + width]
+    return np.round(np.clip(cropped, 0.0, 1.0) * 255).astype(np.uint8), tuple(notes)

@@ -1,0 +1,209 @@
+"""Scene to shot folder: resolve what the user named, gather the shot, write it atomically.
+
+Settings arrive as one frozen ``ExportSettings`` (names and plain values, never operator or UI
+state), so the operator, the command line and scripts all call the same ``export_shot``. Every
+bad input is reported as an ``ExportError`` that says what is wrong and what to do, before any
+slow work starts where possible. The scene is read, never changed: the pieces that have to
+move the frame or touch render settings put them back themselves.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bpy
+
+from ..engine.camera import project_points
+from ..engine.shot import Shot, ShotError, write_shot
+from .armature import SkeletonOptions, extract_skeleton
+from .camera_path import camera_path, gather_render_size
+from .motion import sample_motion
+from .reference import load_reference_image, render_reference
+
+
+class ExportError(ValueError):
+    """Input that cannot make a shot; the message says what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """Everything an export needs, copied once from the operator, the command line or a script.
+
+    ``camera`` None means the scene camera; ``frames`` None means the scene's frame range;
+    ``reference_image`` None means a Workbench render of the first frame.
+    """
+
+    scene: str
+    armature: str
+    out: Path
+    camera: str | None = None
+    frames: tuple[int, int] | None = None
+    skeleton: SkeletonOptions = field(default_factory=SkeletonOptions)
+    reference_image: Path | None = None
+    prompt: str = ""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    notes: tuple[str, ...]
+    """Things the user may want to know (bones dropped, filters applied); not errors."""
+
+
+def _names(objects) -> str:
+    return ", ".join(sorted(repr(obj.name) for obj in objects)) or "none"
+
+
+def _resolve_scene(name: str) -> bpy.types.Scene:
+    scene = bpy.data.scenes.get(name)
+    if scene is None:
+        raise ExportError(
+            f"no scene named {name!r}; the file's scenes are: {_names(bpy.data.scenes)}"
+        )
+    return scene
+
+
+def _resolve_armature(scene: bpy.types.Scene, name: str) -> bpy.types.Object:
+    obj = scene.objects.get(name)
+    if obj is None:
+        armatures = [o for o in scene.objects if o.type == "ARMATURE"]
+        raise ExportError(
+            f"no object named {name!r} in scene {scene.name!r}; its armatures are: "
+            f"{_names(armatures)}"
+        )
+    return obj
+
+
+def _resolve_camera(scene: bpy.types.Scene, name: str | None) -> bpy.types.Object:
+    if name is None:
+        if scene.camera is None:
+            raise ExportError(
+                f"scene {scene.name!r} has no camera; set a scene camera or pass --camera NAME"
+            )
+        return scene.camera
+    obj = scene.objects.get(name)
+    cameras = [o for o in scene.objects if o.type == "CAMERA"]
+    if obj is None:
+        raise ExportError(
+            f"no object named {name!r} in scene {scene.name!r}; its cameras are: {_names(cameras)}"
+        )
+    if obj.type != "CAMERA":
+        raise ExportError(
+            f"object {name!r} is a {obj.type.lower()}, not a camera; pick one of: {_names(cameras)}"
+        )
+    return obj
+
+
+def _resolve_frames(scene: bpy.types.Scene, frames: tuple[int, int] | None) -> tuple[int, int]:
+    start, end = (scene.frame_start, scene.frame_end) if frames is None else frames
+    if end < start:
+        raise ExportError(
+            f"the frame range {start}:{end} is empty; the end frame must not come before the start"
+        )
+    return start, end
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_output_folder(out: Path) -> Path:
+    """Fail now, not after minutes of evaluation, if the shot folder cannot be written.
+
+    The shot is staged next to the folder and renamed into it, so both the folder (when it
+    exists) and the place it is created in must accept new files. Probing with a real temporary
+    file answers for permissions, read-only disks and files in the way alike.
+    """
+    out = Path(out).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"the output {out} is a file; give a folder for the shot")
+    places = {_nearest_existing(out.parent)} | ({out} if out.exists() else set())
+    for place in places:
+        if not place.is_dir():
+            raise ExportError(
+                f"cannot create the output folder {out}: {place} is a file; choose another folder"
+            )
+        try:
+            with tempfile.TemporaryFile(dir=place):
+                pass
+        except OSError as error:
+            raise ExportError(
+                f"cannot write to {place} ({error.strerror}); choose an output folder you can "
+                "write to"
+            ) from error
+    return out
+
+
+def _check_reference_image(path: Path | None) -> Path | None:
+    if path is None:
+        return None
+    path = Path(path).expanduser().absolute()
+    if not path.is_file():
+        raise ExportError(
+            f"no reference image at {path}; give an existing image file, or none to render one"
+        )
+    return path
+
+
+def export_shot(settings: ExportSettings) -> ExportResult:
+    """Export the armature's motion through the camera as a shot folder; return its path."""
+    scene = _resolve_scene(settings.scene)
+    armature_obj = _resolve_armature(scene, settings.armature)
+    camera_obj = _resolve_camera(scene, settings.camera)
+    frame_start, frame_end = _resolve_frames(scene, settings.frames)
+    out = _check_output_folder(settings.out)
+    reference_image = _check_reference_image(settings.reference_image)
+
+    try:
+        skeleton = extract_skeleton(armature_obj, settings.skeleton)
+    except ValueError as error:
+        raise ExportError(str(error)) from error
+    notes = list(skeleton.notes)
+    motion = sample_motion(
+        scene, armature_obj, camera_obj, range(frame_start, frame_end + 1), skeleton
+    )
+    if not motion.isolated:
+        notes.append("a driver reads the scene, so the whole scene was evaluated (slower)")
+    try:
+        path = camera_path(motion.camera_world, motion.camera_states, gather_render_size(scene))
+    except ValueError as error:
+        raise ExportError(f"camera {camera_obj.name!r}: {error}") from error
+    joints2d, depth, visible = project_points(
+        motion.joints3d, path.K, path.w2c, path.cam_type, path.width, path.height
+    )
+    shot = Shot(
+        name=out.name,
+        fps=scene.render.fps / scene.render.fps_base,
+        frame_start=frame_start,
+        frame_end=frame_end,
+        skeleton=skeleton.graph,
+        camera_path=path,
+        joints3d=motion.joints3d,
+        joints2d=joints2d,
+        depth=depth,
+        visible=visible,
+        prompt=settings.prompt,
+        seed=settings.seed,
+        armature=armature_obj.name,
+        camera=camera_obj.name,
+        source_blend=bpy.data.filepath,
+    )
+
+    with tempfile.TemporaryDirectory(prefix="poseanything-reference-") as temporary:
+        if reference_image is None:
+            reference = render_reference(
+                scene, camera_obj, frame_start, Path(temporary) / "reference.png"
+            )
+        else:
+            reference, image_notes = load_reference_image(reference_image, path.width, path.height)
+            notes.extend(image_notes)
+        try:
+            written = write_shot(shot, out, reference)
+        except ShotError as error:
+            raise ExportError(str(error)) from error
+    return ExportResult(path=written, notes=tuple(notes))
