@@ -1,0 +1,421 @@
+"""PoseAnythingPipeline: a shot and a reference image in, the shot's frames out.
+
+Diffusers-style: the model, codec and text encoder are separate objects this pipeline holds; the
+scheduler lives in ``engine.sampling``; the pipeline owns what PoseAnything adds around them:
+
+- **any size**: the shot is scaled to the nearest size the model takes (its native pixel budget,
+  aspect kept, sides a multiple of the model's tile), skeleton images are re-rendered at that
+  size from ``joints2d`` (a downscaled drawing would blur the 3 px bones), and the result can be
+  upscaled back to the shot's size;
+- **any length**: a shot longer than the model's window renders in consecutive windows; each
+  window's reference (its clean first frame) is a frame the previous window generated, and the
+  frames both windows cover are cross-faded, so the frame count always equals the shot's;
+- **guidance anchors** (``engine.guidance``), sparse poses and PTCM part masks per window.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+
+from .guidance import CameraAnchorKind, anchor_tracks, anchors_needed
+from .model.ptcm import pool_part_masks_to_latent_frames
+from .sampling import DEFAULT_SHIFT, CancelToken, initial_noise, ptcm_steps, sample_with_ptcm
+from .shot import Shot, ShotError
+from .skeleton import part_masks, render_skeleton_frames
+
+DEFAULT_OVERLAP = 4
+"""Frames two consecutive windows share: the cross-fade that hides the seam (>= 1)."""
+MIN_SUBJECT_PIXELS = 4.0
+"""Below this extent (pixels, at the model's working size) a skeleton is a dot, not a pose."""
+
+
+def working_size(width: int, height: int, pixel_area: int, multiple: int) -> tuple[int, int]:
+    """The model's size for a ``width`` x ``height`` shot: about ``pixel_area`` pixels, aspect
+    kept, both sides multiples of ``multiple`` (at least one tile)."""
+    if width <= 0 or height <= 0:
+        raise ShotError(f"width/height: the shot is {width}x{height}; both must be positive")
+    scale = math.sqrt(pixel_area / (width * height))
+    return (
+        max(multiple, round(width * scale / multiple) * multiple),
+        max(multiple, round(height * scale / multiple) * multiple),
+    )
+
+
+def window_length(num_frames: int, temporal_factor: int) -> int:
+    """The shortest clip of at least ``num_frames`` the codec takes (``1 + k * temporal_factor``,
+    the causal video-VAE rule: the first frame is its own latent frame)."""
+    return 1 + math.ceil(max(num_frames - 1, 0) / temporal_factor) * temporal_factor
+
+
+def plan_windows(num_frames: int, window: int, overlap: int = DEFAULT_OVERLAP) -> list[int]:
+    """Start frame of each window covering ``num_frames`` with windows of ``window`` frames.
+
+    Consecutive windows share at least ``overlap`` frames (the first shared frame is the next
+    window's reference); the last window is moved back to end exactly on the last frame, so no
+    frame is generated past the shot.
+    """
+    if num_frames < 1:
+        raise ShotError("frames: the shot has no frames; export at least one frame")
+    if not 1 <= overlap < window:
+        raise ValueError(
+            f"overlap is {overlap}; it must be at least 1 and below the window {window}"
+        )
+    if num_frames <= window:
+        return [0]
+    stride = window - overlap
+    count = math.ceil((num_frames - window) / stride) + 1
+    starts = [i * stride for i in range(count)]
+    starts[-1] = num_frames - window
+    return starts
+
+
+def blend_weights(shared: int) -> np.ndarray:
+    """Weight of the later window on the ``shared`` frames two windows cover (the earlier one
+    gets ``1 - w``): a linear ramp from 0 on the shared reference frame towards 1."""
+    return np.arange(shared, dtype=np.float32) / shared
+
+
+def stitch_window(video: np.ndarray, frames: np.ndarray, start: int, done: int) -> None:
+    """Write a window's ``frames`` (float) into ``video`` at ``start``, cross-fading the frames
+    ``start .. done-1`` that the previous windows already produced."""
+    shared = max(0, done - start)
+    if shared:
+        weight = blend_weights(shared)[:, None, None, None]
+        video[start:done] = video[start:done] * (1.0 - weight) + frames[:shared] * weight
+    video[done : start + len(frames)] = frames[shared:]
+
+
+def check_subject_size(joints2d: np.ndarray, in_front: np.ndarray, scale: np.ndarray) -> None:
+    """Fail early when the working size is too small to draw the subject as a pose."""
+    if not in_front.any():
+        raise ShotError(
+            "visible: no joint is in front of the camera in any frame; aim the camera at the rig"
+        )
+    points = np.where(in_front[..., None], joints2d * scale, np.nan)[in_front.any(axis=1)]
+    extent = float(np.nanmax(np.nanmax(points, axis=1) - np.nanmin(points, axis=1)))
+    if extent < MIN_SUBJECT_PIXELS:
+        raise ShotError(
+            f"width/height: at the model's working size the subject spans {extent:.1f} px, too "
+            "small to hold a pose; frame the subject larger or raise the resolution"
+        )
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """What the pipeline needs to know about a model beyond its weights (``pipeline.json``)."""
+
+    window_frames: int = 16
+    """Frames the model generates at once (its training clip length)."""
+    pixel_area: int = 64 * 64
+    """Native pixel budget: the working size has about this many pixels, aspect kept."""
+    size_multiple: int = 16
+    """Working width and height are multiples of this (codec factor x patch size)."""
+    steps: int = 20
+    shift: float = DEFAULT_SHIFT
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PipelineConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+FULL_MODEL_CONFIG = PipelineConfig(
+    window_frames=81, pixel_area=832 * 480, size_multiple=32, steps=50, shift=5.0
+)
+"""The official PoseAnything on Wan2.2-TI2V-5B: 81 frames, long side 832, 50 steps, shift 5."""
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Per-render choices; None means "the shot's" (guidance, seed) or "the model's" (steps)."""
+
+    steps: int | None = None
+    subject_guidance: float | None = None
+    camera_guidance: float | None = None
+    camera_anchor: CameraAnchorKind = "rectangle"
+    seed: int | None = None
+    ptcm: bool = True
+    upscale: bool = True
+    """Resize the result to the shot's size (else keep the model's working size)."""
+    overlap: int = DEFAULT_OVERLAP
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One sampling step done, as the callback sees it."""
+
+    step: int
+    total: int
+    eta_s: float
+    window: int
+    windows: int
+    stage: str
+    """"ptcm" while reading the part correspondence, "sampling" afterwards."""
+    preview: Callable[[], np.ndarray]
+    """Decodes the current estimate of the window's last frame, (H,W,3) uint8, on request."""
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    frames: np.ndarray
+    """(F,H,W,3) uint8, F = the shot's frame count."""
+    report: dict
+    """Settings, seed, working size, windows and part correspondence, for engine.json."""
+
+
+def to_unit_range(frames: np.ndarray, device) -> torch.Tensor:
+    """(F,H,W,3) uint8 -> (1,3,F,H,W) float in [-1, 1], the codecs' input."""
+    video = torch.from_numpy(np.array(frames, dtype=np.uint8)).to(device)
+    return (video.permute(3, 0, 1, 2)[None].float() / 127.5) - 1.0
+
+
+def to_pixels(video: torch.Tensor) -> np.ndarray:
+    """(1,3,F,H,W) float in [-1, 1] -> (F,H,W,3) float32 in [0, 255]."""
+    pixels = ((video[0].float().clamp(-1, 1) + 1.0) * 127.5).permute(1, 2, 3, 0)
+    return pixels.cpu().numpy()
+
+
+def fit_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Centre-crop ``image`` to the aspect of ``width`` x ``height`` and resize it (Lanczos)."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    target = width / height
+    if w / h > target:
+        crop = round(h * target)
+        image = image[:, (w - crop) // 2 : (w - crop) // 2 + crop]
+    elif w / h < target:
+        crop = round(w / target)
+        image = image[(h - crop) // 2 : (h - crop) // 2 + crop]
+    resized = Image.fromarray(np.ascontiguousarray(image[..., :3])).resize(
+        (width, height), Image.Resampling.LANCZOS
+    )
+    return np.asarray(resized)
+
+
+def upscale_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize (F,h,w,3) uint8 frames to ``width`` x ``height`` (bicubic, Pillow: uint8 SIMD,
+    frame by frame, so a long HD shot never holds float copies of all its frames)."""
+    from PIL import Image
+
+    if frames.shape[1:3] == (height, width):
+        return frames
+    out = np.empty((len(frames), height, width, 3), dtype=np.uint8)
+    for index, frame in enumerate(frames):
+        out[index] = np.asarray(
+            Image.fromarray(frame).resize((width, height), Image.Resampling.BICUBIC)
+        )
+    return out
+
+
+class PoseAnythingPipeline:
+    """The model, codec and text encoder of one PoseAnything model, and how to run them on a shot.
+
+    ``model(latents, pose_latents, timestep, text_embeds, ptcm)`` is the transformer
+    (``engine.model.PoseAnythingTransformer``); ``codec`` turns (B,3,F,H,W) videos in [-1, 1]
+    into (B,C,T,h,w) latents and back; ``text_encoder.encode(prompts)`` gives (B,L,D).
+    """
+
+    def __init__(
+        self,
+        model,
+        codec,
+        text_encoder,
+        config: PipelineConfig = PipelineConfig(),
+        model_id: str = "",
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.model = model.to(device).eval()
+        self.codec = codec.to(device).eval() if hasattr(codec, "to") else codec
+        self.text_encoder = text_encoder
+        self.config = config
+        self.model_id = model_id
+        self.device = torch.device(device)
+
+    def working_size(self, shot: Shot) -> tuple[int, int]:
+        """The (width, height) the model renders ``shot`` at."""
+        return working_size(
+            shot.width, shot.height, self.config.pixel_area, self.config.size_multiple
+        )
+
+    def __call__(
+        self,
+        shot: Shot,
+        reference: np.ndarray,
+        settings: RenderSettings | None = None,
+        callback: Callable[[Progress], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> np.ndarray:
+        """Render ``shot`` from ``reference`` (H,W,3) uint8: (F,H,W,3) uint8 frames."""
+        return self.render(shot, reference, settings, callback, cancel).frames
+
+    def _encode(self, videos: list[np.ndarray]) -> torch.Tensor:
+        """Same-size uint8 videos (F,H,W,3) -> latents (len(videos),C,T,h,w), one codec call."""
+        batch = torch.cat([to_unit_range(video, self.device) for video in videos])
+        return self.codec.encode(batch)
+
+    @torch.inference_mode()
+    def _decode(self, latents: torch.Tensor) -> np.ndarray:
+        return to_pixels(self.codec.decode(latents))
+
+    @torch.inference_mode()
+    def render(
+        self,
+        shot: Shot,
+        reference: np.ndarray,
+        settings: RenderSettings | None = None,
+        callback: Callable[[Progress], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> RenderResult:
+        """Render ``shot`` window by window; see the module docstring."""
+        settings = settings or RenderSettings()
+        steps = settings.steps or self.config.steps
+        subject = (
+            shot.guidance.subject
+            if settings.subject_guidance is None
+            else settings.subject_guidance
+        )
+        camera = (
+            shot.guidance.camera if settings.camera_guidance is None else settings.camera_guidance
+        )
+        seed = shot.seed if settings.seed is None else settings.seed
+        width, height = self.working_size(shot)
+        scale = np.array([width / shot.width, height / shot.height])
+        check_subject_size(shot.joints2d, shot.in_front, scale)
+        names = anchors_needed(subject, camera)
+        tracks = anchor_tracks(shot, names, settings.camera_anchor)
+        text = self.text_encoder.encode([shot.prompt]).to(self.device)
+
+        num_frames = shot.num_frames
+        temporal = self.codec.temporal_factor
+        window = window_length(self.config.window_frames, temporal)
+        starts = plan_windows(num_frames, window, settings.overlap)
+        length = window if len(starts) > 1 else window_length(num_frames, temporal)
+        use_ptcm = settings.ptcm and bool(self.model.config.ptcm) and shot.skeleton.num_parts > 0
+        capture, active = ptcm_steps(steps)
+        per_window = steps + (capture if use_ptcm else 0)
+        total = per_window * len(starts)
+        pose_set = None if shot.pose_frames is None else set(shot.pose_frames)
+
+        video = np.zeros((num_frames, height, width, 3), dtype=np.float32)
+        reference_frame = fit_image(reference, width, height)
+        correspondences = []
+        began = time.perf_counter()
+        done = 0
+        for index, start in enumerate(starts):
+            # Frames past the shot's end (a codec needing 1 + k*t frames) hold the last pose.
+            frames = np.minimum(np.arange(start, start + length), num_frames - 1)
+            local_poses = (
+                None
+                if pose_set is None
+                else [i for i, f in enumerate(frames.tolist()) if f in pose_set]
+            )
+            pose_videos = [
+                render_skeleton_frames(
+                    tracks[name].joints2d[frames] * scale,
+                    tracks[name].in_front[frames],
+                    tracks[name].edges,
+                    width,
+                    height,
+                    pose_frames=local_poses,
+                )
+                for name in names
+            ]
+            pose_latents = self._encode(pose_videos)
+            reference_latent = self._encode([reference_frame[None]])
+            noise = initial_noise((1, *pose_latents.shape[1:]), seed + index, self.device)
+            masks = (
+                self._part_masks(shot, frames, scale, width, height, pose_latents)
+                if use_ptcm
+                else None
+            )
+
+            def on_step(step: int, x0: torch.Tensor, index: int = index) -> None:
+                if callback is None:
+                    return
+                overall = index * per_window + step
+                elapsed = time.perf_counter() - began
+                callback(
+                    Progress(
+                        step=overall,
+                        total=total,
+                        eta_s=elapsed / overall * (total - overall),
+                        window=index + 1,
+                        windows=len(starts),
+                        stage="ptcm" if use_ptcm and step <= capture else "sampling",
+                        preview=lambda: np.rint(self._decode(x0)[-1]).astype(np.uint8),
+                    )
+                )
+
+            latents, correspondence = sample_with_ptcm(
+                self.model,
+                noise,
+                reference_latent,
+                pose_latents,
+                names,
+                subject,
+                camera,
+                text,
+                steps,
+                self.config.shift,
+                masks,
+                on_step=on_step,
+                cancel=cancel,
+            )
+            if correspondence is not None:
+                correspondences.append(correspondence.cpu().tolist())
+            generated = self._decode(latents)[: min(length, num_frames - start)]
+            stitch_window(video, generated, start, done)
+            done = start + len(generated)
+            if index + 1 < len(starts):
+                reference_frame = np.rint(video[starts[index + 1]]).astype(np.uint8)
+
+        frames_out = np.rint(video).clip(0, 255).astype(np.uint8)
+        if settings.upscale:
+            frames_out = upscale_frames(frames_out, shot.width, shot.height)
+        report = {
+            "settings": {
+                "steps": steps,
+                "shift": self.config.shift,
+                "subject_guidance": subject,
+                "camera_guidance": camera,
+                "camera_anchor": settings.camera_anchor,
+                "seed": seed,
+                "ptcm": use_ptcm,
+                "upscale": settings.upscale,
+                "overlap": settings.overlap,
+            },
+            "seed": seed,
+            "anchors": list(names),
+            "working_size": [width, height],
+            "windows": [[start, min(length, num_frames - start)] for start in starts],
+            "ptcm": {
+                "enabled": use_ptcm,
+                "capture_step": capture if use_ptcm else None,
+                "active_steps": active if use_ptcm else None,
+                "part_correspondence": correspondences,
+            },
+        }
+        return RenderResult(frames_out, report)
+
+    def _part_masks(self, shot, frames, scale, width, height, pose_latents) -> torch.Tensor:
+        """(1,P,T,gh,gw) PTCM masks of the shot's parts on the token grid of ``pose_latents``."""
+        _, patch_h, patch_w = self.model.config.patch_size
+        grid = (pose_latents.shape[-2] // patch_h, pose_latents.shape[-1] // patch_w)
+        masks = part_masks(
+            shot.joints2d[frames] * scale,
+            shot.in_front[frames],
+            shot.skeleton.edges,
+            shot.skeleton.edge_part,
+            width,
+            height,
+            grid,
+        )  # (F, P, gh, gw)
+        masks = torch.from_numpy(masks).permute(1, 0, 2, 3)[None]
+        return pool_part_masks_to_latent_frames(masks, self.codec.temporal_factor).to(self.device)

@@ -1,0 +1,160 @@
+"""PoseAnythingPipeline on synthetic shots with a tiny randomly initialised model."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from synthetic_shots import make_shot, reference_image
+
+from poseanything.engine import pipeline as pl
+from poseanything.engine.model import HashTextEncoder, PoseAnythingTransformer, TinyVideoCodec
+from poseanything.engine.sampling import Cancelled, CancelToken
+from poseanything.engine.shot import ShotError
+
+TINY_PIPELINE = pl.PipelineConfig(window_frames=8, pixel_area=32 * 32, size_multiple=8, steps=2)
+
+
+def tiny_pipeline(config: pl.PipelineConfig = TINY_PIPELINE) -> pl.PoseAnythingPipeline:
+    torch.manual_seed(0)
+    model = PoseAnythingTransformer(
+        latent_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        text_dim=16,
+        freq_dim=16,
+        ffn_dim=32,
+        num_layers=2,
+    )
+    for block in model.blocks:  # a trained-looking part attention, so PTCM changes the output
+        torch.nn.init.normal_(block.ptcm.to_out.weight, std=0.2)
+    codec = TinyVideoCodec(latent_channels=4, spatial_factor=4, hidden_channels=16)
+    text = HashTextEncoder(vocab_size=64, dim=16, num_layers=1, num_heads=2, max_tokens=8)
+    return pl.PoseAnythingPipeline(model, codec, text.eval(), config, model_id="tiny-test")
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return tiny_pipeline()
+
+
+def test_working_size_keeps_aspect_on_the_tile_grid():
+    assert pl.working_size(1920, 1080, 64 * 64, 16) == (80, 48)
+    assert pl.working_size(64, 64, 64 * 64, 16) == (64, 64)
+    assert pl.working_size(1080, 1920, 64 * 64, 16) == (48, 80)
+    assert pl.working_size(832, 480, 832 * 480, 32) == (832, 480)
+    assert pl.working_size(5000, 20, 64 * 64, 16) == (1008, 16)  # never below one tile
+
+
+def test_windows_cover_every_frame_once_and_end_on_the_last():
+    assert pl.plan_windows(5, 16) == [0]
+    assert pl.plan_windows(16, 16) == [0]
+    for frames in (17, 40, 100, 250):
+        starts = pl.plan_windows(frames, 16, 4)
+        assert starts[0] == 0 and starts[-1] + 16 == frames
+        assert all(0 < b - a <= 12 for a, b in zip(starts, starts[1:], strict=False))
+    assert pl.window_length(10, 4) == 13 and pl.window_length(13, 4) == 13
+    assert pl.window_length(10, 1) == 10
+    with pytest.raises(ShotError, match="frames"):
+        pl.plan_windows(0, 16)
+
+
+def test_blend_weights_cross_fade_without_a_jump():
+    weights = pl.blend_weights(4)
+    np.testing.assert_allclose(weights, [0, 0.25, 0.5, 0.75])
+    video = np.zeros((10, 1, 1, 3), np.float32)
+    pl.stitch_window(video, np.full((6, 1, 1, 3), 100, np.float32), 0, 0)
+    pl.stitch_window(video, np.full((6, 1, 1, 3), 200, np.float32), 4, 6)
+    np.testing.assert_allclose(
+        video[:, 0, 0, 0], [100, 100, 100, 100, 100, 150, 200, 200, 200, 200]
+    )
+
+
+def test_render_shapes_determinism_and_report(pipeline):
+    shot = make_shot(num_frames=6, width=48, height=32)
+    reference = reference_image(48, 32)
+    settings = pl.RenderSettings(subject_guidance=1.5, camera_guidance=0.5)
+    first = pipeline.render(shot, reference, settings)
+    again = pipeline(shot, reference, settings)
+    assert first.frames.shape == (6, 32, 48, 3) and first.frames.dtype == np.uint8
+    np.testing.assert_array_equal(first.frames, again)
+    other_seed = pipeline(shot, reference, pl.RenderSettings(1, 1.5, 0.5, seed=9))
+    assert not np.array_equal(first.frames, other_seed)
+    report = first.report
+    assert report["anchors"] == ["camera", "subject", "full"]
+    assert report["settings"]["seed"] == shot.seed and report["settings"]["steps"] == 2
+    assert report["working_size"] == [40, 24]
+    assert report["windows"] == [[0, 6]]
+    correspondence = report["ptcm"]["part_correspondence"][0]
+    assert len(correspondence) == 6 and len(correspondence[0]) == shot.skeleton.num_parts
+
+
+def test_ptcm_switch_and_camera_guidance_change_the_video(pipeline):
+    shot = make_shot(num_frames=5, width=32, height=32, pan=0.2)
+    reference = reference_image(32, 32)
+    base = pipeline(shot, reference, pl.RenderSettings(subject_guidance=1.5))
+    no_ptcm = pipeline(shot, reference, pl.RenderSettings(subject_guidance=1.5, ptcm=False))
+    locked = pipeline(shot, reference, pl.RenderSettings(subject_guidance=1.5, camera_guidance=0.0))
+    assert not np.array_equal(base, no_ptcm)
+    assert not np.array_equal(base, locked)
+
+
+def test_sparse_poses_blank_the_other_frames(pipeline):
+    shot = make_shot(num_frames=6, width=32, height=32, pose_frames=(0, 5))
+    encoded = []
+    original = pipeline._encode
+
+    def recording_encode(videos):
+        encoded.append(videos)
+        return original(videos)
+
+    pipeline._encode = recording_encode
+    try:
+        pipeline(shot, reference_image(32, 32), pl.RenderSettings(ptcm=False))
+    finally:
+        del pipeline._encode
+    pose_video = encoded[0][0]
+    assert pose_video[[0, 5]].any(axis=(1, 2, 3)).all()
+    assert not pose_video[1:5].any()
+    dense = make_shot(num_frames=6, width=32, height=32)
+    assert not np.array_equal(
+        pipeline(shot, reference_image(32, 32)), pipeline(dense, reference_image(32, 32))
+    )
+
+
+def test_long_full_hd_shot_renders_every_frame_at_the_shot_size(pipeline):
+    shot = make_shot(num_frames=100, width=1920, height=1080, pan=0.01)
+    progress = []
+    result = pipeline.render(
+        shot, reference_image(1920, 1080), pl.RenderSettings(steps=1), callback=progress.append
+    )
+    assert result.frames.shape == (100, 1080, 1920, 3)
+    width, height = result.report["working_size"]
+    assert abs(width / height - 16 / 9) < 8 / height  # within one tile of the shot's aspect
+    windows = result.report["windows"]
+    assert windows[0][0] == 0 and windows[-1][0] + windows[-1][1] == 100
+    assert [p.step for p in progress] == list(range(1, progress[-1].total + 1))
+    assert progress[-1].eta_s == 0.0 and progress[-1].windows == len(windows)
+    assert progress[-1].preview().shape == (height, width, 3)
+
+
+def test_cancel_stops_the_render(pipeline):
+    shot = make_shot(num_frames=20, width=32, height=32)
+    cancel = CancelToken()
+    seen = []
+
+    def callback(progress):
+        seen.append(progress.step)
+        cancel.cancel()
+
+    with pytest.raises(Cancelled):
+        pipeline.render(shot, reference_image(32, 32), callback=callback, cancel=cancel)
+    assert seen == [1]
+
+
+def test_subject_too_small_for_the_working_size(pipeline):
+    shot = make_shot(num_frames=3, width=2000, height=2000)
+    tiny = shot.joints2d[:, :1] + (shot.joints2d - shot.joints2d[:, :1]) * 0.01
+    small = dataclasses.replace(shot, joints2d=tiny)
+    with pytest.raises(ShotError, match="too small"):
+        pipeline(small, reference_image(64, 64))
