@@ -1,5 +1,6 @@
 """The pose-conditioned video model: DiT with PTCM, video codecs, text encoders."""
 
+from .codec import TinyVideoCodec, WanVAECodec
 from .ptcm import (
     PartConditioning,
     PartCrossAttention,
@@ -7,6 +8,7 @@ from .ptcm import (
     part_affinity_from_attention,
     pool_part_masks_to_latent_frames,
 )
+from .text import HashTextEncoder, UMT5TextEncoder
 from .transformer import (
     TINY_CONFIG,
     WAN22_TI2V_5B_CONFIG,
@@ -17,10 +19,14 @@ from .transformer import (
 __all__ = [
     "TINY_CONFIG",
     "WAN22_TI2V_5B_CONFIG",
+    "HashTextEncoder",
     "PartConditioning",
     "PartCrossAttention",
     "PoseAnythingBlock",
     "PoseAnythingTransformer",
+    "TinyVideoCodec",
+    "UMT5TextEncoder",
+    "WanVAECodec",
     "match_parts",
     "part_affinity_from_attention",
     "pool_part_masks_to_latent_frames",

@@ -174,14 +174,6 @@ class PoseAnythingTransformer(ModelMixin, ConfigMixin):
 
     _supports_gradient_checkpointing = True
     _no_split_modules = ["PoseAnythingBlock"]
-    _keep_in_fp32_modules = [
-        "rope",
-        "time_embedder",
-        "scale_shift_table",
-        "norm1",
-        "norm2",
-        "norm3",
-    ]
 
     @register_to_config
     def __init__(

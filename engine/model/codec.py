@@ -1,0 +1,210 @@
+"""Video codecs: pixels <-> the latent space the transformer works in.
+
+Interface (both implementations, and what the pipeline relies on):
+    encode(video (B, 3, F, H, W) float in [-1, 1]) -> latents (B, C, T, H/s, W/s), normalised
+    decode(latents) -> video (B, 3, F, H, W) in [-1, 1]
+    latent_channels C, spatial_factor s, temporal_factor k,
+    frames_to_latent(F) -> T and latent_to_frames(T) -> F, with F = 1 + k * (T - 1)
+    (the causal layout of the Wan VAE: frame 0 alone, then groups of k; k = 1 maps frames 1:1).
+
+- ``TinyVideoCodec``: the default model's learned codec, small enough that encoding and decoding
+  16 frames at 64x64 costs a fraction of a second on a CPU. Frames are coded independently (no
+  temporal compression: with 16-frame windows the transformer can afford one latent per frame).
+  The encoder starts with a pixel unshuffle, the decoder upsamples bilinearly before each conv so
+  its output is smooth rather than blocky (a pixel-shuffle decoder predicting raw pixel blocks
+  gave visibly blocky video in the first experiments).
+- ``WanVAECodec``: diffusers' ``AutoencoderKLWan`` (Wan2.2: 48 channels, 4 x 16 x 16), with the
+  per-channel latent mean and std from its config, as the official Wan pipelines normalise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+
+class CausalFrameLayout:
+    """Frame-count arithmetic shared by the codecs (needs ``temporal_factor``)."""
+
+    temporal_factor: int
+
+    def frames_to_latent(self, frames: int) -> int:
+        k = self.temporal_factor
+        if frames < 1 or (frames - 1) % k:
+            raise ValueError(
+                f"{frames} frames cannot be encoded with temporal factor {k}: "
+                f"use 1 + {k} * n frames (e.g. {1 + k * max(1, (frames - 1) // k)})"
+            )
+        return 1 + (frames - 1) // k
+
+    def latent_to_frames(self, latent_frames: int) -> int:
+        return 1 + self.temporal_factor * (latent_frames - 1)
+
+
+def _check_video(video: torch.Tensor, spatial_factor: int) -> None:
+    if video.ndim != 5 or video.shape[1] != 3:
+        raise ValueError(f"video must be (B, 3, F, H, W), got shape {tuple(video.shape)}")
+    height, width = video.shape[-2:]
+    if height % spatial_factor or width % spatial_factor:
+        raise ValueError(
+            f"frame size {width}x{height} must be a multiple of the codec's factor {spatial_factor}"
+        )
+
+
+def _conv(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1)
+
+
+class TinyVideoCodec(ModelMixin, ConfigMixin, CausalFrameLayout):
+    """Learned per-frame autoencoder for the default model (spatial factor 2^n, n >= 1)."""
+
+    @register_to_config
+    def __init__(
+        self, latent_channels: int = 8, spatial_factor: int = 4, hidden_channels: int = 64
+    ):
+        super().__init__()
+        levels = spatial_factor.bit_length() - 1
+        if spatial_factor < 2 or 2**levels != spatial_factor:
+            raise ValueError(f"spatial_factor must be a power of two >= 2, got {spatial_factor}")
+
+        def width(level: int) -> int:  # channels at resolution / 2^level: fewer at high res
+            return min(hidden_channels, 16 * 2**level)
+
+        encoder: list[nn.Module] = [nn.PixelUnshuffle(2), _conv(12, width(1)), nn.SiLU()]
+        for level in range(2, levels + 1):
+            encoder += [_conv(width(level - 1), width(level), stride=2), nn.SiLU()]
+        encoder += [
+            _conv(width(levels), width(levels)),
+            nn.SiLU(),
+            nn.Conv2d(width(levels), latent_channels, 1),
+        ]
+        self.encoder = nn.Sequential(*encoder)
+
+        decoder: list[nn.Module] = [
+            _conv(latent_channels, width(levels)),
+            nn.SiLU(),
+            _conv(width(levels), width(levels)),
+            nn.SiLU(),
+        ]
+        for level in range(levels, 0, -1):
+            decoder += [
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                _conv(width(level), width(level - 1)),
+                nn.SiLU(),
+            ]
+        decoder.append(_conv(width(0), 3))
+        self.decoder = nn.Sequential(*decoder)
+        self.register_buffer("latents_mean", torch.zeros(latent_channels))
+        self.register_buffer("latents_std", torch.ones(latent_channels))
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.latent_channels
+
+    @property
+    def spatial_factor(self) -> int:
+        return self.config.spatial_factor
+
+    temporal_factor = 1
+
+    def _per_frame(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        batch, _, frames = x.shape[:3]
+        flat = x.transpose(1, 2).flatten(0, 1)  # (B*F, C, H, W)
+        out = net(flat.to(self.dtype))
+        return out.unflatten(0, (batch, frames)).transpose(1, 2)
+
+    def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (1, -1, 1, 1, 1)
+        return self.latents_mean.view(shape), self.latents_std.view(shape)
+
+    def encode_unnormalised(self, video: torch.Tensor) -> torch.Tensor:
+        _check_video(video, self.spatial_factor)
+        return self._per_frame(self.encoder, video)
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        mean, std = self._stats()
+        return (self.encode_unnormalised(video) - mean) / std
+
+    def decode_unclamped(self, latents: torch.Tensor) -> torch.Tensor:
+        mean, std = self._stats()
+        return self._per_frame(self.decoder, latents * std + mean)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.decode_unclamped(latents).clamp(-1.0, 1.0)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """Reconstruction for training (unclamped, so the loss has gradients everywhere)."""
+        return self.decode_unclamped(self.encode(video))
+
+    @torch.no_grad()
+    def fit_latent_statistics(self, video: torch.Tensor) -> None:
+        """Set the per-channel latent mean and std from a batch of training video.
+
+        Diffusion wants latents of unit scale; call this after training the autoencoder (the
+        decoder compensates, so reconstructions do not change).
+        """
+        latents = self.encode_unnormalised(video).float()
+        self.latents_mean.copy_(latents.mean(dim=(0, 2, 3, 4)))
+        self.latents_std.copy_(latents.std(dim=(0, 2, 3, 4)).clamp(min=1e-6))
+
+
+class WanVAECodec(nn.Module, CausalFrameLayout):
+    """diffusers' ``AutoencoderKLWan`` behind the codec interface, latents normalised by config."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+        config = vae.config
+        shape = (1, config.z_dim, 1, 1, 1)
+        self.register_buffer(
+            "latents_mean", torch.tensor(config.latents_mean).view(shape), persistent=False
+        )
+        self.register_buffer(
+            "latents_std", torch.tensor(config.latents_std).view(shape), persistent=False
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        subfolder: str | None = "vae",
+        torch_dtype: torch.dtype = torch.float32,
+        local_files_only: bool = True,
+    ) -> WanVAECodec:
+        """Load the VAE of a diffusers-format Wan2.2 repository or folder (safetensors only)."""
+        from diffusers import AutoencoderKLWan
+
+        vae = AutoencoderKLWan.from_pretrained(
+            path,
+            subfolder=subfolder,
+            torch_dtype=torch_dtype,
+            use_safetensors=True,
+            local_files_only=local_files_only,
+        )
+        return cls(vae)
+
+    @property
+    def latent_channels(self) -> int:
+        return self.vae.config.z_dim
+
+    @property
+    def spatial_factor(self) -> int:
+        return self.vae.config.scale_factor_spatial
+
+    @property
+    def temporal_factor(self) -> int:
+        return self.vae.config.scale_factor_temporal
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        _check_video(video, self.spatial_factor)
+        self.frames_to_latent(video.shape[2])
+        latents = self.vae.encode(video.to(self.vae.dtype)).latent_dist.mode()
+        return (latents.float() - self.latents_mean) / self.latents_std
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        latents = latents.float() * self.latents_std + self.latents_mean
+        return self.vae.decode(latents.to(self.vae.dtype)).sample.float().clamp(-1.0, 1.0)
