@@ -15,10 +15,12 @@ scheduler lives in ``engine.sampling``; the pipeline owns what PoseAnything adds
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,6 +30,7 @@ from .model.ptcm import pool_part_masks_to_latent_frames
 from .sampling import DEFAULT_SHIFT, CancelToken, initial_noise, ptcm_steps, sample_with_ptcm
 from .shot import Shot, ShotError
 from .skeleton import part_masks, render_skeleton_frames
+from .weights import MODEL_INDEX, resolve_model_dir
 
 DEFAULT_OVERLAP = 4
 """Frames two consecutive windows share: the cross-fade that hides the seam (>= 1)."""
@@ -237,6 +240,52 @@ class PoseAnythingPipeline:
         self.config = config
         self.model_id = model_id
         self.device = torch.device(device)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path | None = None, device: str | torch.device = "cpu"
+    ) -> PoseAnythingPipeline:
+        """Load a model folder written by ``save_pretrained`` (None: the bundled default model).
+
+        Layout, as diffusers pipelines: ``pipeline.json`` (model id and ``PipelineConfig``) and
+        one subfolder per component (``transformer/``, ``codec/``, ``text_encoder/``), each a
+        diffusers ``config.json`` plus safetensors weights.
+        """
+        from .model import HashTextEncoder, PoseAnythingTransformer, TinyVideoCodec
+
+        folder = resolve_model_dir(path)
+        meta = json.loads((folder / MODEL_INDEX).read_text(encoding="utf-8"))
+        components = {
+            "transformer": PoseAnythingTransformer,
+            "codec": TinyVideoCodec,
+            "text_encoder": HashTextEncoder,
+        }
+        loaded = {
+            name: kind.from_pretrained(folder / name, use_safetensors=True)
+            for name, kind in components.items()
+        }
+        return cls(
+            loaded["transformer"],
+            loaded["codec"],
+            loaded["text_encoder"].eval(),
+            PipelineConfig.from_dict(meta.get("config", {})),
+            model_id=str(meta.get("model_id", folder.name)),
+            device=device,
+        )
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write the pipeline as a model folder ``from_pretrained`` reads (safetensors only)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, component in (
+            ("transformer", self.model),
+            ("codec", self.codec),
+            ("text_encoder", self.text_encoder),
+        ):
+            component.save_pretrained(folder / name, safe_serialization=True)
+        meta = {"model_id": self.model_id, "config": asdict(self.config)}
+        (folder / MODEL_INDEX).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        return folder
 
     def working_size(self, shot: Shot) -> tuple[int, int]:
         """The (width, height) the model renders ``shot`` at."""

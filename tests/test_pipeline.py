@@ -4,33 +4,12 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 from synthetic_shots import make_shot, reference_image
+from tiny_models import tiny_model_folder, tiny_pipeline
 
 from poseanything.engine import pipeline as pl
-from poseanything.engine.model import HashTextEncoder, PoseAnythingTransformer, TinyVideoCodec
 from poseanything.engine.sampling import Cancelled, CancelToken
 from poseanything.engine.shot import ShotError
-
-TINY_PIPELINE = pl.PipelineConfig(window_frames=8, pixel_area=32 * 32, size_multiple=8, steps=2)
-
-
-def tiny_pipeline(config: pl.PipelineConfig = TINY_PIPELINE) -> pl.PoseAnythingPipeline:
-    torch.manual_seed(0)
-    model = PoseAnythingTransformer(
-        latent_channels=4,
-        num_attention_heads=2,
-        attention_head_dim=8,
-        text_dim=16,
-        freq_dim=16,
-        ffn_dim=32,
-        num_layers=2,
-    )
-    for block in model.blocks:  # a trained-looking part attention, so PTCM changes the output
-        torch.nn.init.normal_(block.ptcm.to_out.weight, std=0.2)
-    codec = TinyVideoCodec(latent_channels=4, spatial_factor=4, hidden_channels=16)
-    text = HashTextEncoder(vocab_size=64, dim=16, num_layers=1, num_heads=2, max_tokens=8)
-    return pl.PoseAnythingPipeline(model, codec, text.eval(), config, model_id="tiny-test")
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +137,20 @@ def test_subject_too_small_for_the_working_size(pipeline):
     small = dataclasses.replace(shot, joints2d=tiny)
     with pytest.raises(ShotError, match="too small"):
         pipeline(small, reference_image(64, 64))
+
+
+def test_save_and_load_round_trip(tmp_path, pipeline):
+    folder = tiny_model_folder(tmp_path / "model")
+    loaded = pl.PoseAnythingPipeline.from_pretrained(folder)
+    assert loaded.config == pipeline.config and loaded.model_id == "tiny-test"
+    shot = make_shot(num_frames=3, width=32, height=32)
+    np.testing.assert_array_equal(
+        loaded(shot, reference_image(32, 32)), pipeline(shot, reference_image(32, 32))
+    )
+
+
+def test_missing_model_says_how_to_get_one(tmp_path):
+    from poseanything.engine.weights import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="poseanything train"):
+        pl.PoseAnythingPipeline.from_pretrained(tmp_path / "nowhere")

@@ -1,0 +1,35 @@
+"""A tiny randomly initialised PoseAnything pipeline: real modules, seconds to run, for tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from poseanything.engine.model import HashTextEncoder, PoseAnythingTransformer, TinyVideoCodec
+from poseanything.engine.pipeline import PipelineConfig, PoseAnythingPipeline
+
+TINY_PIPELINE = PipelineConfig(window_frames=8, pixel_area=32 * 32, size_multiple=8, steps=2)
+
+
+def tiny_pipeline(config: PipelineConfig = TINY_PIPELINE, seed: int = 0) -> PoseAnythingPipeline:
+    torch.manual_seed(seed)
+    model = PoseAnythingTransformer(
+        latent_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        text_dim=16,
+        freq_dim=16,
+        ffn_dim=32,
+        num_layers=2,
+    )
+    for block in model.blocks:  # a trained-looking part attention, so PTCM changes the output
+        torch.nn.init.normal_(block.ptcm.to_out.weight, std=0.2)
+    codec = TinyVideoCodec(latent_channels=4, spatial_factor=4, hidden_channels=16)
+    text = HashTextEncoder(vocab_size=64, dim=16, num_layers=1, num_heads=2, max_tokens=8)
+    return PoseAnythingPipeline(model, codec, text.eval(), config, model_id="tiny-test")
+
+
+def tiny_model_folder(folder: str | Path) -> Path:
+    """Save ``tiny_pipeline()`` as a model folder the CLI and ``from_pretrained`` load."""
+    return tiny_pipeline().save_pretrained(folder)
