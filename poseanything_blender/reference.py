@@ -20,17 +20,19 @@ import numpy as np
 def _temporarily_set(changes: list[tuple[Any, str, Any]]) -> Iterator[None]:
     """Set ``owner.attribute = value`` for each change, and restore the old values afterwards.
 
-    Restored in the order they were set: some settings constrain later ones (``media_type``
-    decides which ``file_format`` values exist), so the earlier one has to come back first.
+    All old values are read before anything is set, since some settings change others
+    (``media_type`` picks a matching ``file_format``), and restored in the order they were set,
+    so a constraining setting comes back before the settings it constrains.
     """
-    previous: list[tuple[Any, str, Any]] = []
+    previous = [(owner, attribute, getattr(owner, attribute)) for owner, attribute, _ in changes]
+    applied = 0
     try:
         for owner, attribute, value in changes:
-            previous.append((owner, attribute, getattr(owner, attribute)))
             setattr(owner, attribute, value)
+            applied += 1
         yield
     finally:
-        for owner, attribute, value in previous:
+        for owner, attribute, value in previous[: applied + 1]:
             setattr(owner, attribute, value)
 
 

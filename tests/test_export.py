@@ -1,0 +1,359 @@
+"""Scene to shot folder: the command line, the Python API and the operator, end to end.
+
+Real bpy, real rigs, real files: a small animated tentacle rig seen by the factory camera,
+saved as a .blend, exported, and read back with the engine's shot reader.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rigs import build_armature, tentacle_tree
+
+from poseanything.engine.shot import read_reference, read_shot
+from poseanything.engine.skeleton import write_png
+
+WIDTH, HEIGHT = 96, 64
+FRAMES = (1, 6)
+
+
+def build_small_scene():
+    """The factory scene plus an animated tentacle rig, an armature without bones and a second
+    scene without a camera; small render size and few frames keep exports quick."""
+    import bpy
+
+    scene = bpy.context.scene
+    scene.render.resolution_x, scene.render.resolution_y = WIDTH, HEIGHT
+    scene.render.resolution_percentage = 100
+    scene.frame_start, scene.frame_end = FRAMES
+    rig = build_armature("Rig", tentacle_tree())
+    rig.scale = (0.5, 0.5, 0.5)
+    trunk = rig.pose.bones["trunk.00"]
+    trunk.rotation_mode = "XYZ"
+    for frame, angle in ((1, 0.0), (6, 0.8)):
+        trunk.rotation_euler = (0.0, angle, 0.0)
+        trunk.keyframe_insert("rotation_euler", frame=frame)
+    rig.location = (0.0, 0.0, 0.0)
+    rig.keyframe_insert("location", frame=1)
+    rig.location = (0.5, 0.0, 0.0)
+    rig.keyframe_insert("location", frame=6)
+    empty_rig = bpy.data.objects.new("Empty Rig", bpy.data.armatures.new("Empty Rig"))
+    scene.collection.objects.link(empty_rig)
+    bpy.data.scenes.new("No Camera").collection.objects.link(rig)
+    scene.frame_set(1)
+    return rig
+
+
+@pytest.fixture
+def small_blend(fresh_scene, tmp_path) -> Path:
+    import bpy
+
+    build_small_scene()
+    path = tmp_path / "small.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    return path
+
+
+def export_settings(out: Path, **overrides):
+    import bpy
+
+    from poseanything.poseanything_blender.shot_export import ExportSettings
+
+    values = {"scene": bpy.context.scene.name, "armature": "Rig", "out": out}
+    return ExportSettings(**(values | overrides))
+
+
+def test_command_line_export_writes_a_shot_that_reads_back(small_blend, tmp_path):
+    out = tmp_path / "shots" / "tentacles"
+    command = [sys.executable, "-m", "poseanything.poseanything_blender.cli", "export"]
+    args = [str(small_blend), "--armature", "Rig", "--frames", "2:5", "--out", str(out)]
+    completed = subprocess.run(command + args, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert f"shot: {out}" in completed.stdout
+
+    shot = read_shot(out)
+    assert (shot.frame_start, shot.frame_end, shot.num_frames) == (2, 5, 4)
+    assert (shot.width, shot.height) == (WIDTH, HEIGHT)
+    assert shot.skeleton.bone_names == tuple(bone[0] for bone in tentacle_tree())
+    assert shot.joints2d.shape == (4, shot.skeleton.num_joints, 2)
+    assert shot.visible.any()
+    assert (shot.armature, shot.camera, shot.source_blend) == ("Rig", "Camera", str(small_blend))
+    assert read_reference(out).shape == (HEIGHT, WIDTH, 3)
+    assert len(list((out / "poses").glob("*.png"))) == 4
+    # The rig moves, so its joints must too.
+    assert not np.allclose(shot.joints3d[0], shot.joints3d[-1])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scene", "Nope"], "no scene named 'Nope'"),
+        (["--armature", "Nope"], "no object named 'Nope' in scene 'Scene'; its armatures are"),
+        (["--armature", "Cube"], "'Cube' is a mesh object, not an armature"),
+        (["--armature", "Empty Rig"], "'Empty Rig' has no bones"),
+        (["--camera", "Cube"], "'Cube' is a mesh, not a camera"),
+        (["--scene", "No Camera"], "has no camera; set a scene camera or pass --camera"),
+        (["--frames", "5:2"], "the frame range 5:2 is empty"),
+        (["--out", "{file}/shot"], "is a file; choose another folder"),
+        (["--out", "{file}"], "is a file; give a folder for the shot"),
+        (["--reference", "{missing}"], "no reference image at"),
+        (["--bone-collection", "Nope"], "has no bone collection 'Nope'"),
+    ],
+)
+def test_bad_input_exits_with_code_2_and_says_what_to_fix(
+    small_blend, tmp_path, capsys, args, message
+):
+    from poseanything.poseanything_blender import cli
+
+    a_file = tmp_path / "a_file.txt"
+    a_file.write_text("not a folder")
+    paths = {"file": a_file, "missing": tmp_path / "missing.png"}
+    given = dict(zip(args[::2], [value.format(**paths) for value in args[1::2]], strict=True))
+    argv = {"--armature": "Rig", "--out": str(tmp_path / "shot")} | given
+    flat = [str(small_blend)] + [item for pair in argv.items() for item in pair]
+
+    assert cli.main(["export", *flat]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "shot").exists()
+
+
+def test_missing_or_broken_blend_exits_with_code_2(tmp_path, capsys):
+    from poseanything.poseanything_blender import cli
+
+    missing = tmp_path / "missing.blend"
+    assert cli.main(["export", str(missing), "--armature", "Rig", "--out", str(tmp_path)]) == 2
+    assert f"no such file: {missing}" in capsys.readouterr().err
+    broken = tmp_path / "broken.blend"
+    broken.write_text("not a blend file")
+    assert cli.main(["export", str(broken), "--armature", "Rig", "--out", str(tmp_path)]) == 2
+    assert "cannot open" in capsys.readouterr().err
+
+
+def test_malformed_frame_range_is_a_usage_error(capsys):
+    from poseanything.poseanything_blender import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["export", "x.blend", "--armature", "Rig", "--frames", "1-5", "--out", "o"])
+    assert exit_info.value.code == 2
+    assert "write START:END" in capsys.readouterr().err
+
+
+def test_linked_armature_exports_the_same_joints(small_blend, tmp_path):
+    import bpy
+
+    from poseanything.poseanything_blender.shot_export import export_shot
+
+    local = export_shot(export_settings(tmp_path / "local"))
+
+    bpy.ops.wm.read_homefile(use_empty=False, app_template="")
+    scene = bpy.context.scene
+    scene.render.resolution_x, scene.render.resolution_y = WIDTH, HEIGHT
+    scene.frame_start, scene.frame_end = FRAMES
+    with bpy.data.libraries.load(str(small_blend), link=True) as (_, data_to):
+        data_to.objects = ["Rig"]
+    linked = data_to.objects[0]
+    scene.collection.objects.link(linked)
+    assert linked.library is not None and linked.animation_data.action.library is not None
+
+    result = export_shot(export_settings(tmp_path / "linked"))
+    np.testing.assert_allclose(
+        read_shot(result.path).joints3d, read_shot(local.path).joints3d, atol=1e-6
+    )
+
+
+def scene_fingerprint(scene) -> dict:
+    """What an export must leave as it was: frame, selection, active object, modes, actions,
+    render and output settings, the scene camera, the pose, and which data-blocks exist."""
+    import bpy
+
+    def plain_settings(struct) -> dict:
+        values = {}
+        for prop in struct.bl_rna.properties:
+            if prop.type in {"POINTER", "COLLECTION"} or prop.identifier == "rna_type":
+                continue
+            value = getattr(struct, prop.identifier)
+            values[prop.identifier] = tuple(value) if getattr(prop, "array_length", 0) else value
+        return values
+
+    view_layer = bpy.context.view_layer
+    animated = [obj for obj in bpy.data.objects if obj.animation_data is not None]
+    poses = {}
+    for obj in scene.objects:
+        if obj.pose is not None:
+            matrices = np.empty(len(obj.pose.bones) * 16, dtype=np.float32)
+            obj.pose.bones.foreach_get("matrix_basis", matrices)
+            poses[obj.name] = matrices.tobytes()
+    return {
+        "frame": (scene.frame_current, scene.frame_subframe),
+        "selected": sorted(obj.name for obj in scene.objects if obj.select_get()),
+        "active": view_layer.objects.active.name if view_layer.objects.active else None,
+        "mode": bpy.context.mode,
+        "object_modes": {obj.name: obj.mode for obj in scene.objects},
+        "actions": {
+            obj.name: (obj.animation_data.action.name, obj.animation_data.action_slot.identifier)
+            for obj in animated
+            if obj.animation_data.action is not None
+        },
+        "camera": scene.camera.name if scene.camera else None,
+        "render": plain_settings(scene.render),
+        "image_settings": plain_settings(scene.render.image_settings),
+        "poses": poses,
+        "datablocks": {
+            kind: sorted(item.name for item in getattr(bpy.data, kind))
+            for kind in ("scenes", "objects", "images", "actions", "cameras", "armatures")
+        },
+    }
+
+
+def set_unusual_user_state(scene, rig) -> None:
+    """Settings an export touches or could trip over, set away from their defaults."""
+    import bpy
+
+    render = scene.render
+    render.engine = "CYCLES"
+    render.image_settings.media_type = "VIDEO"
+    render.filepath = "//renders/take_"
+    render.use_sequencer = True
+    render.use_border = True
+    render.use_stamp = True
+    render.film_transparent = True
+    scene.frame_set(4)
+    for obj in scene.objects:
+        obj.select_set(obj.name in {"Cube", "Rig"})
+    bpy.context.view_layer.objects.active = rig
+    bpy.ops.object.mode_set(mode="POSE")
+    rig.pose.bones["left.01"].location = (0.1, 0.2, 0.3)  # an unkeyed tweak the user made
+
+
+def test_scene_is_unchanged_after_an_export_and_after_a_failed_one(fresh_scene, tmp_path):
+    from poseanything.poseanything_blender.shot_export import ExportError, export_shot
+
+    rig = build_small_scene()
+    set_unusual_user_state(fresh_scene, rig)
+    before = scene_fingerprint(fresh_scene)
+
+    assert before["mode"] == "POSE" and before["render"]["engine"] == "CYCLES"
+    export_shot(export_settings(tmp_path / "shot"))
+    assert read_shot(tmp_path / "shot").num_frames == FRAMES[1] - FRAMES[0] + 1
+    assert scene_fingerprint(fresh_scene) == before
+
+    # Fails after evaluating every frame: panoramic cameras cannot be exported.
+    fresh_scene.camera.data.type = "PANO"
+    before = scene_fingerprint(fresh_scene)
+    with pytest.raises(ExportError, match="camera 'Camera'.*Perspective or Orthographic"):
+        export_shot(export_settings(tmp_path / "failed"))
+    assert scene_fingerprint(fresh_scene) == before
+    assert not (tmp_path / "failed").exists()
+
+
+def test_reference_render_restores_render_settings_even_when_it_fails(fresh_scene, tmp_path):
+    import bpy
+
+    from poseanything.poseanything_blender.reference import render_reference
+
+    rig = build_small_scene()
+    set_unusual_user_state(fresh_scene, rig)
+    before = scene_fingerprint(fresh_scene)
+    not_a_folder = tmp_path / "a_file"
+    not_a_folder.write_text("")
+    with pytest.raises(RuntimeError, match="cannot save"):
+        render_reference(fresh_scene, bpy.data.objects["Camera"], 2, not_a_folder / "ref.png")
+    assert scene_fingerprint(fresh_scene) == before
+
+
+def test_a_given_reference_image_is_scaled_and_cropped_to_the_shot(fresh_scene, tmp_path):
+    from poseanything.poseanything_blender.shot_export import export_shot
+
+    build_small_scene()
+    # Square, so covering the 3:2 shot crops rows; the middle rows are the red band.
+    image = np.zeros((40, 40, 3), dtype=np.uint8)
+    image[:, :, 2] = 255
+    image[10:30, :] = (255, 0, 0)
+    write_png(tmp_path / "square.png", image)
+
+    result = export_shot(
+        export_settings(tmp_path / "shot", reference_image=tmp_path / "square.png")
+    )
+    reference = read_reference(result.path)
+    assert reference.shape == (HEIGHT, WIDTH, 3)
+    assert any("scaled and cropped" in note for note in result.notes)
+    middle = reference[HEIGHT // 2]
+    assert (middle[:, 0] > 200).all() and (middle[:, 2] < 50).all()
+    assert (reference[0, :, 2] > 200).all()
+
+
+def test_operator_and_python_api_give_the_same_shot(fresh_scene, tmp_path):
+    import bpy
+
+    import poseanything
+    from poseanything.poseanything_blender.armature import SkeletonOptions
+    from poseanything.poseanything_blender.shot_export import export_shot
+
+    rig = build_small_scene()
+    api = export_shot(
+        export_settings(
+            tmp_path / "api",
+            frames=(2, 4),
+            skeleton=SkeletonOptions(deform_only=False),
+            prompt="a tentacle waves",
+            seed=7,
+        )
+    )
+
+    poseanything.register()
+    try:
+        settings = fresh_scene.poseanything
+        settings.armature = rig
+        settings.use_frame_range = True
+        settings.frame_start, settings.frame_end = 2, 4
+        settings.deform_only = "OFF"
+        settings.prompt = "a tentacle waves"
+        settings.seed = 7
+        settings.output_folder = str(tmp_path / "operator")
+        assert bpy.ops.poseanything.export_shot() == {"FINISHED"}
+
+        settings.armature = bpy.data.objects["Empty Rig"]
+        with pytest.raises(RuntimeError, match="'Empty Rig' has no bones"):
+            bpy.ops.poseanything.export_shot()
+    finally:
+        poseanything.unregister()
+
+    from_api = read_shot(api.path)
+    from_operator = read_shot(tmp_path / "operator" / "Scene")
+    for name in ("joints3d", "joints2d", "depth", "visible"):
+        np.testing.assert_array_equal(getattr(from_operator, name), getattr(from_api, name))
+    np.testing.assert_array_equal(from_operator.camera_path.K, from_api.camera_path.K)
+    assert (from_operator.prompt, from_operator.seed) == ("a tentacle waves", 7)
+    assert from_operator.skeleton.bone_names == from_api.skeleton.bone_names
+    np.testing.assert_array_equal(
+        read_reference(tmp_path / "operator" / "Scene"), read_reference(api.path)
+    )
+
+
+def test_demo_builds_saves_and_exports(tmp_path):
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "poseanything.poseanything_blender.cli",
+            "demo",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert f"demo scene: {tmp_path / 'demo.blend'}" in completed.stdout
+    shot = read_shot(tmp_path / "shot")
+    assert shot.num_frames == 72 and shot.fps == 24
+    assert all(name.startswith("DEF-") for name in shot.skeleton.bone_names)
+    assert shot.skeleton.num_parts == 5
+    # The camera pans to follow: the hips stay near the middle of the frame throughout.
+    hips = shot.skeleton.joint_names.index("DEF-spine:head")
+    assert (np.abs(shot.joints2d[:, hips, 0] - shot.width / 2) < shot.width / 4).all()
