@@ -441,3 +441,25 @@ def test_umt5_encoder_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(ImportError, match="pip install transformers"):
         UMT5TextEncoder.from_pretrained("/nonexistent")
+
+
+def test_weights_load_from_safetensors_only(tmp_path):
+    model = small_model()
+    model.save_pretrained(tmp_path / "pickled", safe_serialization=False)
+    assert list((tmp_path / "pickled").glob("*.bin"))
+    with pytest.raises(OSError, match="safetensors"):
+        PoseAnythingTransformer.from_pretrained(tmp_path / "pickled")
+    with pytest.raises(ValueError, match="safetensors"):
+        PoseAnythingTransformer.from_pretrained(tmp_path / "pickled", use_safetensors=False)
+
+
+def test_training_step_with_gradient_checkpointing():
+    model = small_model().train()
+    model.enable_gradient_checkpointing()
+    latents, pose, timestep, text = inputs(frames=3, height=8, width=8)
+    masks = PartConditioning(stripe_masks(2, 3, 4, 4))
+    loss = model(latents, pose, timestep, text, masks).square().mean()
+    loss.backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None]
+    assert not missing
+    assert model.blocks[0].ptcm.to_out.weight.grad.abs().sum() > 0

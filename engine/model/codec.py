@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
+
+from .serialization import SafetensorsModel
 
 
 class CausalFrameLayout:
@@ -59,8 +60,10 @@ def _conv(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1)
 
 
-class TinyVideoCodec(ModelMixin, ConfigMixin, CausalFrameLayout):
+class TinyVideoCodec(SafetensorsModel, ConfigMixin, CausalFrameLayout):
     """Learned per-frame autoencoder for the default model (spatial factor 2^n, n >= 1)."""
+
+    temporal_factor = 1
 
     @register_to_config
     def __init__(
@@ -108,8 +111,6 @@ class TinyVideoCodec(ModelMixin, ConfigMixin, CausalFrameLayout):
     @property
     def spatial_factor(self) -> int:
         return self.config.spatial_factor
-
-    temporal_factor = 1
 
     def _per_frame(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         batch, _, frames = x.shape[:3]

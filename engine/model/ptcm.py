@@ -77,9 +77,11 @@ class PartAttentionMasks:
         return self.key.shape[-1]
 
 
-def part_attention_masks(conditioning: PartConditioning, batch_size: int) -> PartAttentionMasks:
+def part_attention_masks(
+    conditioning: PartConditioning, batch_size: int, device: torch.device | str = "cpu"
+) -> PartAttentionMasks:
     """Resolve the correspondence into per-token query and key masks for part attention."""
-    masks = conditioning.masks.to(torch.bool)
+    masks = conditioning.masks.to(device=device, dtype=torch.bool)
     if masks.ndim != 5:
         raise ValueError(
             f"PartConditioning.masks must be (B, P, T, gh, gw), got shape {tuple(masks.shape)}"

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
+
+from .serialization import SafetensorsModel
 
 WORD = re.compile(r"\w+")
 
 
-class HashTextEncoder(ModelMixin, ConfigMixin):
+class HashTextEncoder(SafetensorsModel, ConfigMixin):
     """Hashed word embeddings + a small transformer encoder; output (B, max_tokens, dim)."""
 
     @register_to_config

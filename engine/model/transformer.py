@@ -36,7 +36,6 @@ from types import MappingProxyType
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import FP32LayerNorm
 from diffusers.models.transformers.transformer_wan import (
     WanRotaryPosEmbed,
@@ -52,6 +51,7 @@ from .ptcm import (
     part_affinity_from_attention,
     part_attention_masks,
 )
+from .serialization import SafetensorsModel
 
 # The bundled default model: small enough for 16 frames at 64x64 in seconds on a laptop CPU.
 TINY_CONFIG: Mapping = MappingProxyType(
@@ -164,7 +164,7 @@ class PoseAnythingBlock(WanTransformerBlock):
         return query.transpose(1, 2), key.transpose(1, 2)
 
 
-class PoseAnythingTransformer(ModelMixin, ConfigMixin):
+class PoseAnythingTransformer(SafetensorsModel, ConfigMixin):
     """Wan-style video DiT taking [noisy latent, pose latent] by channel; see the module docstring.
 
     ``capture_block`` is the block whose self-attention gives the part correspondence (default:
@@ -269,7 +269,11 @@ class PoseAnythingTransformer(ModelMixin, ConfigMixin):
         return tokens, text, temb, frame_modulation, rotary_emb, grid
 
     def _part_masks(
-        self, ptcm: PartConditioning | None, batch: int, grid: tuple[int, int, int]
+        self,
+        ptcm: PartConditioning | None,
+        batch: int,
+        grid: tuple[int, int, int],
+        device: torch.device,
     ) -> PartAttentionMasks | None:
         if ptcm is None or not ptcm.active or not self.config.ptcm:
             return None
@@ -278,7 +282,7 @@ class PoseAnythingTransformer(ModelMixin, ConfigMixin):
                 f"part masks are on a {tuple(ptcm.masks.shape[2:])} grid, the latents give "
                 f"(T, h/patch, w/patch) = {grid}"
             )
-        return part_attention_masks(ptcm, batch)
+        return part_attention_masks(ptcm, batch, device)
 
     def forward(
         self,
@@ -292,7 +296,7 @@ class PoseAnythingTransformer(ModelMixin, ConfigMixin):
             latents, pose_latents, timestep, text_embeds
         )
         batch = latents.shape[0]
-        part_masks = self._part_masks(ptcm, batch, grid)
+        part_masks = self._part_masks(ptcm, batch, grid, tokens.device)
         for block in self.blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 tokens = self._gradient_checkpointing_func(
@@ -340,5 +344,5 @@ class PoseAnythingTransformer(ModelMixin, ConfigMixin):
         query, key = self.blocks[index].self_attention_query_key(tokens, modulation, rotary_emb)
         first_frame_tokens = grid[1] * grid[2]
         return part_affinity_from_attention(
-            query[:, :, :first_frame_tokens], key, part_masks, query_chunk
+            query[:, :, :first_frame_tokens], key, part_masks.to(key.device), query_chunk
         )
