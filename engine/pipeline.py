@@ -136,7 +136,8 @@ FULL_MODEL_CONFIG = PipelineConfig(
 
 @dataclass(frozen=True)
 class RenderSettings:
-    """Per-render choices; None means "the shot's" (guidance, seed) or "the model's" (steps)."""
+    """Per-render choices; None means "the shot's" (guidance, seed, ``engine["steps"]``), then
+    "the model's" (steps)."""
 
     steps: int | None = None
     subject_guidance: float | None = None
@@ -261,7 +262,7 @@ class PoseAnythingPipeline:
             "text_encoder": HashTextEncoder,
         }
         loaded = {
-            name: kind.from_pretrained(folder / name, use_safetensors=True)
+            name: kind.from_pretrained(folder / name, use_safetensors=True, low_cpu_mem_usage=False)
             for name, kind in components.items()
         }
         return cls(
@@ -324,7 +325,7 @@ class PoseAnythingPipeline:
     ) -> RenderResult:
         """Render ``shot`` window by window; see the module docstring."""
         settings = settings or RenderSettings()
-        steps = settings.steps or self.config.steps
+        steps = settings.steps or int(shot.engine.get("steps") or self.config.steps)
         subject = (
             shot.guidance.subject
             if settings.subject_guidance is None

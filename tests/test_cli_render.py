@@ -1,0 +1,176 @@
+"""``poseanything render`` end to end on shot folders written with engine.shot.write_shot."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from synthetic_shots import write_synthetic_shot
+from tiny_models import tiny_model_folder
+
+from poseanything.engine import cli
+from poseanything.engine.video import read_video
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return tiny_model_folder(tmp_path_factory.mktemp("model"))
+
+
+def render(shot_dir, out, model_dir, *extra):
+    args = ["render", str(shot_dir), "--out", str(out), "--model", str(model_dir)]
+    return cli.main([*args, "--steps", "2", *extra])
+
+
+def json_lines(text):
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_render_writes_video_frames_and_engine_json(tmp_path, model_dir, capsys):
+    shot_dir = write_synthetic_shot(tmp_path / "shot", num_frames=10, width=48, height=32)
+    out = tmp_path / "takes" / "walk.mp4"
+    code = render(
+        shot_dir,
+        out,
+        model_dir,
+        "--progress",
+        "json",
+        "--frames-dir",
+        str(tmp_path / "png"),
+        "--seed",
+        "5",
+        "--camera-guidance",
+        "0.5",
+        "--guidance",
+        "1.3",
+    )
+    events = json_lines(capsys.readouterr().out)
+    assert code == 0
+    frames, fps = read_video(out)
+    assert frames.shape == (10, 32, 48, 3) and fps == 12.0
+    assert sorted(os.listdir(tmp_path / "png")) == [f"{i:04d}.png" for i in range(1, 11)]
+    assert sorted(os.listdir(out.parent)) == ["engine.json", "walk.mp4"]  # no preview left over
+
+    kinds = [event["event"] for event in events]
+    assert kinds[0] == "start" and kinds[-1] == "done" and "progress" in kinds
+    progress = [event for event in events if event["event"] == "progress"]
+    assert [p["step"] for p in progress] == list(range(1, progress[-1]["total"] + 1))
+    assert {"step", "total", "eta_s", "preview"} <= set(progress[0])
+    assert progress[-1]["preview"].endswith(".walk.preview.png")
+
+    report = json.loads((out.parent / "engine.json").read_text())
+    assert report["video"] == "walk.mp4" and report["num_frames"] == 10 and report["fps"] == 12.0
+    assert report["model"] == "tiny-test" and report["seed"] == 5
+    settings = report["settings"]
+    assert settings["steps"] == 2 and settings["subject_guidance"] == 1.3
+    assert settings["camera_guidance"] == 0.5 and settings["ptcm"] is True
+    assert report["ptcm"]["part_correspondence"]
+    assert report["timings_s"]["total"] >= report["timings_s"]["generate"] > 0
+
+
+def test_existing_video_is_kept_unless_overwrite(tmp_path, model_dir, capsys):
+    shot_dir = write_synthetic_shot(tmp_path / "shot", num_frames=3, width=32, height=32)
+    out = tmp_path / "take.mp4"
+    out.write_bytes(b"an earlier take")
+    assert render(shot_dir, out, model_dir, "--progress", "json") == 2
+    error = json_lines(capsys.readouterr().out)[-1]
+    assert error["event"] == "error" and "--overwrite" in error["message"]
+    assert out.read_bytes() == b"an earlier take"
+    assert render(shot_dir, out, model_dir, "--overwrite", "--no-ptcm") == 0
+    assert read_video(out)[0].shape[0] == 3
+    assert json.loads((tmp_path / "engine.json").read_text())["ptcm"]["enabled"] is False
+
+
+def break_schema(folder):
+    meta = json.loads((folder / "shot.json").read_text())
+    meta["schema_version"] = 99
+    (folder / "shot.json").write_text(json.dumps(meta))
+
+
+def rewrite_npz(folder, **changes):
+    with np.load(folder / "poses.npz") as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    arrays.update(changes)
+    np.savez(folder / "poses.npz", **arrays)
+
+
+def with_nan(folder):
+    with np.load(folder / "poses.npz") as npz:
+        joints2d = npz["joints2d"].copy()
+    joints2d[1, 2, 0] = np.nan
+    rewrite_npz(folder, joints2d=joints2d)
+
+
+def zero_frames(folder):
+    meta = json.loads((folder / "shot.json").read_text())
+    meta["frame_end"] = meta["frame_start"] - 1
+    (folder / "shot.json").write_text(json.dumps(meta))
+
+
+def tiny_subject(folder):
+    with np.load(folder / "poses.npz") as npz:
+        joints2d = npz["joints2d"]
+    rewrite_npz(folder, joints2d=joints2d[:, :1] + (joints2d - joints2d[:, :1]) * 0.02)
+
+
+@pytest.mark.parametrize(
+    ("damage", "field"),
+    [
+        (lambda folder: (folder / "poses.npz").unlink(), "poses.npz"),
+        (lambda folder: (folder / "reference.png").unlink(), "reference.png"),
+        (break_schema, "schema_version"),
+        (lambda folder: rewrite_npz(folder, depth=np.ones((2, 3))), "depth"),
+        (with_nan, "joints2d"),
+        (zero_frames, "frame_end"),
+        (tiny_subject, "too small"),
+    ],
+)
+def test_broken_shot_folders_exit_2_naming_the_field(tmp_path, model_dir, capsys, damage, field):
+    shot_dir = write_synthetic_shot(tmp_path / "shot", num_frames=4, width=640, height=640)
+    damage(shot_dir)
+    out = tmp_path / "out.mp4"
+    assert render(shot_dir, out, model_dir, "--progress", "json") == 2
+    error = json_lines(capsys.readouterr().out)[-1]
+    assert error["event"] == "error" and error["kind"] == "bad_input"
+    assert field in error["message"]
+    assert not out.exists() and sorted(os.listdir(tmp_path)) == ["shot"]
+
+
+def test_missing_model_exits_2_saying_how_to_get_one(tmp_path, capsys):
+    shot_dir = write_synthetic_shot(tmp_path / "shot", num_frames=2, width=32, height=32)
+    assert render(shot_dir, tmp_path / "out.mp4", tmp_path / "no-model") == 2
+    assert "poseanything train" in capsys.readouterr().err
+
+
+def test_console_script_streams_json_and_cancels_without_a_partial_video(tmp_path, model_dir):
+    shot_dir = write_synthetic_shot(tmp_path / "shot", num_frames=60, width=32, height=32)
+    out = tmp_path / "takes" / "long.mp4"
+    out.parent.mkdir()
+    command = [
+        sys.executable,
+        "-m",
+        "poseanything.engine.cli",
+        "render",
+        str(shot_dir),
+        "--out",
+        str(out),
+        "--model",
+        str(model_dir),
+        "--steps",
+        "50",
+        "--progress",
+        "json",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    first = json.loads(process.stdout.readline())
+    assert first["event"] == "start" and first["frames"] == 60
+    progress = json.loads(process.stdout.readline())
+    assert progress["event"] == "progress" and progress["step"] == 1
+    process.send_signal(signal.SIGTERM)
+    rest = [json.loads(line) for line in process.stdout]
+    assert process.wait(timeout=60) == 130
+    assert rest[-1]["event"] == "cancelled"
+    assert os.listdir(out.parent) == []  # no video, no temporary file, no preview
