@@ -47,7 +47,8 @@ class ExtractedSkeleton:
 
     Joint j sits at the head (``joint_is_tail[j]`` false) or tail of pose bone
     ``joint_bone[j]`` (an index into the armature's pose bones, in order ``pose_bone_names``),
-    so the motion sampler gathers all joints from two ``foreach_get`` arrays at once.
+    that is ``joint_offset[j]`` (0, or the bone's rest length) along the bone's Y axis from its
+    head, so the motion sampler gets all joints from one ``foreach_get`` of pose matrices.
     """
 
     graph: SkeletonGraph
@@ -55,6 +56,7 @@ class ExtractedSkeleton:
     pose_bone_names: tuple[str, ...]
     joint_bone: np.ndarray
     joint_is_tail: np.ndarray
+    joint_offset: np.ndarray
     rest_joints: np.ndarray
     """(J, 3) joint positions at rest, armature space."""
     bone_lengths: np.ndarray
@@ -229,7 +231,7 @@ def extract_skeleton(
     parents = np.array([index[b.parent.name] if b.parent else -1 for b in bones], dtype=np.int64)
     heads = _bone_arrays(bones, "head_local", 3, np.float64)
     tails = _bone_arrays(bones, "tail_local", 3, np.float64)
-    lengths = np.linalg.norm(tails - heads, axis=1)
+    lengths = _bone_arrays(bones, "length", 1, np.float64)  # what Blender places tails with
 
     notes: list[str] = []
     keep = _keep_mask(armature_obj, options, lengths, notes)
@@ -279,6 +281,7 @@ def extract_skeleton(
         pose_bone_names=bone_names,
         joint_bone=joint_bone_array,
         joint_is_tail=joint_is_tail_array,
+        joint_offset=np.where(joint_is_tail_array, lengths[joint_bone_array], 0.0),
         rest_joints=rest_joints,
         bone_lengths=kept_lengths,
         notes=tuple(notes),

@@ -4,7 +4,7 @@ A production shot carries heavy meshes (skinned, subdivided, simulated) that the
 not need, and a frame change evaluates all of them. So the armature and camera are evaluated in
 a temporary scene that links only them and what they depend on (parents, constraint targets,
 driver targets, recursively): the same depsgraph code on fewer objects gives the same joints.
-Joints are read with two ``foreach_get`` calls a frame, not a Python loop over bones.
+Joints are read with one ``foreach_get`` call a frame, not a Python loop over bones.
 """
 
 from __future__ import annotations
@@ -150,20 +150,21 @@ def _whole_scene(scene) -> Iterator[tuple]:
 class JointReader:
     """Reads all joints of an evaluated armature into numpy, in world space.
 
-    Two ``foreach_get`` calls fill head and tail arrays of every pose bone; one fancy index picks
-    each joint's head or tail; one matrix product moves them to world space.
+    One ``foreach_get`` fills the pose matrices of every bone (armature space). A joint is its
+    bone's head (the matrix's translation) plus its offset along the bone's Y axis (the second
+    column, scaled as the pose scales the bone), which is how Blender places the tail itself.
+    One matrix product then moves all joints to world space.
     """
 
     def __init__(self, skeleton: ExtractedSkeleton):
-        self.bone_count = len(skeleton.pose_bone_names)
-        self._ends = np.empty((2, self.bone_count, 3), dtype=np.float32)
-        self._source = skeleton.joint_bone + skeleton.joint_is_tail * self.bone_count
+        self._matrices = np.empty((len(skeleton.pose_bone_names), 4, 4), dtype=np.float32)
+        self._joint_bone = skeleton.joint_bone
+        self._offset = skeleton.joint_offset.astype(np.float32)[:, None]
 
     def __call__(self, armature_eval) -> np.ndarray:
-        bones = armature_eval.pose.bones
-        bones.foreach_get("head", self._ends[0].ravel())
-        bones.foreach_get("tail", self._ends[1].ravel())
-        local = self._ends.reshape(-1, 3)[self._source].astype(np.float64)
+        armature_eval.pose.bones.foreach_get("matrix", self._matrices.ravel())
+        matrices = self._matrices[self._joint_bone]
+        local = matrices[:, 3, :3] + self._offset * matrices[:, 1, :3]
         world = np.array(armature_eval.matrix_world, dtype=np.float64)
         return local @ world[:3, :3].T + world[:3, 3]
 

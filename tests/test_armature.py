@@ -37,6 +37,8 @@ def assert_well_formed(skeleton, armature_obj) -> None:
     lengths = np.linalg.norm(rest_tails - rest_heads, axis=1)
     drift = np.linalg.norm(skeleton.rest_joints[edges[:, 0]] - rest_heads, axis=1)
     assert np.all(drift <= 1e-3 * lengths + 1e-7)
+    lengths = np.array([bones[skeleton.pose_bone_names[b]].length for b in skeleton.joint_bone])
+    np.testing.assert_allclose(skeleton.joint_offset, skeleton.joint_is_tail * lengths)
     names = [bone.name for bone in armature_obj.pose.bones]
     assert list(skeleton.pose_bone_names) == names
 
