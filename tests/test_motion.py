@@ -2,7 +2,14 @@
 
 import numpy as np
 import pytest
-from rigs import build_armature, chain, save_generated_rigify
+from rigs import (
+    RIGIFY_METARIGS,
+    add_metarig,
+    build_armature,
+    chain,
+    save_generated_rigify,
+    tentacle_tree,
+)
 
 from poseanything.poseanything_blender.armature import extract_skeleton
 from poseanything.poseanything_blender.camera_path import read_camera_state
@@ -164,6 +171,34 @@ def test_isolated_evaluation_equals_the_whole_scene(fresh_scene):
     np.testing.assert_allclose(motion.camera_states, camera_states, atol=1e-6)
     assert np.ptp(motion.camera_states, axis=0).max() > 1.0  # the lens is animated
     assert motion.has_camera
+
+
+BUILT_RIGS = {
+    "single_bone": [("bone", (0, 0, 0), (0, 0, 1), None, False)],
+    "tentacle_tree": tentacle_tree(),
+    "multi_root": chain("a", (0, 0, 0), (0, 0, 1), 2) + chain("b", (3, 0, 0), (0, 1, 1), 3),
+}
+
+
+@pytest.mark.parametrize("rig_name", RIGIFY_METARIGS + tuple(BUILT_RIGS))
+def test_every_rig_samples_like_the_whole_scene(fresh_scene, rig_name):
+    if rig_name in BUILT_RIGS:
+        rig = build_armature(rig_name, BUILT_RIGS[rig_name])
+    else:
+        rig = add_metarig(rig_name)
+    rng = np.random.default_rng(0)
+    for bone in list(rig.pose.bones)[::3]:
+        bone.rotation_mode = "XYZ"
+        key(bone, "rotation_euler", [(1, (0, 0, 0)), (9, tuple(rng.uniform(-0.5, 0.5, 3)))])
+    key(rig, "location", [(1, (0, 0, 0)), (9, (1, 2, 0))])
+    skeleton = extract_skeleton(rig)
+    frames = (1, 5, 9)
+    motion = sample_motion(fresh_scene, rig, fresh_scene.camera, frames, skeleton)
+    joints, camera_world, _ = full_scene_reference(
+        fresh_scene, rig, fresh_scene.camera, skeleton, frames
+    )
+    np.testing.assert_allclose(motion.joints3d, joints, atol=1e-5)
+    np.testing.assert_allclose(motion.camera_world, camera_world, atol=1e-6)
 
 
 def test_dependencies_are_the_rig_camera_and_what_they_read(fresh_scene):
