@@ -77,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="build the demo scene, save it and export its shot")
     demo.add_argument(
-        "--out", type=Path, default=Path("poseanything-demo"), metavar="DIR", help="where to"
+        "--out",
+        type=Path,
+        default=Path("out", "demo"),
+        metavar="DIR",
+        help="folder for demo.blend and the shot (default: out/demo)",
     )
     return parser
 

@@ -321,6 +321,7 @@ def test_operator_and_python_api_give_the_same_shot(fresh_scene, tmp_path):
             bpy.ops.poseanything.export_shot()
     finally:
         poseanything.unregister()
+    assert not hasattr(bpy.types.Scene, "poseanything")
 
     from_api = read_shot(api.path)
     from_operator = read_shot(tmp_path / "operator" / "Scene")
@@ -357,3 +358,26 @@ def test_demo_builds_saves_and_exports(tmp_path):
     # The camera pans to follow: the hips stay near the middle of the frame throughout.
     hips = shot.skeleton.joint_names.index("DEF-spine:head")
     assert (np.abs(shot.joints2d[:, hips, 0] - shot.width / 2) < shot.width / 4).all()
+
+
+def test_operator_on_an_unsaved_file_writes_to_the_temporary_folder(
+    fresh_scene, tmp_path, monkeypatch
+):
+    """A path relative to an unsaved .blend has no anchor; the shot goes to a stand-in folder
+    and the user is told where."""
+    import tempfile
+
+    import bpy
+
+    import poseanything
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    build_small_scene()
+    bpy.context.view_layer.objects.active = bpy.data.objects["Rig"]
+    poseanything.register()
+    try:
+        assert fresh_scene.poseanything.output_folder.startswith("//")
+        assert bpy.ops.poseanything.export_shot() == {"FINISHED"}
+    finally:
+        poseanything.unregister()
+    assert read_shot(tmp_path / "poseanything" / "Scene").armature == "Rig"
