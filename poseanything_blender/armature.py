@@ -98,11 +98,16 @@ def _collection_members(armature_data, names: tuple[str, ...], armature_name: st
     return members
 
 
-def _keep_mask(armature_obj, options: SkeletonOptions, lengths: np.ndarray, notes: list[str]):
+def _keep_mask(
+    armature_obj,
+    bone_names: tuple[str, ...],
+    options: SkeletonOptions,
+    lengths: np.ndarray,
+    notes: list[str],
+) -> np.ndarray:
     """Apply the filters one at a time, so an empty result names the option that emptied it."""
     data = armature_obj.data
     name = armature_obj.name
-    bone_names = [bone.name for bone in data.bones]
 
     zero = lengths <= ZERO_LENGTH_FRACTION * lengths.max()
     if zero.all():
@@ -234,7 +239,7 @@ def extract_skeleton(
     lengths = _bone_arrays(bones, "length", 1, np.float64)  # what Blender places tails with
 
     notes: list[str] = []
-    keep = _keep_mask(armature_obj, options, lengths, notes)
+    keep = _keep_mask(armature_obj, bone_names, options, lengths, notes)
     kept_parent = _kept_parents(parents, _stand_ins(bone_names, keep))
     kept = np.flatnonzero(keep)
 
