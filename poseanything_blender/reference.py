@@ -73,9 +73,9 @@ def render_reference(
             bpy.ops.render.render(write_still=True, scene=scene.name)
     finally:
         scene.frame_set(frame_before[0], subframe=frame_before[1])
-        # The render leaves a "Render Result" image behind; the file had none before.
-        for image in set(bpy.data.images) - images_before:
-            bpy.data.images.remove(image)
+        # Rendering adds a "Render Result" image if the file had none; it is not the user's.
+        for leftover in set(bpy.data.images) - images_before:
+            bpy.data.images.remove(leftover)
     filepath = Path(filepath)
     if not filepath.is_file():
         raise RuntimeError(f"the reference render of frame {frame} did not write {filepath}")

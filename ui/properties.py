@@ -28,8 +28,8 @@ class PoseAnythingSceneSettings(bpy.types.PropertyGroup):
         name="Custom Frame Range",
         description="Export these frames instead of the scene's frame range",
     )
-    frame_start: bpy.props.IntProperty(name="Start", default=1, min=0)
-    frame_end: bpy.props.IntProperty(name="End", default=49, min=0)
+    frame_start: bpy.props.IntProperty(name="Start", default=1)
+    frame_end: bpy.props.IntProperty(name="End", default=49)
     deform_only: bpy.props.EnumProperty(
         name="Deform Bones",
         items=(
