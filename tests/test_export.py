@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rigs import build_armature, tentacle_tree
+from rigs import RIGIFY_METARIGS, add_metarig, build_armature, chain, tentacle_tree
 
 from poseanything.engine.shot import read_reference, read_shot
 from poseanything.engine.skeleton import write_png
@@ -381,3 +381,48 @@ def test_operator_on_an_unsaved_file_writes_to_the_temporary_folder(
     finally:
         poseanything.unregister()
     assert read_shot(tmp_path / "poseanything" / "Scene").armature == "Rig"
+
+
+SELF_BUILT_RIGS = {
+    "single_bone": [("bone", (0, 0, 0), (0, 0, 1), None, False)],
+    "tentacle_tree": tentacle_tree(),
+    "disconnected_multi_root": chain("left", (-1, 0, 0), (0, 0, 0.5), 3)
+    + chain("right", (1, 0, 0), (0, 0, 0.5), 2)
+    + [("floating", (0, 1, 1), (0, 1, 1.5), None, False)],
+}
+
+
+@pytest.mark.parametrize("rig", [*RIGIFY_METARIGS, *SELF_BUILT_RIGS])
+def test_every_metarig_and_built_rig_exports_with_blenders_projection(fresh_scene, tmp_path, rig):
+    """Each shipped Rigify metarig and each rig built here exports; the shot's pixels are
+    where Blender's world_to_camera_view puts its joints (within 0.01 px)."""
+    import bpy
+    from bpy_extras.object_utils import world_to_camera_view
+    from mathutils import Vector
+
+    from poseanything.poseanything_blender.shot_export import export_shot
+
+    fresh_scene.render.resolution_x, fresh_scene.render.resolution_y = WIDTH, HEIGHT
+    armature = add_metarig(rig) if rig in RIGIFY_METARIGS else None
+    if armature is None:
+        armature = build_armature(rig, SELF_BUILT_RIGS[rig])
+    armature.rotation_euler.z = 0.3
+    armature.keyframe_insert("rotation_euler", frame=1)
+    armature.rotation_euler.z = -0.3
+    armature.keyframe_insert("rotation_euler", frame=2)
+
+    result = export_shot(export_settings(tmp_path / rig, armature=armature.name, frames=(1, 2)))
+    shot = read_shot(result.path)
+    assert len(shot.skeleton.bone_names) == len(armature.data.bones)
+    camera = bpy.data.objects["Camera"]
+    for index, frame in enumerate((1, 2)):
+        fresh_scene.frame_set(frame)
+        ndc = np.array(
+            [
+                tuple(world_to_camera_view(fresh_scene, camera, Vector(p)))
+                for p in shot.joints3d[index]
+            ]
+        )
+        expected = np.stack([ndc[:, 0] * WIDTH, (1.0 - ndc[:, 1]) * HEIGHT], axis=-1)
+        np.testing.assert_allclose(shot.joints2d[index], expected, atol=0.01)
+        np.testing.assert_allclose(shot.depth[index], ndc[:, 2], rtol=1e-6, atol=1e-6)
