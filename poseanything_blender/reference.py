@@ -103,6 +103,11 @@ def load_reference_image(
     notes: list[str] = []
     try:
         source_width, source_height = image.size
+        if not image.has_data or source_width == 0 or source_height == 0:
+            raise ValueError(
+                f"cannot read the reference image {path}: not an image format Blender reads; "
+                "give a PNG or JPEG"
+            )
         if (source_width, source_height) != (width, height):
             cover = max(width / source_width, height / source_height)
             scaled = (

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import bpy
+import numpy as np
 
 from ..engine.camera import project_points
 from ..engine.shot import Shot, ShotError, write_shot
@@ -139,15 +140,19 @@ def _check_output_folder(out: Path) -> Path:
     return out
 
 
-def _check_reference_image(path: Path | None) -> Path | None:
-    if path is None:
-        return None
+def _load_reference_image(
+    path: Path, width: int, height: int
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The user's reference image at the shot's size, read before any slow work."""
     path = Path(path).expanduser().absolute()
     if not path.is_file():
         raise ExportError(
             f"no reference image at {path}; give an existing image file, or none to render one"
         )
-    return path
+    try:
+        return load_reference_image(path, width, height)
+    except ValueError as error:
+        raise ExportError(str(error)) from error
 
 
 def export_shot(settings: ExportSettings) -> ExportResult:
@@ -157,20 +162,27 @@ def export_shot(settings: ExportSettings) -> ExportResult:
     camera_obj = _resolve_camera(scene, settings.camera)
     frame_start, frame_end = _resolve_frames(scene, settings.frames)
     out = _check_output_folder(settings.out)
-    reference_image = _check_reference_image(settings.reference_image)
+    render_size = gather_render_size(scene)
+    notes: list[str] = []
+    given_reference = None
+    if settings.reference_image is not None:
+        given_reference, image_notes = _load_reference_image(
+            settings.reference_image, render_size.width, render_size.height
+        )
+        notes.extend(image_notes)
 
     try:
         skeleton = extract_skeleton(armature_obj, settings.skeleton)
     except ValueError as error:
         raise ExportError(str(error)) from error
-    notes = list(skeleton.notes)
+    notes.extend(skeleton.notes)
     motion = sample_motion(
         scene, armature_obj, camera_obj, range(frame_start, frame_end + 1), skeleton
     )
     if not motion.isolated:
         notes.append("a driver reads the scene, so the whole scene was evaluated (slower)")
     try:
-        path = camera_path(motion.camera_world, motion.camera_states, gather_render_size(scene))
+        path = camera_path(motion.camera_world, motion.camera_states, render_size)
     except ValueError as error:
         raise ExportError(f"camera {camera_obj.name!r}: {error}") from error
     joints2d, depth, visible = project_points(
@@ -195,13 +207,11 @@ def export_shot(settings: ExportSettings) -> ExportResult:
     )
 
     with tempfile.TemporaryDirectory(prefix="poseanything-reference-") as temporary:
-        if reference_image is None:
+        reference = given_reference
+        if reference is None:
             reference = render_reference(
                 scene, camera_obj, frame_start, Path(temporary) / "reference.png"
             )
-        else:
-            reference, image_notes = load_reference_image(reference_image, path.width, path.height)
-            notes.extend(image_notes)
         try:
             written = write_shot(shot, out, reference)
         except ShotError as error:

@@ -101,6 +101,7 @@ def test_command_line_export_writes_a_shot_that_reads_back(small_blend, tmp_path
         (["--out", "{file}/shot"], "is a file; choose another folder"),
         (["--out", "{file}"], "is a file; give a folder for the shot"),
         (["--reference", "{missing}"], "no reference image at"),
+        (["--reference", "{file}"], "not an image format Blender reads"),
         (["--bone-collection", "Nope"], "has no bone collection 'Nope'"),
     ],
 )
