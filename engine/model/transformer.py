@@ -30,6 +30,7 @@ saves the (tokens x 6 x dim) modulation tensor a big model would otherwise build
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -80,6 +81,27 @@ WAN22_TI2V_5B_CONFIG: Mapping = MappingProxyType(
         num_layers=30,
     )
 )
+
+
+@functools.lru_cache(maxsize=16)
+def rotary_tables(
+    attention_head_dim: int,
+    patch_size: tuple[int, int, int],
+    max_seq_len: int,
+    latent_shape: tuple[int, ...],
+    device: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Wan's 3D RoPE (cos, sin), each (1, tokens, 1, head_dim) float32 on ``device``.
+
+    The tables are a pure function of the config and the latent shape, so they live outside the
+    module tree: ``model.to(torch.bfloat16)`` cannot round them to bf16 (diffusers keeps them in
+    fp32 through ``_keep_in_fp32_modules``, which needs ``accelerate`` to load), and a model built
+    on the meta device for loading a big checkpoint has no meta RoPE left to rebuild.
+    """
+    with torch.device("cpu"):
+        rope = WanRotaryPosEmbed(attention_head_dim, patch_size, max_seq_len)
+    cos, sin = rope(torch.empty(latent_shape, device="meta"))
+    return cos.to(device, torch.float32), sin.to(device, torch.float32)
 
 
 def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -205,7 +227,6 @@ class PoseAnythingTransformer(SafetensorsModel, ConfigMixin):
                 f"capture_block {capture_block} is not a block index (0..{num_layers - 1})"
             )
         dim = num_attention_heads * attention_head_dim
-        self.rope = WanRotaryPosEmbed(attention_head_dim, patch_size, rope_max_seq_len)
         self.patch_embedding = nn.Conv3d(
             2 * latent_channels, dim, kernel_size=patch_size, stride=patch_size
         )
@@ -259,7 +280,14 @@ class PoseAnythingTransformer(SafetensorsModel, ConfigMixin):
             )
         dtype = self.patch_embedding.weight.dtype
         x = torch.cat([latents, pose_latents], dim=1).to(dtype)
-        rotary_emb = self.rope(x)
+        config = self.config
+        rotary_emb = rotary_tables(
+            config.attention_head_dim,
+            tuple(config.patch_size),
+            config.rope_max_seq_len,
+            (1, 1, *x.shape[2:]),
+            str(x.device),
+        )
         tokens = self.patch_embedding(x).flatten(2).transpose(1, 2).contiguous()
         temb, time_proj, text, _ = self.condition_embedder(
             timestep.reshape(-1).float(), text_embeds.to(dtype), timestep_seq_len=frames
