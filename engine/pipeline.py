@@ -241,6 +241,12 @@ class PoseAnythingPipeline:
         self.config = config
         self.model_id = model_id
         self.device = torch.device(device)
+        tile = codec.spatial_factor * max(model.config.patch_size[1:])
+        if config.size_multiple % tile:
+            raise ValueError(
+                f"size_multiple {config.size_multiple} must be a multiple of the codec factor x "
+                f"patch size ({tile}), so every working size maps to whole tokens"
+            )
 
     @classmethod
     def from_pretrained(

@@ -174,3 +174,23 @@ def test_console_script_streams_json_and_cancels_without_a_partial_video(tmp_pat
     assert process.wait(timeout=60) == 130
     assert rest[-1]["event"] == "cancelled"
     assert os.listdir(out.parent) == []  # no video, no temporary file, no preview
+
+
+def test_video_writer_pads_odd_sizes_and_never_replaces_silently(tmp_path):
+    from poseanything.engine.video import OutputExistsError, write_frames, write_video
+
+    frames = np.random.default_rng(0).integers(0, 255, (4, 33, 47, 3), dtype=np.uint8)
+    path = write_video(tmp_path / "clip.mp4", frames, fps=24)
+    decoded, fps = read_video(path)
+    assert decoded.shape == (4, 34, 48, 3) and fps == 24.0
+    with pytest.raises(OutputExistsError):
+        write_video(path, frames[:2], fps=24)
+    assert read_video(path)[0].shape[0] == 4
+    write_video(path, frames[:2], fps=24, overwrite=True)
+    assert read_video(path)[0].shape[0] == 2
+    write_frames(tmp_path / "frames", frames)
+    with pytest.raises(OutputExistsError):
+        write_frames(tmp_path / "frames", frames[:1])
+    write_frames(tmp_path / "frames", frames[:1], overwrite=True)
+    assert os.listdir(tmp_path / "frames") == ["0001.png"]
+    assert sorted(os.listdir(tmp_path)) == ["clip.mp4", "frames"]  # no temporary names left

@@ -154,3 +154,8 @@ def test_missing_model_says_how_to_get_one(tmp_path):
 
     with pytest.raises(ModelNotFoundError, match="poseanything train"):
         pl.PoseAnythingPipeline.from_pretrained(tmp_path / "nowhere")
+
+
+def test_size_multiple_must_give_whole_tokens():
+    with pytest.raises(ValueError, match="size_multiple"):
+        tiny_pipeline(pl.PipelineConfig(size_multiple=12))
