@@ -14,6 +14,16 @@ from typing import Any
 
 import bpy
 import numpy as np
+from mathutils import Color, Euler, Matrix, Quaternion, Vector
+
+
+def _value_copy(owner: Any, attribute: str) -> Any:
+    """The attribute's value, detached: a vector property (a colour) reads as a live view that
+    would follow the new value and restore nothing."""
+    value = getattr(owner, attribute)
+    if isinstance(value, Color | Euler | Matrix | Quaternion | Vector):
+        return value.copy()
+    return tuple(value) if isinstance(value, bpy.types.bpy_prop_array) else value
 
 
 @contextmanager
@@ -24,7 +34,9 @@ def _temporarily_set(changes: list[tuple[Any, str, Any]]) -> Iterator[None]:
     (``media_type`` picks a matching ``file_format``), and restored in the order they were set,
     so a constraining setting comes back before the settings it constrains.
     """
-    previous = [(owner, attribute, getattr(owner, attribute)) for owner, attribute, _ in changes]
+    previous = [
+        (owner, attribute, _value_copy(owner, attribute)) for owner, attribute, _ in changes
+    ]
     applied = 0
     try:
         for owner, attribute, value in changes:
