@@ -58,6 +58,7 @@ def _output_settings(
         (render, "use_multiview", False),
         (render, "use_single_layer", True),
         (render, "film_transparent", False),
+        (render, "dither_intensity", 0.0),  # dither noise would speckle the black of a mask
         (scene.display, "render_aa", "FXAA"),
         (image, "media_type", "IMAGE"),
         (image, "file_format", "PNG"),
