@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 from synthetic_shots import write_synthetic_shot
-from tiny_models import tiny_model_folder
+from tiny_models import one_torch_thread, tiny_model_folder  # noqa: F401
 
 from poseanything.engine import cli
 from poseanything.engine.video import read_video
@@ -164,7 +164,8 @@ def test_console_script_streams_json_and_cancels_without_a_partial_video(tmp_pat
         "--progress",
         "json",
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     first = json.loads(process.stdout.readline())
     assert first["event"] == "start" and first["frames"] == 60
     progress = json.loads(process.stdout.readline())

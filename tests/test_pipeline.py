@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 from synthetic_shots import make_shot, reference_image
-from tiny_models import tiny_model_folder, tiny_pipeline
+from tiny_models import one_torch_thread, tiny_model_folder, tiny_pipeline  # noqa: F401
 
 from poseanything.engine import pipeline as pl
 from poseanything.engine.sampling import Cancelled, CancelToken

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from tiny_models import one_torch_thread  # noqa: F401
 
 from poseanything.engine import sampling
 from poseanything.engine.guidance import anchors_needed

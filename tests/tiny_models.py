@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from poseanything.engine.model import HashTextEncoder, PoseAnythingTransformer, TinyVideoCodec
@@ -33,3 +34,15 @@ def tiny_pipeline(config: PipelineConfig = TINY_PIPELINE, seed: int = 0) -> Pose
 def tiny_model_folder(folder: str | Path) -> Path:
     """Save ``tiny_pipeline()`` as a model folder the CLI and ``from_pretrained`` load."""
     return tiny_pipeline().save_pretrained(folder)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny tensors: one thread is fastest, and two thrash on a busy 2-core machine.
+
+    Import it into a test module to apply it there (it is autouse within that module).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
