@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="poseanything",
         description="PoseAnything: turn a shot folder (skeleton motion + camera) into a video.",
     )
+    # Each command sets ``handler`` (args -> exit code); another module adds its own the same way.
     commands = parser.add_subparsers(dest="command", required=True)
     render = commands.add_parser("render", help="render a shot folder into an mp4")
     render.add_argument("shot_dir", type=Path, help="shot folder written by the add-on")
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     render.add_argument("--progress", choices=("json", "bar", "none"), default="bar")
+    render.set_defaults(handler=render_command)
     return parser
 
 
@@ -222,7 +224,13 @@ def _install_cancel_handlers(cancel) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a ``poseanything`` command; returns its exit code."""
     args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+def render_command(args: argparse.Namespace) -> int:
+    """``poseanything render``: one shot folder to one video, reporting on stdout."""
     from .sampling import Cancelled, CancelToken
     from .shot import ShotError
     from .video import OutputExistsError
