@@ -201,3 +201,41 @@ def test_progress_bar_counts_clips_and_estimates_from_this_run_only():
     assert "clips 3/5" in lines[1] and "ETA ?" in lines[1]
     assert "clips 4/5" in lines[2] and "s/clip" in lines[2] and "ETA 0m00s" in lines[2]
     assert stream.getvalue().endswith("\n")
+
+
+def _synthetic_cli():
+    import argparse
+
+    from poseanything.poseanything_blender.synthetic.command import add_synthetic_commands
+
+    class BadInput(Exception):
+        pass
+
+    parser = argparse.ArgumentParser(prog="poseanything-blender")
+    handlers = add_synthetic_commands(parser.add_subparsers(dest="command"), BadInput)
+    return parser, handlers, BadInput
+
+
+def test_make_dataset_command_checks_arguments_and_writes_clips(fresh_scene, tmp_path, capsys):
+    parser, handlers, bad_input = _synthetic_cli()
+    for wrong in (
+        ["make-dataset", "--out", str(tmp_path)],
+        ["make-dataset", "--out", str(tmp_path), "--clips", "0"],
+        ["make-dataset", "--out", str(tmp_path), "--clips", "1", "--size", "8"],
+        ["make-eval-clips", "--out", str(tmp_path), "--rigs", "human,dragon"],
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args(wrong)
+        assert exit_info.value.code == 2
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    args = parser.parse_args(["make-dataset", "--out", str(blocked / "data"), "--clips", "1"])
+    with pytest.raises(bad_input, match="choose a writable folder"):
+        handlers[args.command](args)
+
+    out = tmp_path / "data"
+    argv = ["make-dataset", "--out", str(out), "--clips", "1", "--seed", "3"]
+    args = parser.parse_args([*argv, "--size", str(SIZE), "--frames", str(FRAMES)])
+    handlers[args.command](args)
+    read_shot(out / "clip_000000")
+    assert "clips 1/1" in capsys.readouterr().err

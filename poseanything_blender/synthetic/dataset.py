@@ -33,12 +33,12 @@ import bpy
 import numpy as np
 
 from ..shot_export import ExportSettings, export_shot
+from . import METARIGS
 from .animation import animate_bones, animate_camera, animate_root, posed_points, subject_bounds
 from .dressing import dress_set, light_scene, skin_armature
 from .render import render_clip
 from .rigs import TOPOLOGY_KINDS, random_rig
 
-METARIGS = ("human", "basic_human", "bird", "cat", "horse", "shark", "wolf")
 CLIP_JSON = "clip.json"
 FRAMES_DIR = "frames"
 MASKS_DIR = "masks"
@@ -73,9 +73,9 @@ class ProgressBar:
     clips it skipped.
     """
 
-    def __init__(self, label: str = "clips", stream=sys.stderr) -> None:
+    def __init__(self, label: str = "clips", stream=None) -> None:
         self.label = label
-        self.stream = stream
+        self.stream = stream if stream is not None else sys.stderr
         self.start_time: float | None = None
         self.start_done = 0
 
