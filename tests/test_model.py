@@ -309,6 +309,9 @@ def test_bad_inputs_name_the_problem():
         model(latents[..., :7], pose[..., :7], timestep, text)
     with pytest.raises(ValueError, match="grid"):
         model(latents, pose, timestep, text, PartConditioning(stripe_masks(2, 4, 3, 3)))
+    masks = stripe_masks(2, 4, 4, 6).expand(3, -1, -1, -1, -1)
+    with pytest.raises(ValueError, match="batch 3"):
+        model(latents, pose, timestep, text, PartConditioning(masks))
 
 
 def test_wan22_ti2v_5b_config_builds_on_meta():

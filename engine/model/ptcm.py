@@ -86,6 +86,11 @@ def part_attention_masks(
         raise ValueError(
             f"PartConditioning.masks must be (B, P, T, gh, gw), got shape {tuple(masks.shape)}"
         )
+    if masks.shape[0] not in (1, batch_size):
+        raise ValueError(
+            f"PartConditioning.masks has batch {masks.shape[0]}; use 1 (shared by all anchors) "
+            f"or the model batch {batch_size}"
+        )
     masks = masks.expand(batch_size, *masks.shape[1:])
     _, num_parts, num_frames, _, _ = masks.shape
     flat = masks.flatten(3)  # (B, P, T, n)
@@ -160,7 +165,7 @@ def part_affinity_from_attention(
     query: torch.Tensor,
     key: torch.Tensor,
     part_masks: torch.Tensor,
-    query_chunk: int = 256,
+    query_chunk: int = 64,
 ) -> torch.Tensor:
     """Mean attention from each first-frame part to each part of every frame.
 
@@ -182,10 +187,10 @@ def part_affinity_from_attention(
     key_masks = flat.float()  # (B, P, T, n)
     query_masks = flat[:, :, 0].float()  # (B, P, n)
     sums = query.new_zeros(batch, num_parts, num_frames, num_parts, dtype=torch.float32)
-    scale = 1.0 / math.sqrt(head_dim)
+    scaled_keys = key.float().transpose(-1, -2) / math.sqrt(head_dim)  # (B, H, D, T*n)
     for start in range(0, n, query_chunk):
         chunk = query[:, :, start : start + query_chunk]
-        probs = torch.softmax(chunk.float() @ key.float().transpose(-1, -2) * scale, dim=-1)
+        probs = torch.softmax(chunk.float() @ scaled_keys, dim=-1)  # (B, H, c, T*n)
         per_key = probs.sum(1).unflatten(-1, (num_frames, n))  # (B, c, T, n)
         per_key_part = torch.einsum("bctn,bqtn->bctq", per_key, key_masks)
         chunk_masks = query_masks[:, :, start : start + query_chunk]

@@ -354,7 +354,7 @@ class PoseAnythingTransformer(SafetensorsModel, ConfigMixin):
         timestep: torch.Tensor,
         text_embeds: torch.Tensor,
         part_masks: torch.Tensor,
-        query_chunk: int = 256,
+        query_chunk: int = 64,
     ) -> torch.Tensor:
         """(B, P, T, P) mean self-attention of ``capture_block`` from first-frame parts to parts.
 
