@@ -173,6 +173,96 @@ class RenderResult:
     """Settings, seed, working size, windows and part correspondence, for engine.json."""
 
 
+@dataclass(frozen=True)
+class RenderPlan:
+    """``RenderSettings`` resolved against a shot and a model: everything a render will do."""
+
+    settings: RenderSettings
+    steps: int
+    subject: float
+    camera: float
+    seed: int
+    width: int
+    height: int
+    anchors: tuple[str, ...]
+    starts: tuple[int, ...]
+    """First frame of each window."""
+    length: int
+    """Frames a window generates (the last window may run past the shot and is trimmed)."""
+    ptcm: bool
+    capture: int
+    """Steps sampled before the part correspondence is read (0 without PTCM)."""
+    active: int
+    """Steps with part attention on after the restart (0 without PTCM)."""
+
+    @property
+    def steps_per_window(self) -> int:
+        return self.capture + self.steps
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_window * len(self.starts)
+
+    def report(self, shift: float, num_frames: int, correspondences: list) -> dict:
+        """The render's settings and choices, for engine.json."""
+        return {
+            "settings": {
+                "steps": self.steps,
+                "shift": shift,
+                "subject_guidance": self.subject,
+                "camera_guidance": self.camera,
+                "camera_anchor": self.settings.camera_anchor,
+                "seed": self.seed,
+                "ptcm": self.ptcm,
+                "upscale": self.settings.upscale,
+                "overlap": self.settings.overlap,
+            },
+            "seed": self.seed,
+            "anchors": list(self.anchors),
+            "working_size": [self.width, self.height],
+            "windows": [[start, min(self.length, num_frames - start)] for start in self.starts],
+            "ptcm": {
+                "enabled": self.ptcm,
+                "capture_step": self.capture if self.ptcm else None,
+                "active_steps": self.active if self.ptcm else None,
+                "part_correspondence": correspondences,
+            },
+        }
+
+
+class _ProgressClock:
+    """Turns each window's step count into overall progress with an ETA for the callback."""
+
+    def __init__(self, plan: RenderPlan, callback, decode) -> None:
+        self.plan = plan
+        self.callback = callback
+        self.decode = decode
+        self.began = time.perf_counter()
+
+    def window(self, index: int):
+        """The ``on_step(steps_done, x0)`` function of window ``index``."""
+
+        def on_step(step: int, x0: torch.Tensor) -> None:
+            if self.callback is None:
+                return
+            plan = self.plan
+            overall = index * plan.steps_per_window + step
+            elapsed = time.perf_counter() - self.began
+            self.callback(
+                Progress(
+                    step=overall,
+                    total=plan.total_steps,
+                    eta_s=elapsed / overall * (plan.total_steps - overall),
+                    window=index + 1,
+                    windows=len(plan.starts),
+                    stage="ptcm" if plan.ptcm and step <= plan.capture else "sampling",
+                    preview=lambda: np.rint(self.decode(x0)[-1]).astype(np.uint8),
+                )
+            )
+
+        return on_step
+
+
 def to_unit_range(frames: np.ndarray, device) -> torch.Tensor:
     """(F,H,W,3) uint8 -> (1,3,F,H,W) float in [-1, 1], the codecs' input."""
     video = torch.from_numpy(np.array(frames, dtype=np.uint8)).to(device)
@@ -320,6 +410,37 @@ class PoseAnythingPipeline:
     def _decode(self, latents: torch.Tensor) -> np.ndarray:
         return to_pixels(self.codec.decode(latents))
 
+    def plan(self, shot: Shot, settings: RenderSettings | None = None) -> RenderPlan:
+        """Resolve ``settings`` against the shot and the model: sizes, windows, anchors, steps."""
+        settings = settings or RenderSettings()
+        guidance = shot.guidance
+        subject = (
+            guidance.subject if settings.subject_guidance is None else settings.subject_guidance
+        )
+        camera = guidance.camera if settings.camera_guidance is None else settings.camera_guidance
+        steps = settings.steps or int(shot.engine.get("steps") or self.config.steps)
+        width, height = self.working_size(shot)
+        temporal = self.codec.temporal_factor
+        window = window_length(self.config.window_frames, temporal)
+        starts = plan_windows(shot.num_frames, window, settings.overlap)
+        use_ptcm = settings.ptcm and bool(self.model.config.ptcm) and shot.skeleton.num_parts > 0
+        capture, active = ptcm_steps(steps)
+        return RenderPlan(
+            settings=settings,
+            steps=steps,
+            subject=subject,
+            camera=camera,
+            seed=shot.seed if settings.seed is None else settings.seed,
+            width=width,
+            height=height,
+            anchors=anchors_needed(subject, camera),
+            starts=tuple(starts),
+            length=window if len(starts) > 1 else window_length(shot.num_frames, temporal),
+            ptcm=use_ptcm,
+            capture=capture if use_ptcm else 0,
+            active=active if use_ptcm else 0,
+        )
+
     @torch.inference_mode()
     def render(
         self,
@@ -330,137 +451,70 @@ class PoseAnythingPipeline:
         cancel: CancelToken | None = None,
     ) -> RenderResult:
         """Render ``shot`` window by window; see the module docstring."""
-        settings = settings or RenderSettings()
-        steps = settings.steps or int(shot.engine.get("steps") or self.config.steps)
-        subject = (
-            shot.guidance.subject
-            if settings.subject_guidance is None
-            else settings.subject_guidance
-        )
-        camera = (
-            shot.guidance.camera if settings.camera_guidance is None else settings.camera_guidance
-        )
-        seed = shot.seed if settings.seed is None else settings.seed
-        width, height = self.working_size(shot)
-        scale = np.array([width / shot.width, height / shot.height])
+        plan = self.plan(shot, settings)
+        scale = np.array([plan.width / shot.width, plan.height / shot.height])
         check_subject_size(shot.joints2d, shot.in_front, scale)
-        names = anchors_needed(subject, camera)
-        tracks = anchor_tracks(shot, names, settings.camera_anchor)
+        tracks = anchor_tracks(shot, plan.anchors, plan.settings.camera_anchor)
         text = self.text_encoder.encode([shot.prompt]).to(self.device)
-
         num_frames = shot.num_frames
-        temporal = self.codec.temporal_factor
-        window = window_length(self.config.window_frames, temporal)
-        starts = plan_windows(num_frames, window, settings.overlap)
-        length = window if len(starts) > 1 else window_length(num_frames, temporal)
-        use_ptcm = settings.ptcm and bool(self.model.config.ptcm) and shot.skeleton.num_parts > 0
-        capture, active = ptcm_steps(steps)
-        per_window = steps + (capture if use_ptcm else 0)
-        total = per_window * len(starts)
         pose_set = None if shot.pose_frames is None else set(shot.pose_frames)
 
-        video = np.zeros((num_frames, height, width, 3), dtype=np.float32)
-        reference_frame = fit_image(reference, width, height)
+        video = np.zeros((num_frames, plan.height, plan.width, 3), dtype=np.float32)
+        reference_frame = fit_image(reference, plan.width, plan.height)
         correspondences = []
-        began = time.perf_counter()
+        clock = _ProgressClock(plan, callback, self._decode)
         done = 0
-        for index, start in enumerate(starts):
+        for index, start in enumerate(plan.starts):
             # Frames past the shot's end (a codec needing 1 + k*t frames) hold the last pose.
-            frames = np.minimum(np.arange(start, start + length), num_frames - 1)
+            frames = np.minimum(np.arange(start, start + plan.length), num_frames - 1)
             local_poses = (
                 None
                 if pose_set is None
-                else [i for i, f in enumerate(frames.tolist()) if f in pose_set]
+                else [i for i, frame in enumerate(frames.tolist()) if frame in pose_set]
             )
             pose_videos = [
                 render_skeleton_frames(
                     tracks[name].joints2d[frames] * scale,
                     tracks[name].in_front[frames],
                     tracks[name].edges,
-                    width,
-                    height,
+                    plan.width,
+                    plan.height,
                     pose_frames=local_poses,
                 )
-                for name in names
+                for name in plan.anchors
             ]
             pose_latents = self._encode(pose_videos)
-            reference_latent = self._encode([reference_frame[None]])
-            noise = initial_noise((1, *pose_latents.shape[1:]), seed + index, self.device)
-            masks = (
-                self._part_masks(shot, frames, scale, width, height, pose_latents)
-                if use_ptcm
-                else None
-            )
-
-            def on_step(step: int, x0: torch.Tensor, index: int = index) -> None:
-                if callback is None:
-                    return
-                overall = index * per_window + step
-                elapsed = time.perf_counter() - began
-                callback(
-                    Progress(
-                        step=overall,
-                        total=total,
-                        eta_s=elapsed / overall * (total - overall),
-                        window=index + 1,
-                        windows=len(starts),
-                        stage="ptcm" if use_ptcm and step <= capture else "sampling",
-                        preview=lambda: np.rint(self._decode(x0)[-1]).astype(np.uint8),
-                    )
-                )
-
+            noise = initial_noise((1, *pose_latents.shape[1:]), plan.seed + index, self.device)
+            masks = self._part_masks(shot, frames, scale, plan, pose_latents) if plan.ptcm else None
             latents, correspondence = sample_with_ptcm(
                 self.model,
                 noise,
-                reference_latent,
+                self._encode([reference_frame[None]]),
                 pose_latents,
-                names,
-                subject,
-                camera,
+                plan.anchors,
+                plan.subject,
+                plan.camera,
                 text,
-                steps,
+                plan.steps,
                 self.config.shift,
                 masks,
-                on_step=on_step,
+                on_step=clock.window(index),
                 cancel=cancel,
             )
             if correspondence is not None:
                 correspondences.append(correspondence.cpu().tolist())
-            generated = self._decode(latents)[: min(length, num_frames - start)]
+            generated = self._decode(latents)[: min(plan.length, num_frames - start)]
             stitch_window(video, generated, start, done)
             done = start + len(generated)
-            if index + 1 < len(starts):
-                reference_frame = np.rint(video[starts[index + 1]]).astype(np.uint8)
+            if index + 1 < len(plan.starts):
+                reference_frame = np.rint(video[plan.starts[index + 1]]).astype(np.uint8)
 
         frames_out = np.rint(video).clip(0, 255).astype(np.uint8)
-        if settings.upscale:
+        if plan.settings.upscale:
             frames_out = upscale_frames(frames_out, shot.width, shot.height)
-        report = {
-            "settings": {
-                "steps": steps,
-                "shift": self.config.shift,
-                "subject_guidance": subject,
-                "camera_guidance": camera,
-                "camera_anchor": settings.camera_anchor,
-                "seed": seed,
-                "ptcm": use_ptcm,
-                "upscale": settings.upscale,
-                "overlap": settings.overlap,
-            },
-            "seed": seed,
-            "anchors": list(names),
-            "working_size": [width, height],
-            "windows": [[start, min(length, num_frames - start)] for start in starts],
-            "ptcm": {
-                "enabled": use_ptcm,
-                "capture_step": capture if use_ptcm else None,
-                "active_steps": active if use_ptcm else None,
-                "part_correspondence": correspondences,
-            },
-        }
-        return RenderResult(frames_out, report)
+        return RenderResult(frames_out, plan.report(self.config.shift, num_frames, correspondences))
 
-    def _part_masks(self, shot, frames, scale, width, height, pose_latents) -> torch.Tensor:
+    def _part_masks(self, shot, frames, scale, plan, pose_latents) -> torch.Tensor:
         """(1,P,T,gh,gw) PTCM masks of the shot's parts on the token grid of ``pose_latents``."""
         _, patch_h, patch_w = self.model.config.patch_size
         grid = (pose_latents.shape[-2] // patch_h, pose_latents.shape[-1] // patch_w)
@@ -469,8 +523,8 @@ class PoseAnythingPipeline:
             shot.in_front[frames],
             shot.skeleton.edges,
             shot.skeleton.edge_part,
-            width,
-            height,
+            plan.width,
+            plan.height,
             grid,
         )  # (F, P, gh, gw)
         masks = torch.from_numpy(masks).permute(1, 0, 2, 3)[None]
