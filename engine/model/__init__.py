@@ -1,6 +1,6 @@
 """The pose-conditioned video model: DiT with PTCM, video codecs, text encoders."""
 
-from .codec import TinyVideoCodec, WanVAECodec
+from .codec import TinyVideoCodec, VideoCodec, WanVAECodec
 from .ptcm import (
     PartConditioning,
     PartCrossAttention,
@@ -8,7 +8,7 @@ from .ptcm import (
     part_affinity_from_attention,
     pool_part_masks_to_latent_frames,
 )
-from .text import HashTextEncoder, UMT5TextEncoder
+from .text import HashTextEncoder, TextEncoder, UMT5TextEncoder
 from .transformer import (
     TINY_CONFIG,
     WAN22_TI2V_5B_CONFIG,
@@ -24,8 +24,10 @@ __all__ = [
     "PartCrossAttention",
     "PoseAnythingBlock",
     "PoseAnythingTransformer",
+    "TextEncoder",
     "TinyVideoCodec",
     "UMT5TextEncoder",
+    "VideoCodec",
     "WanVAECodec",
     "match_parts",
     "part_affinity_from_attention",

@@ -20,12 +20,29 @@ Interface (both implementations, and what the pipeline relies on):
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
 
 from .serialization import SafetensorsModel
+
+
+class VideoCodec(Protocol):
+    """What the pipeline needs from a codec (see the module docstring)."""
+
+    latent_channels: int
+    spatial_factor: int
+    temporal_factor: int
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
+
+    def frames_to_latent(self, frames: int) -> int: ...
+
+    def latent_to_frames(self, latent_frames: int) -> int: ...
 
 
 class CausalFrameLayout:

@@ -13,7 +13,13 @@ from diffusers.models.modeling_utils import ModelMixin
 
 
 class SafetensorsModel(ModelMixin):
-    """``ModelMixin`` whose ``from_pretrained`` only reads ``.safetensors`` weights."""
+    """``ModelMixin`` that saves and loads ``.safetensors`` weights only."""
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        if kwargs.get("safe_serialization") is False:
+            raise ValueError(f"{type(self).__name__} saves safetensors weights only")
+        kwargs["safe_serialization"] = True
+        super().save_pretrained(save_directory, **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):

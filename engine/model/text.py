@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import zlib
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -23,6 +24,14 @@ from torch import nn
 from .serialization import SafetensorsModel
 
 WORD = re.compile(r"\w+")
+
+
+class TextEncoder(Protocol):
+    """What the pipeline needs from a text encoder."""
+
+    dim: int
+
+    def encode(self, prompts: list[str]) -> torch.Tensor: ...
 
 
 class HashTextEncoder(SafetensorsModel, ConfigMixin):
