@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .guidance import CameraAnchorKind, anchor_tracks, anchors_needed
+from .model import PoseAnythingTransformer, TextEncoder, VideoCodec
 from .model.ptcm import pool_part_masks_to_latent_frames
 from .sampling import DEFAULT_SHIFT, CancelToken, initial_noise, ptcm_steps, sample_with_ptcm
 from .shot import Shot, ShotError
@@ -318,9 +319,9 @@ class PoseAnythingPipeline:
 
     def __init__(
         self,
-        model,
-        codec,
-        text_encoder,
+        model: PoseAnythingTransformer,
+        codec: VideoCodec,
+        text_encoder: TextEncoder,
         config: PipelineConfig = PipelineConfig(),
         model_id: str = "",
         device: str | torch.device = "cpu",
@@ -348,7 +349,7 @@ class PoseAnythingPipeline:
         one subfolder per component (``transformer/``, ``codec/``, ``text_encoder/``), each a
         diffusers ``config.json`` plus safetensors weights.
         """
-        from .model import HashTextEncoder, PoseAnythingTransformer, TinyVideoCodec
+        from .model import HashTextEncoder, TinyVideoCodec
 
         folder = resolve_model_dir(path)
         meta = json.loads((folder / MODEL_INDEX).read_text(encoding="utf-8"))
@@ -358,7 +359,7 @@ class PoseAnythingPipeline:
             "text_encoder": HashTextEncoder,
         }
         loaded = {
-            name: kind.from_pretrained(folder / name, use_safetensors=True, low_cpu_mem_usage=False)
+            name: kind.from_pretrained(folder / name, low_cpu_mem_usage=False)
             for name, kind in components.items()
         }
         return cls(
@@ -379,7 +380,7 @@ class PoseAnythingPipeline:
             ("codec", self.codec),
             ("text_encoder", self.text_encoder),
         ):
-            component.save_pretrained(folder / name, safe_serialization=True)
+            component.save_pretrained(folder / name)
         meta = {"model_id": self.model_id, "config": asdict(self.config)}
         (folder / MODEL_INDEX).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         return folder
