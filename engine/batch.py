@@ -22,6 +22,11 @@ since a retry cannot fix it; any other error, or a worker process that died, is 
 shot is reported failed and the others go on. The summary table (shot, status, seconds, output)
 is printed and written as JSON to ``--summary`` (default ``batch.json`` in ``--out-dir``, else in
 the current folder).
+
+**Events** (``run_batch(on_event=...)``, and one JSON object a line with ``--progress json`` for
+the add-on): ``start`` (shot, attempt, worker pid and host), ``progress`` (shot, step, total,
+window, windows, eta_s), then one of ``done``/``skipped``/``failed``/``cancelled`` a shot
+(seconds, output, attempts, error), and last ``summary`` (the JSON written to ``--summary``).
 """
 
 from __future__ import annotations
@@ -411,8 +416,14 @@ def connect_ray(address: str) -> bool:
         return False
     if address == "local":
         ray.init(include_dashboard=False, _node_ip_address="127.0.0.1")
-    else:
+        return True
+    try:
         ray.init(address=address)
+    except ConnectionError as error:
+        raise BatchError(
+            f"--ray {address}: no Ray cluster answered ({error}); start one with `ray start "
+            "--head` on the head node, give its address, or use --ray local on this machine"
+        ) from error
     return True
 
 
@@ -648,14 +659,19 @@ def batch_command(args: argparse.Namespace) -> int:
     from .weights import ModelNotFoundError
 
     cancel = CancelToken()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda signum, frame: cancel.cancel())
+    previous_handlers = {
+        signum: signal.signal(signum, lambda signum, frame: cancel.cancel())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
     progress = BatchProgress(args.progress, len(args.shot_dirs))
     try:
         summary = run_batch(args.shot_dirs, settings_from_args(args), progress, cancel)
     except (BatchError, ModelNotFoundError) as error:
         print(f"poseanything batch: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    finally:
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
     path = summary_path(args)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, summary.to_dict())
