@@ -26,6 +26,8 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from .batch import add_batch_command
+
 EXIT_OK, EXIT_CRASH, EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, EXIT_CANCELLED = 0, 1, 2, 3, 130
 ENGINE_JSON = "engine.json"
 PREVIEW_INTERVAL_S = 0.5
@@ -70,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     render.add_argument("--progress", choices=("json", "bar", "none"), default="bar")
     render.set_defaults(handler=render_command)
+    add_batch_command(commands)
     return parser
 
 
