@@ -122,6 +122,10 @@ class PipelineConfig:
     """Working width and height are multiples of this (codec factor x patch size)."""
     steps: int = 20
     shift: float = DEFAULT_SHIFT
+    reference_source: float | None = None
+    """None: the flow starts from pure noise (as Wan). A number s: it starts from the reference
+    latent repeated over the window plus s x noise, for a model trained that way (a small model
+    then only learns the change from the reference)."""
 
     @classmethod
     def from_dict(cls, data: dict) -> PipelineConfig:
@@ -485,12 +489,13 @@ class PoseAnythingPipeline:
                 for name in plan.anchors
             ]
             pose_latents = self._encode(pose_videos)
-            noise = initial_noise((1, *pose_latents.shape[1:]), plan.seed + index, self.device)
+            reference_latent = self._encode([reference_frame[None]])
+            flow_start = self._flow_start(reference_latent, pose_latents, plan.seed + index)
             masks = self._part_masks(shot, frames, scale, plan, pose_latents) if plan.ptcm else None
             latents, correspondence = sample_with_ptcm(
                 self.model,
-                noise,
-                self._encode([reference_frame[None]]),
+                flow_start,
+                reference_latent,
                 pose_latents,
                 plan.anchors,
                 plan.subject,
@@ -514,6 +519,13 @@ class PoseAnythingPipeline:
         if plan.settings.upscale:
             frames_out = upscale_frames(frames_out, shot.width, shot.height)
         return RenderResult(frames_out, plan.report(self.config.shift, num_frames, correspondences))
+
+    def _flow_start(self, reference_latent, pose_latents, seed: int) -> torch.Tensor:
+        """The window's latents at sigma = 1: seeded noise, or the reference plus noise."""
+        noise = initial_noise((1, *pose_latents.shape[1:]), seed, self.device)
+        if self.config.reference_source is None:
+            return noise
+        return reference_latent.expand_as(noise) + self.config.reference_source * noise
 
     def _part_masks(self, shot, frames, scale, plan, pose_latents) -> torch.Tensor:
         """(1,P,T,gh,gw) PTCM masks of the shot's parts on the token grid of ``pose_latents``."""

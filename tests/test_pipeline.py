@@ -5,7 +5,12 @@ import dataclasses
 import numpy as np
 import pytest
 from synthetic_shots import make_shot, reference_image
-from tiny_models import one_torch_thread, tiny_model_folder, tiny_pipeline  # noqa: F401
+from tiny_models import (  # noqa: F401
+    TINY_PIPELINE,
+    one_torch_thread,
+    tiny_model_folder,
+    tiny_pipeline,
+)
 
 from poseanything.engine import pipeline as pl
 from poseanything.engine.sampling import Cancelled, CancelToken
@@ -159,3 +164,13 @@ def test_missing_model_says_how_to_get_one(tmp_path):
 def test_size_multiple_must_give_whole_tokens():
     with pytest.raises(ValueError, match="size_multiple"):
         tiny_pipeline(pl.PipelineConfig(size_multiple=12))
+
+
+def test_flow_can_start_from_the_reference_plus_noise():
+    shot = make_shot(num_frames=4, width=32, height=32)
+    reference = reference_image(32, 32)
+    from_noise = tiny_pipeline()(shot, reference)
+    config = dataclasses.replace(TINY_PIPELINE, reference_source=0.5)
+    from_reference = tiny_pipeline(config)(shot, reference)
+    assert from_reference.shape == from_noise.shape
+    assert not np.array_equal(from_reference, from_noise)
