@@ -16,6 +16,8 @@ from mathutils import Matrix
 
 CAMERA_MOTIONS = ("static", "pan", "orbit", "dolly", "zoom")
 SENSOR_WIDTH_MM = 36.0
+PATH_BONES = 4
+"""Root-to-tip bone count up to which every bone bends fully (a leg from the hips)."""
 
 
 def _fill_fcurves(id_data, data_path: str, frames: np.ndarray, values: np.ndarray) -> None:
@@ -49,6 +51,20 @@ def _smooth_noise(
     return 0.65 * waves[0] + 0.35 * waves[1]
 
 
+def _path_lengths(pose_bones) -> np.ndarray:
+    """For each bone, the bone count of the longest root-to-tip path through it."""
+    index = {bone.name: i for i, bone in enumerate(pose_bones)}
+    parents = [index[bone.parent.name] if bone.parent else -1 for bone in pose_bones]
+    depth = np.zeros(len(parents), dtype=np.int64)
+    height = np.zeros(len(parents), dtype=np.int64)
+    for bone, parent in enumerate(parents):  # parents come before their children
+        depth[bone] = depth[parent] + 1 if parent >= 0 else 0
+    for bone in reversed(range(len(parents))):
+        if parents[bone] >= 0:
+            height[parents[bone]] = max(height[parents[bone]], height[bone] + 1)
+    return depth + height + 1
+
+
 def animate_bones(
     armature_obj: bpy.types.Object,
     rng: np.random.Generator,
@@ -58,10 +74,16 @@ def animate_bones(
 ) -> None:
     """Key every pose bone's Euler rotation on every frame: a random offset pose plus smooth
     noise, bending up to ``max_bend`` radians across the bone and a third of that in twist.
-    Root bones move less, since they swing the whole body."""
+
+    Bends add up from the root to a tip, so a bone on a path of n bones bends
+    sqrt(PATH_BONES / n) as much once n passes PATH_BONES: independent bends then sum to the
+    same overall curl, and a metarig's long spine or a snake does not tie itself in knots.
+    Root bones move less still, since they swing the whole body.
+    """
     pose_bones = armature_obj.pose.bones
     count = len(pose_bones)
     amplitude = rng.uniform(0.2, 1.0, (count, 3)) * max_bend * np.array([1.0, 0.3, 1.0])
+    amplitude /= np.sqrt(np.maximum(_path_lengths(pose_bones) / PATH_BONES, 1.0))[:, None]
     is_root = np.array([bone.parent is None for bone in pose_bones])
     amplitude[is_root] *= 0.4
     offset = rng.uniform(-0.5, 0.5, (count, 3))
@@ -83,7 +105,7 @@ def animate_root(
     second, so the subject travels through the set as well as moving its limbs."""
     seconds = (frames - frames[0]) / fps
     heading = rng.uniform(0.0, 2.0 * np.pi) + rng.uniform(-0.5, 0.5) * seconds
-    speed = rng.uniform(0.1, 1.0) * size
+    speed = rng.uniform(0.1, 0.6) * size
     steps = np.diff(seconds, prepend=seconds[0])[:, None] * speed
     path = np.cumsum(steps * np.stack([np.cos(heading), np.sin(heading)], axis=1), axis=0)
     location = np.asarray(armature_obj.location) + np.pad(path, ((0, 0), (0, 1)))
@@ -104,6 +126,19 @@ def posed_points(armature_obj: bpy.types.Object, scene: bpy.types.Scene, frame: 
     return local @ world[:3, :3].T + world[:3, 3]
 
 
+def lowest_point(obj: bpy.types.Object, scene: bpy.types.Scene, frames: np.ndarray) -> float:
+    """The lowest world height ``obj``'s evaluated (deformed) geometry reaches over ``frames``:
+    the ground goes there, so no limb sinks into it and nothing floats far above it."""
+    lowest = np.inf
+    for frame in frames:
+        scene.frame_set(int(frame))
+        evaluated = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+        world = np.array(evaluated.matrix_world)
+        corners = np.array(evaluated.bound_box) @ world[:3, :3].T + world[:3, 3]
+        lowest = min(lowest, float(corners[:, 2].min()))
+    return lowest
+
+
 def subject_bounds(points: np.ndarray) -> tuple[np.ndarray, float]:
     """Centre of the points' box and a radius holding them all, padded for the body's flesh."""
     center = (points.min(axis=0) + points.max(axis=0)) / 2
@@ -121,6 +156,37 @@ def _look_at_rotations(locations: np.ndarray, targets: np.ndarray) -> np.ndarray
     return np.stack([right, up, -forward], axis=2)
 
 
+def _direction(azimuths: np.ndarray, elevation: float) -> np.ndarray:
+    """(N, 3) unit vectors from the subject towards the camera."""
+    return np.stack(
+        [
+            np.cos(elevation) * np.cos(azimuths),
+            np.cos(elevation) * np.sin(azimuths),
+            np.full(len(azimuths), np.sin(elevation)),
+        ],
+        axis=1,
+    )
+
+
+def _framing_distance(
+    offsets: np.ndarray, view: np.ndarray, tan_limit: float, radius: float
+) -> float:
+    """Camera distance along ``view`` at which every point (offset from the aim point) lies
+    within ``tan_limit`` of the optical axis, so the subject's projection, not a bounding
+    sphere, fills the chosen share of the frame.
+
+    A point ``toward`` units nearer the camera and ``across`` units off-axis fits when
+    ``across <= tan_limit * (distance - toward)``; the largest such bound wins. The camera
+    also keeps clear of the nearest point by a fifth of the subject's radius.
+    """
+    right = np.cross(-view, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, -view)
+    toward = offsets @ view
+    across = np.maximum(np.abs(offsets @ right), np.abs(offsets @ up))
+    return float(max((toward + across / tan_limit).max(), toward.max() + 0.2 * radius))
+
+
 def animate_camera(
     collection: bpy.types.Collection,
     rng: np.random.Generator,
@@ -136,10 +202,12 @@ def animate_camera(
     center, radius = subject_bounds(subject_points)
 
     lens = rng.uniform(20.0, 60.0)
-    half_fov = np.arctan(SENSOR_WIDTH_MM / 2 / lens)
-    distance = radius / np.sin(half_fov) * rng.uniform(0.85, 1.3)
+    tan_half_fov = SENSOR_WIDTH_MM / 2 / lens
     azimuth = rng.uniform(0.0, 2.0 * np.pi)
     elevation = rng.uniform(0.05, 0.7)
+    view = _direction(np.array([azimuth]), elevation)[0]
+    fill = rng.uniform(0.55, 0.9)
+    distance = _framing_distance(subject_points - center, view, tan_half_fov * fill, radius)
 
     t = (frames - frames[0]) / max(frames[-1] - frames[0], 1)
     eased = t * t * (3.0 - 2.0 * t)
@@ -150,20 +218,12 @@ def animate_camera(
     if kind == "orbit":
         azimuths += rng.choice([-1.0, 1.0]) * rng.uniform(0.3, 1.0) * eased
     elif kind == "dolly":
-        distances *= 1.0 + rng.uniform(-0.35, 0.5) * eased
+        distances *= 1.0 + rng.uniform(-0.3, 0.5) * eased
     elif kind == "zoom":
         lenses *= 1.0 + rng.uniform(-0.3, 0.5) * eased
-    direction = np.stack(
-        [
-            np.cos(elevation) * np.cos(azimuths),
-            np.cos(elevation) * np.sin(azimuths),
-            np.full(len(frames), np.sin(elevation)),
-        ],
-        axis=1,
-    )
-    locations = center + distances[:, None] * direction
-    if kind == "pan":  # the camera stays put and turns: the target sweeps sideways
-        yaw = rng.choice([-1.0, 1.0]) * rng.uniform(0.15, 0.35) * eased
+    locations = center + distances[:, None] * _direction(azimuths, elevation)
+    if kind == "pan":  # the camera stays put and turns: the subject slides across the frame
+        yaw = rng.choice([-1.0, 1.0]) * rng.uniform(0.2, 0.6) * np.arctan(tan_half_fov) * eased
         offset = center - locations[0]
         cos, sin = np.cos(yaw), np.sin(yaw)
         targets = locations[0] + np.stack(

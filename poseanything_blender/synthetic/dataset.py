@@ -34,7 +34,14 @@ import numpy as np
 
 from ..shot_export import ExportSettings, export_shot
 from . import METARIGS
-from .animation import animate_bones, animate_camera, animate_root, posed_points, subject_bounds
+from .animation import (
+    animate_bones,
+    animate_camera,
+    animate_root,
+    lowest_point,
+    posed_points,
+    subject_bounds,
+)
 from .dressing import dress_set, light_scene, skin_armature
 from .render import render_clip
 from .rigs import TOPOLOGY_KINDS, random_rig
@@ -160,18 +167,19 @@ def _film(
     collection = scene.collection
     frames = np.arange(1, settings.frames + 1, dtype=np.float64)
     armature_obj, kind = make_rig(collection, rng)
-    skin_armature(armature_obj, collection, rng)
+    body = skin_armature(armature_obj, collection, rng)
     animate_bones(armature_obj, rng, frames, settings.fps)
-    rest_points = posed_points(armature_obj, scene, 1)
+    points = posed_points(armature_obj, scene, 1)  # root motion starts from here
     root_motion = bool(rng.random() < ROOT_MOTION_CHANCE)
     if root_motion:
-        animate_root(armature_obj, rng, frames, settings.fps, float(np.ptp(rest_points, 0).max()))
-    points = posed_points(armature_obj, scene, 1)
+        animate_root(armature_obj, rng, frames, settings.fps, float(np.ptp(points, 0).max()))
     camera, camera_motion = animate_camera(collection, rng, frames, points)
     scene.camera = camera
     scene.frame_set(1)
+    camera_start = np.array(camera.matrix_world.translation)
     center, radius = subject_bounds(points)
-    set_objects = dress_set(collection, rng, center, radius, np.array(camera.location))
+    ground = lowest_point(body, scene, frames)
+    set_objects = dress_set(collection, rng, center, radius, camera_start, ground)
     light_scene(scene, rng)
     rendered, _ = render_clip(
         scene,

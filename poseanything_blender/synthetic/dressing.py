@@ -159,7 +159,7 @@ def skin_armature(
     thickness = rng.uniform(0.12, 0.3) * rng.uniform(0.8, 1.25, count)
     # Bounded by the whole creature's size, so a snake's many short bones still make a body
     # that is visible at 128 pixels, and long bones do not become balloons.
-    radii = np.clip(thickness * lengths, 0.02 * extent, 0.08 * extent)
+    radii = np.clip(thickness * lengths, 0.03 * extent, 0.08 * extent)
     tapers = rng.uniform(0.55, 1.0, count)
     positions, uv = _capsule_grid(lengths, radii, tapers)
     world = (
@@ -242,14 +242,16 @@ def dress_set(
     subject_center: np.ndarray,
     subject_radius: float,
     camera_location: np.ndarray,
+    ground_height: float,
 ) -> list[bpy.types.Object]:
-    """A textured ground, sometimes a backdrop, and a few props around the subject.
+    """A textured ground at ``ground_height``, sometimes a backdrop, and a few props around
+    the subject.
 
     Textured surfaces make camera motion visible (a pan slides the ground's pattern). Props
     keep out of the cone between camera and subject so they never hide the subject at the
     first frame. Returns the set's objects, so the mask render can hide them.
     """
-    center = np.array([subject_center[0], subject_center[1], 0.0])
+    center = np.array([subject_center[0], subject_center[1], ground_height])
     half_size = 40.0 * subject_radius
     tile = subject_radius * rng.uniform(0.3, 1.2)
     ground = _textured_object(collection, _plane("ground", half_size, half_size / tile), rng)
