@@ -124,6 +124,11 @@ def test_same_seed_same_clip_whatever_the_resume_order(fresh_scene, tmp_path):
         expected, actual = _clip_arrays(whole / name), _clip_arrays(resumed / name)
         for key in expected:
             np.testing.assert_array_equal(actual[key], expected[key], err_msg=f"{name} {key}")
+    for changed in ({"seed": 5}, {"size": 2 * SIZE}):
+        recipe = {"seed": 4, "size": SIZE, **changed}
+        with pytest.raises(ValueError, match="use the same seed, size, frames and fps"):
+            make_dataset(resumed, 3, frames=FRAMES, progress=None, **recipe)
+    assert not (resumed / "clip_000002").exists()
     other = tmp_path / "other"
     make_dataset(other, 1, seed=5, size=SIZE, frames=FRAMES, progress=None)
     assert not np.array_equal(
@@ -239,3 +244,50 @@ def test_make_dataset_command_checks_arguments_and_writes_clips(fresh_scene, tmp
     handlers[args.command](args)
     read_shot(out / "clip_000000")
     assert "clips 1/1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["static", "pan", "orbit", "dolly", "zoom"])
+def test_camera_moves_do_what_they_say_and_start_with_the_subject_in_frame(fresh_scene, kind):
+    from poseanything.engine.camera import project_points
+    from poseanything.poseanything_blender.camera_path import (
+        camera_path,
+        gather_render_size,
+        read_camera_state,
+    )
+    from poseanything.poseanything_blender.synthetic.animation import animate_camera
+
+    scene = fresh_scene
+    scene.render.resolution_x = scene.render.resolution_y = SIZE
+    scene.render.resolution_percentage = 100
+    rng = np.random.default_rng(7)
+    points = rng.normal(0.0, 1.0, (40, 3)) * [0.3, 0.3, 1.0] + [2.0, -1.0, 1.0]
+    frames = np.arange(1, 9, dtype=float)
+    camera, made = animate_camera(scene.collection, rng, frames, points, kind)
+    worlds, states = [], []
+    for frame in frames:
+        scene.frame_set(int(frame))
+        worlds.append(np.array(camera.matrix_world))
+        states.append(read_camera_state(camera))
+    path = camera_path(np.array(worlds), np.array(states), gather_render_size(scene))
+    _, depth, visible = project_points(
+        np.broadcast_to(points, (len(frames), *points.shape)),
+        path.K,
+        path.w2c,
+        path.cam_type,
+        SIZE,
+        SIZE,
+    )
+    assert made == kind
+    assert visible[0].all() and (depth[0] > 0).all(), "the subject must start in frame"
+
+    location = np.array(worlds)[:, :3, 3]
+    moved = not np.allclose(location[0], location[-1])
+    turned = not np.allclose(path.w2c[0, :3, :3], path.w2c[-1, :3, :3])
+    zoomed = not np.allclose(path.K[0], path.K[-1])
+    assert (moved, turned, zoomed) == {
+        "static": (False, False, False),
+        "pan": (False, True, False),
+        "orbit": (True, True, False),
+        "dolly": (True, False, False),
+        "zoom": (False, False, True),
+    }[kind]

@@ -24,7 +24,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -85,6 +85,7 @@ class ProgressBar:
         self.stream = stream if stream is not None else sys.stderr
         self.start_time: float | None = None
         self.start_done = 0
+        self.last_width = 0
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
@@ -96,7 +97,9 @@ class ProgressBar:
         speed = "" if rate is None else f" {rate:.1f} s/clip"
         filled = round(30 * done / max(total, 1))
         bar = "#" * filled + "." * (30 - filled)
-        self.stream.write(f"\r{self.label} {done}/{total} [{bar}]{speed} ETA {eta}")
+        line = f"{self.label} {done}/{total} [{bar}]{speed} ETA {eta}"
+        self.stream.write(f"\r{line.ljust(self.last_width)}")  # blank a longer last line
+        self.last_width = len(line)
         if done >= total:
             self.stream.write("\n")
         self.stream.flush()
@@ -231,19 +234,30 @@ def _build_clip(
         clip = staging / "clip"
         os.replace(staging / FRAMES_DIR, clip / FRAMES_DIR)
         os.replace(staging / MASKS_DIR, clip / MASKS_DIR)
-        meta = {
-            **record,
-            **drawn,
-            "seed_words": list(seed_words),
-            "size": settings.size,
-            "frames": settings.frames,
-            "fps": settings.fps,
-        }
+        meta = {**record, **drawn, "seed_words": list(seed_words), **asdict(settings)}
         (clip / CLIP_JSON).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         os.replace(clip, out_dir / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir / name
+
+
+def _check_same_recipe(clip: Path, seed_words: Sequence[int], settings: ClipSettings) -> None:
+    """A clip kept on resume must be the clip this run would make, or the dataset would mix
+    sizes or seeds without anyone noticing."""
+    try:
+        meta = json.loads((clip / CLIP_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"{clip} has no readable {CLIP_JSON} ({error}); delete that folder to rebuild it"
+        ) from error
+    wanted = {"seed_words": list(seed_words), **asdict(settings)}
+    found = {key: meta.get(key) for key in wanted}
+    if found != wanted:
+        raise ValueError(
+            f"{clip} was made with {found}, this run makes {wanted}; use the same seed, size, "
+            "frames and fps to resume, or a new folder"
+        )
 
 
 def _build_all(
@@ -260,6 +274,9 @@ def _build_all(
             f"cannot create the dataset folder {out_dir} ({error.strerror}); choose another"
         ) from error
     paths = [out_dir / name for name, *_ in jobs]
+    for (_, _, seed_words, _), path in zip(jobs, paths, strict=True):
+        if path.is_dir():
+            _check_same_recipe(path, seed_words, settings)
     done = sum(path.is_dir() for path in paths)
     if progress is not None:
         progress(done, len(jobs))
