@@ -313,6 +313,30 @@ def upscale_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
     return out
 
 
+DEFAULT_COMPONENTS = {
+    "transformer": "PoseAnythingTransformer",
+    "codec": "TinyVideoCodec",
+    "text_encoder": "HashTextEncoder",
+}
+COMPONENT_CLASSES = (
+    "PoseAnythingTransformer",
+    "TinyVideoCodec",
+    "HashTextEncoder",
+    "WanVAECodec",
+    "UMT5TextEncoder",
+)
+
+
+def _load_component(class_name: str, folder: Path, name: str, dtype: torch.dtype):
+    """Load component ``name`` of a model folder as ``class_name`` (one of COMPONENT_CLASSES)."""
+    from . import model
+
+    kind = getattr(model, class_name)
+    if class_name in ("WanVAECodec", "UMT5TextEncoder"):
+        return kind.from_pretrained(folder, subfolder=name, torch_dtype=dtype)
+    return kind.from_pretrained(folder / name, torch_dtype=dtype, low_cpu_mem_usage=False)
+
+
 class PoseAnythingPipeline:
     """The model, codec and text encoder of one PoseAnything model, and how to run them on a shot.
 
@@ -347,25 +371,26 @@ class PoseAnythingPipeline:
     def from_pretrained(
         cls, path: str | Path | None = None, device: str | torch.device = "cpu"
     ) -> PoseAnythingPipeline:
-        """Load a model folder written by ``save_pretrained`` (None: the bundled default model).
+        """Load a model folder (None: the bundled default model).
 
-        Layout, as diffusers pipelines: ``pipeline.json`` (model id and ``PipelineConfig``) and
-        one subfolder per component (``transformer/``, ``codec/``, ``text_encoder/``), each a
-        diffusers ``config.json`` plus safetensors weights.
+        Layout, as diffusers pipelines: ``pipeline.json`` (model id, ``PipelineConfig``, the
+        class of each component, optional ``torch_dtype``) and one subfolder per component
+        (``transformer/``, ``codec/``, ``text_encoder/``) with safetensors weights. The default
+        model's components are the tiny codec and hash text encoder; the full model names
+        ``WanVAECodec`` and ``UMT5TextEncoder`` (diffusers-format Wan2.2 subfolders).
         """
-        from .model import HashTextEncoder, TinyVideoCodec
-
         folder = resolve_model_dir(path)
         meta = json.loads((folder / MODEL_INDEX).read_text(encoding="utf-8"))
-        components = {
-            "transformer": PoseAnythingTransformer,
-            "codec": TinyVideoCodec,
-            "text_encoder": HashTextEncoder,
-        }
-        loaded = {
-            name: kind.from_pretrained(folder / name, low_cpu_mem_usage=False)
-            for name, kind in components.items()
-        }
+        dtype = getattr(torch, meta.get("torch_dtype", "float32"))
+        loaded = {}
+        for name, default in DEFAULT_COMPONENTS.items():
+            class_name = meta.get("components", {}).get(name, default)
+            if class_name not in COMPONENT_CLASSES:
+                raise ValueError(
+                    f"{MODEL_INDEX}: component {name} is {class_name!r}; this engine knows "
+                    f"{', '.join(sorted(COMPONENT_CLASSES))}"
+                )
+            loaded[name] = _load_component(class_name, folder, name, dtype)
         return cls(
             loaded["transformer"],
             loaded["codec"],
@@ -385,7 +410,15 @@ class PoseAnythingPipeline:
             ("text_encoder", self.text_encoder),
         ):
             component.save_pretrained(folder / name)
-        meta = {"model_id": self.model_id, "config": asdict(self.config)}
+        meta = {
+            "model_id": self.model_id,
+            "config": asdict(self.config),
+            "components": {
+                "transformer": type(self.model).__name__,
+                "codec": type(self.codec).__name__,
+                "text_encoder": type(self.text_encoder).__name__,
+            },
+        }
         (folder / MODEL_INDEX).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         return folder
 

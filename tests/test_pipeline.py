@@ -1,6 +1,7 @@
 """PoseAnythingPipeline on synthetic shots with a tiny randomly initialised model."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from tiny_models import (  # noqa: F401
     one_torch_thread,
     tiny_model_folder,
     tiny_pipeline,
+    tiny_wan_codec,
 )
 
 from poseanything.engine import pipeline as pl
@@ -174,3 +176,44 @@ def test_flow_can_start_from_the_reference_plus_noise():
     from_reference = tiny_pipeline(config)(shot, reference)
     assert from_reference.shape == from_noise.shape
     assert not np.array_equal(from_reference, from_noise)
+
+
+def wan_codec_pipeline():
+    tiny = tiny_pipeline()
+    config = pl.PipelineConfig(window_frames=9, pixel_area=32 * 32, size_multiple=16, steps=2)
+    return pl.PoseAnythingPipeline(
+        tiny.model, tiny_wan_codec(), tiny.text_encoder, config, model_id="tiny-wan"
+    )
+
+
+def test_temporal_compression_windows_still_give_every_frame():
+    """The full model's Wan VAE codes 1 + 4k frames; shots of any length still come out whole."""
+    pipeline = wan_codec_pipeline()
+    for frames in (3, 20):
+        shot = make_shot(num_frames=frames, width=48, height=32)
+        result = pipeline.render(shot, reference_image(48, 32), pl.RenderSettings())
+        assert result.frames.shape == (frames, 32, 48, 3)
+        windows = result.report["windows"]
+        assert windows[-1][0] + windows[-1][1] == frames
+        correspondence = result.report["ptcm"]["part_correspondence"][0]
+        assert len(correspondence) == (2 if frames == 3 else 3)  # latent frames: 5 or 9 frames
+
+
+def test_model_folder_names_its_component_classes(tmp_path):
+    pipeline = wan_codec_pipeline()
+    folder = tmp_path / "full"
+    pipeline.model.save_pretrained(folder / "transformer")
+    pipeline.text_encoder.save_pretrained(folder / "text_encoder")
+    pipeline.codec.vae.save_pretrained(folder / "codec")
+    meta = {
+        "model_id": "tiny-wan",
+        "config": dataclasses.asdict(pipeline.config),
+        "components": {"codec": "WanVAECodec"},
+    }
+    (folder / "pipeline.json").write_text(json.dumps(meta))
+    loaded = pl.PoseAnythingPipeline.from_pretrained(folder)
+    assert type(loaded.codec).__name__ == "WanVAECodec" and loaded.codec.temporal_factor == 4
+    meta["components"]["codec"] = "PickleCodec"
+    (folder / "pipeline.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="PickleCodec"):
+        pl.PoseAnythingPipeline.from_pretrained(folder)

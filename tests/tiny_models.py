@@ -46,3 +46,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def tiny_wan_codec():
+    """diffusers' Wan VAE at a toy size: the full model's codec, with 4x temporal compression."""
+    from diffusers import AutoencoderKLWan
+
+    from poseanything.engine.model import WanVAECodec
+
+    torch.manual_seed(1)
+    vae = AutoencoderKLWan(
+        base_dim=8,
+        z_dim=4,
+        dim_mult=[1, 2, 2, 2],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        latents_mean=[0.0] * 4,
+        latents_std=[1.0] * 4,
+    )
+    return WanVAECodec(vae).eval()
