@@ -131,7 +131,10 @@ class BatchSummary:
             "ray": self.ray,
             "cancelled": self.cancelled,
             "counts": self.counts(),
-            "shots": [dataclasses.asdict(result) for result in self.results],
+            "shots": [
+                {**dataclasses.asdict(result), "seconds": round(result.seconds, 3)}
+                for result in self.results
+            ],
         }
 
     def table(self) -> str:
@@ -515,13 +518,12 @@ def run_batch(
     attempts = _Attempts(on_event)
     for result in skipped:
         attempts.finish(result)
-    started_ray = False
-    if settings.ray is None:
+    if settings.ray is None or not jobs:
         rendered = _run_local(jobs, settings.retries, attempts, cancel)
     else:
         started_ray = connect_ray(settings.ray)
         try:
-            rendered = _run_ray(jobs, settings, attempts, cancel) if jobs else []
+            rendered = _run_ray(jobs, settings, attempts, cancel)
         finally:
             if started_ray:
                 import ray
@@ -581,7 +583,8 @@ def add_batch_command(commands: argparse._SubParsersAction) -> argparse.Argument
     batch = commands.add_parser(
         "batch",
         help="render many shot folders, here or on a Ray cluster",
-        description=__doc__.split("\n\n")[0],
+        description="Render each shot folder once, in this process or as Ray tasks; finished "
+        "shots are skipped on a re-run, failing ones retried, then reported.",
     )
     batch.add_argument("shot_dirs", type=Path, nargs="+", metavar="SHOT_DIR")
     batch.add_argument(
@@ -591,8 +594,12 @@ def add_batch_command(commands: argparse._SubParsersAction) -> argparse.Argument
         "one-machine cluster on loopback, or an address like ray://head:10001 "
         "(default: in this process, one shot after another)",
     )
-    batch.add_argument("--gpus-per-shot", type=float, default=0.0, metavar="N")
-    batch.add_argument("--cpus-per-shot", type=float, default=1.0, metavar="N")
+    batch.add_argument(
+        "--gpus-per-shot", type=float, default=0.0, metavar="N", help="Ray GPUs a task holds"
+    )
+    batch.add_argument(
+        "--cpus-per-shot", type=float, default=1.0, metavar="N", help="Ray CPUs a task holds"
+    )
     batch.add_argument(
         "--retries", type=int, default=2, metavar="N", help="re-runs of a failing shot (default 2)"
     )

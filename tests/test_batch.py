@@ -5,7 +5,6 @@ shut it down at the end of the module. A worker is killed with SIGKILL in the mi
 exactly as a crashed or preempted node would lose it.
 """
 
-import argparse
 import json
 import os
 import signal
@@ -18,6 +17,7 @@ from test_pipeline import tiny_pipeline
 
 from poseanything.engine import batch
 from poseanything.engine.batch import BatchError, BatchSettings, run_batch
+from poseanything.engine.cli import main
 from poseanything.engine.pipeline import RenderSettings
 from poseanything.engine.sampling import CancelToken
 from poseanything.engine.video import read_video
@@ -183,18 +183,22 @@ def test_command_line_prints_the_table_and_writes_the_summary_json(
     monkeypatch.chdir(tmp_path)
     shots = make_shots(tmp_path, [SHOT_FRAMES])
     broken = make_broken_shot(tmp_path)
-    parser = argparse.ArgumentParser(prog="poseanything")
-    batch.add_batch_command(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(
-        ["batch", *map(str, shots), str(broken), "--model", str(model_dir), "--progress", "none"]
-    )
-    assert args.handler(args) == batch.EXIT_FAILED
+    argv = ["batch", *map(str, shots), str(broken), "--model", str(model_dir), "--progress", "none"]
+    assert main(argv) == batch.EXIT_FAILED
     printed = capsys.readouterr().out
     assert "shot0" in printed and "done" in printed and "poses.npz" in printed
     summary = json.loads((tmp_path / batch.SUMMARY_NAME).read_text())
     assert summary["counts"] == {"done": 1, "skipped": 0, "failed": 1, "cancelled": 0}
     assert [shot["status"] for shot in summary["shots"]] == ["done", "failed"]
     assert summary["shots"][0]["output"] == str(shots[0] / batch.VIDEO_NAME)
+
+    json_summary = tmp_path / "again.json"
+    argv = [*argv[:-1], "json", "--summary", str(json_summary)]
+    assert main(argv) == batch.EXIT_FAILED
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["event"] for line in lines if "shot" in line] == ["skipped", "start", "failed"]
+    assert lines[-1]["event"] == "summary" and lines[-1]["path"] == str(json_summary)
+    assert json.loads(json_summary.read_text())["counts"]["skipped"] == 1
 
 
 # ---------------------------------------------------------------------------------------------
