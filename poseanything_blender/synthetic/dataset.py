@@ -164,9 +164,10 @@ def _film(
     rng: np.random.Generator,
     settings: ClipSettings,
     staging: Path,
+    shot_dir: Path,
 ) -> dict:
-    """Build, animate, dress and render one clip in ``scene``; export its shot into
-    ``staging/clip``. Returns what was drawn, for clip.json."""
+    """Build, animate, dress and render one clip in ``scene`` into ``staging``; export its
+    shot into ``shot_dir``. Returns what was drawn, for clip.json."""
     collection = scene.collection
     frames = np.arange(1, settings.frames + 1, dtype=np.float64)
     armature_obj, kind = make_rig(collection, rng)
@@ -198,7 +199,7 @@ def _film(
         ExportSettings(
             scene=scene.name,
             armature=armature_obj.name,
-            out=staging / "clip",
+            out=shot_dir,
             camera=camera.name,
             frames=(1, settings.frames),
             reference_image=rendered[0],
@@ -230,8 +231,8 @@ def _build_clip(
         rng = np.random.default_rng(list(seed_words))
         with scratch_scene(f"poseanything_{name}") as scene:
             _configure(scene, settings)
-            drawn = _film(scene, make_rig, rng, settings, staging)
-        clip = staging / "clip"
+            clip = staging / name  # the shot folder takes its name from here
+            drawn = _film(scene, make_rig, rng, settings, staging, clip)
         os.replace(staging / FRAMES_DIR, clip / FRAMES_DIR)
         os.replace(staging / MASKS_DIR, clip / MASKS_DIR)
         meta = {**record, **drawn, "seed_words": list(seed_words), **asdict(settings)}

@@ -68,6 +68,12 @@ def _output_settings(
         (view, "look", "None"),
         (view, "exposure", 0.0),
         (view, "gamma", 1.0),
+        # No metadata (render date, render time) in the PNGs: the same seed gives the same bytes.
+        *(
+            (render, prop.identifier, False)
+            for prop in render.bl_rna.properties
+            if prop.identifier.startswith("use_stamp_")
+        ),
     ]
 
 
