@@ -64,8 +64,8 @@ class _Skeleton:
         lengths: np.ndarray,
         curl: float = 0.0,
     ) -> list[int]:
-        """Connected bones along ``directions`` (one unit vector or one per bone), each bent
-        by up to ``curl`` radians of random turn so chains are not ruler-straight."""
+        """Connected bones along ``directions`` (one unit vector or one per bone), each turned
+        by random noise of about ``curl`` radians so chains are not ruler-straight."""
         directions = np.broadcast_to(np.asarray(directions, float), (len(lengths), 3))
         indices = []
         head = np.asarray(start, float)
@@ -104,7 +104,7 @@ def _paired_limbs(
 ) -> None:
     """A left and right limb with the same proportions: a connector bone from ``anchor`` to the
     socket ``anchor + offset`` (mirrored on the right), then the limb chain."""
-    for side, flip in (("L", lambda v: np.asarray(v, float)), ("R", _mirror)):
+    for side, flip in (("L", np.asarray), ("R", _mirror)):
         socket = sk.bone(f"{name}_root.{side}", anchor, anchor + flip(offset), parent)
         sk.chain(f"{name}.{side}", socket, sk.tail(socket), flip(directions), lengths)
 
@@ -250,7 +250,6 @@ def _many_legged(sk: _Skeleton) -> None:
 def _snake(sk: _Skeleton) -> None:
     count = int(sk.rng.integers(8, 21))
     length = sk.vary(2.5)
-    radius = 0.04 * length
     raised = int(sk.rng.integers(0, 4))  # a cobra lifts its front bones off the ground
     phase = sk.rng.uniform(0, 2 * np.pi)
     wave = sk.rng.uniform(0.3, 1.0)
@@ -260,7 +259,7 @@ def _snake(sk: _Skeleton) -> None:
     )
     directions[count - raised :, 2] = 1.5
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    sk.chain("body", -1, [0, length / 2, radius], directions, np.full(count, length / count))
+    sk.chain("body", -1, [0, length / 2, 0], directions, np.full(count, length / count))
 
 
 def _tentacles(sk: _Skeleton) -> None:
