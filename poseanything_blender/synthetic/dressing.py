@@ -75,7 +75,6 @@ def textured_material(name: str, rng: np.random.Generator) -> bpy.types.Material
     pixels = random_pattern(rng)
     image = bpy.data.images.new(name, TEXTURE_SIZE, TEXTURE_SIZE, alpha=False)
     image.pixels.foreach_set(pixels.astype(np.float32).ravel())
-    image.pack()
     material = bpy.data.materials.new(name)
     nodes = material.node_tree.nodes
     texture = nodes.new("ShaderNodeTexImage")
