@@ -1,10 +1,19 @@
 """``poseanything-blender``: the bpy side from a shell, with bpy as a Python module.
 
     poseanything-blender export FILE.blend --armature NAME --out SHOT_DIR [options]
+    poseanything-blender generate FILE.blend [--all-shots] [options] [--save OUT.blend]
     poseanything-blender demo [--out DIR]
 
-Bad input exits with code 2 and a message that says what to fix. bpy is imported only after
-the arguments check out, so mistakes are reported at once rather than after bpy's start-up.
+and, inside Blender, ``blender -b FILE.blend --command poseanything generate [--all-shots]``
+(registered with ``bpy.utils.register_cli_command``; the same ``generate`` options).
+
+Without options, generate does what the panel's defaults do: the active armature or the
+scene's only one, the scene camera, the scene's frame range. Videos and shot folders go to the
+scene's output folder (beside the .blend by default); the .blend with the new strips is written
+only where ``--save`` says, never over the input unless ``--save`` names it.
+
+Bad input exits with code 2 and a message that says what to fix; a shot that failed to render
+exits with 1. bpy is imported only after the arguments check out.
 """
 
 from __future__ import annotations
@@ -14,8 +23,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 DEFORM_ONLY = {"auto": None, "yes": True, "no": False}
+DEMO_SCENE = "Walk"
 
 
 class BadInput(Exception):
@@ -32,6 +43,33 @@ def _frame_range(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a frame range; write START:END in whole frames, e.g. 1:49"
         ) from None
+
+
+def add_generate_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``generate``, shared by the bpy-module command and Blender's --command."""
+    parser.add_argument(
+        "--all-shots",
+        action="store_true",
+        help="every shot: the timeline markers bound to cameras, else each scene",
+    )
+    parser.add_argument("--scene", help="name of the scene (default: the file's active scene)")
+    parser.add_argument("--armature", help="armature object (default: the active or only one)")
+    parser.add_argument("--camera", help="camera object (default: the scene camera)")
+    parser.add_argument(
+        "--frames", type=_frame_range, metavar="A:B", help="frames A to B (default: the scene's)"
+    )
+    parser.add_argument("--prompt", help="what the video shows (default: the scene's setting)")
+    parser.add_argument("--seed", type=int, help="noise seed (default: the scene's setting)")
+    parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    parser.add_argument("--guidance", type=float, help="subject guidance")
+    parser.add_argument("--camera-guidance", type=float, help="camera guidance, 0 = locked-off")
+    parser.add_argument("--model", type=Path, help="model folder (default: the bundled one)")
+    parser.add_argument("--python", help="Python with torch to run the engine (default: this)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--output-folder", type=Path, help="where shots and videos go")
+    parser.add_argument(
+        "--save", type=Path, metavar="OUT.blend", help="save the .blend with the new strips here"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,14 +113,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--seed", type=int, default=0, help="noise seed for the video")
     export.add_argument("--out", required=True, type=Path, metavar="SHOT_DIR")
 
-    demo = commands.add_parser("demo", help="build the demo scene, save it and export its shot")
+    generate = commands.add_parser(
+        "generate", help="render a .blend's shot (or all shots) into videos and strips"
+    )
+    generate.add_argument("blend", type=Path, metavar="FILE.blend", help="the .blend to read")
+    add_generate_options(generate)
+
+    demo = commands.add_parser(
+        "demo", help="build the demo scene, generate its video and save it with the strip"
+    )
     demo.add_argument(
         "--out",
         type=Path,
         default=Path("out", "demo"),
         metavar="DIR",
-        help="folder for demo.blend and the shot (default: out/demo)",
+        help="folder for demo.blend, the shot and the video (default: out/demo)",
     )
+    demo.add_argument("--model", type=Path, help="model folder (default: the bundled one)")
+    demo.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     return parser
 
 
@@ -97,7 +145,7 @@ def _open_blend(path: Path) -> None:
         raise BadInput(f"cannot open {path} as a .blend file ({error})") from error
 
 
-def _export(args: argparse.Namespace) -> None:
+def _export(args: argparse.Namespace) -> int:
     _open_blend(args.blend)
 
     import bpy
@@ -127,13 +175,135 @@ def _export(args: argparse.Namespace) -> None:
     for note in result.notes:
         print(f"note: {note}")
     print(f"shot: {result.path}")
+    return 0
 
 
-def _demo(args: argparse.Namespace) -> None:
+def _object(scene, name: str, kind: str):
+    obj = scene.objects.get(name)
+    if obj is None or obj.type != kind:
+        found = sorted(o.name for o in scene.objects if o.type == kind)
+        raise BadInput(
+            f"no {kind.lower()} named {name!r} in scene {scene.name!r}; its "
+            f"{kind.lower()}s are: {', '.join(map(repr, found)) or 'none'}"
+        )
+    return obj
+
+
+def _apply_options(scene, args: argparse.Namespace) -> None:
+    """Command-line choices become the scene's PoseAnything settings (saved only with --save)."""
+    settings = scene.poseanything
+    if args.armature is not None:
+        settings.armature = _object(scene, args.armature, "ARMATURE")
+    if args.camera is not None:
+        settings.camera = _object(scene, args.camera, "CAMERA")
+    if args.frames is not None:
+        settings.use_frame_range = True
+        settings.frame_start, settings.frame_end = args.frames
+    for option, name in (
+        ("prompt", "prompt"),
+        ("seed", "seed"),
+        ("steps", "steps"),
+        ("guidance", "subject_guidance"),
+        ("camera_guidance", "camera_guidance"),
+    ):
+        if getattr(args, option) is not None:
+            setattr(settings, name, getattr(args, option))
+    if args.output_folder is not None:
+        settings.output_folder = str(args.output_folder.expanduser().absolute())
+
+
+def _register_extension() -> None:
+    """With bpy as a module nothing registers the extension; its settings need it."""
     import bpy
 
+    if not hasattr(bpy.types.Scene, "poseanything"):
+        from .. import register
+
+        register()
+
+
+def generate_in_loaded_file(args: argparse.Namespace) -> int:
+    """Generate in the file Blender has open; the shared body of both generate commands."""
+    import bpy
+
+    _register_extension()
+
+    from . import generate
+    from .job import EngineSetupError
+
+    scene = bpy.context.scene
+    if args.scene is not None:
+        scene = bpy.data.scenes.get(args.scene)
+        if scene is None:
+            names = ", ".join(repr(s.name) for s in bpy.data.scenes)
+            raise BadInput(f"no scene named {args.scene!r}; the file's scenes are: {names}")
+    if args.save is not None and args.save.suffix != ".blend":
+        raise BadInput(f"--save {args.save}: give a file name ending in .blend")
+    _apply_options(scene, args)
+    preferences = generate.addon_preferences()
+    defaults = generate.engine_options(scene, preferences)
+    engine = generate.EngineOptions(
+        python=args.python or defaults.python,
+        model=str(args.model.expanduser().absolute()) if args.model else defaults.model,
+        device=args.device or defaults.device,
+        steps=defaults.steps,
+    )
+    view_layer = scene.view_layers[0] if scene != bpy.context.scene else bpy.context.view_layer
+    try:
+        if args.all_shots:
+            tasks, failures, folder, warning = generate.batch_tasks(scene, view_layer, preferences)
+        else:
+            task, folder, warning = generate.scene_task(scene, view_layer, preferences)
+            tasks, failures = [task], []
+        if warning:
+            print(f"warning: {warning}")
+        exported, export_failures, notes = generate.export_tasks(tasks)
+        for note in notes:
+            print(f"note: {note}")
+        if not args.all_shots and export_failures:
+            raise BadInput(export_failures[0].message)
+        generate.start_generate(scene, exported, folder, engine, failures + export_failures)
+    except (generate.GenerateError, EngineSetupError) as error:
+        raise BadInput(str(error)) from error
+    print(f"generating {len(exported)} shot(s) into {folder}", flush=True)
+    printed = [""]
+
+    def print_progress(scene) -> None:
+        status = scene.poseanything.job_status
+        if status and status != printed[-1]:
+            printed.append(status)
+            print(f"  {status}", flush=True)
+
+    try:
+        job = generate.wait(scene, on_tick=print_progress)
+    except KeyboardInterrupt:
+        generate.cancel_generate(scene)
+        generate.wait(scene)
+        print("cancelled", file=sys.stderr)
+        return 130
+    for outcome in job.export_failures + job.outcomes:
+        if outcome.ok:
+            print(f"video: {outcome.video}  (strip {outcome.strip!r})")
+        else:
+            print(f"failed: {outcome.name}: {outcome.message}", file=sys.stderr)
+    print(scene.poseanything.job_message)
+    if args.save is not None:
+        save = args.save.expanduser().absolute()
+        bpy.ops.wm.save_as_mainfile(filepath=str(save), copy=True)
+        print(f"blend: {save}")
+    return 0 if scene.poseanything.job_ok else EXIT_FAILED
+
+
+def _generate(args: argparse.Namespace) -> int:
+    _open_blend(args.blend)
+    return generate_in_loaded_file(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import bpy
+
+    from ..engine.weights import ModelNotFoundError, resolve_model_dir
     from .demo_scene import build_demo_scene
-    from .shot_export import ExportError, ExportSettings, export_shot
 
     out = args.out.expanduser().absolute()
     try:
@@ -141,28 +311,72 @@ def _demo(args: argparse.Namespace) -> None:
     except OSError as error:
         raise BadInput(f"cannot create {out} ({error.strerror}); pick another --out") from error
     bpy.ops.wm.read_homefile(use_empty=True, app_template="")
+    _register_extension()
     demo = build_demo_scene(bpy.context.scene)
+    demo.scene.name = DEMO_SCENE
+    demo.scene.poseanything.armature = demo.armature
+    demo.scene.poseanything.output_folder = "//"
     blend = out / "demo.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    defaults = argparse.ArgumentParser()
+    add_generate_options(defaults)
+    options = defaults.parse_args([])
+    options.model, options.steps, options.save = args.model, args.steps, blend
     try:
-        result = export_shot(
-            ExportSettings(scene=demo.scene.name, armature=demo.armature.name, out=out / "shot")
-        )
+        resolve_model_dir(options.model)
+    except ModelNotFoundError as error:
+        code = _export_demo_shot(demo)
+        print(f"demo scene: {blend}")
+        print(f"no video: {error}")
+        return code
+    code = generate_in_loaded_file(options)
+    print(f"demo scene: {blend}")
+    return code
+
+
+def _export_demo_shot(demo) -> int:
+    """Without a model the demo still writes its shot, so the user sees what would render."""
+    import bpy
+
+    from . import generate
+    from .shot_export import ExportError, export_shot
+
+    task, _folder, _warning = generate.scene_task(demo.scene, bpy.context.view_layer)
+    try:
+        print(f"shot: {export_shot(task.export).path}")
     except ExportError as error:
         raise BadInput(str(error)) from error
-    print(f"demo scene: {blend}")
-    print(f"shot: {result.path}")
+    bpy.ops.wm.save_mainfile()
+    return 0
+
+
+def blender_command(argv: list[str]) -> int:
+    """``blender -b FILE.blend --command poseanything generate [...]``: the file is open."""
+    parser = argparse.ArgumentParser(
+        prog="blender -b FILE.blend --command poseanything",
+        description="PoseAnything inside Blender: generate the open file's shot(s).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_generate_options(commands.add_parser("generate", help="render the shot(s) of the file"))
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse exits on --help and on errors; Blender wants a code
+        return int(exit_.code or 0)
+    try:
+        return generate_in_loaded_file(args)
+    except BadInput as error:
+        print(f"poseanything: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"export": _export, "demo": _demo}[args.command]
+    command = {"export": _export, "generate": _generate, "demo": _demo}[args.command]
     try:
-        command(args)
+        return command(args)
     except BadInput as error:
         print(f"poseanything-blender: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return 0
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import bpy
 import numpy as np
 
 from ..engine.camera import project_points
-from ..engine.shot import Shot, ShotError, write_shot
+from ..engine.shot import Guidance, Shot, ShotError, write_shot
 from .armature import SkeletonOptions, extract_skeleton
 from .camera_path import camera_path, gather_render_size
 from .motion import sample_motion
@@ -33,7 +33,8 @@ class ExportSettings:
     """Everything an export needs, copied once from the operator, the command line or a script.
 
     ``camera`` None means the scene camera; ``frames`` None means the scene's frame range;
-    ``reference_image`` None means a Workbench render of the first frame.
+    ``reference_image`` None means a Workbench render of the first frame; ``pose_frames`` are
+    the scene frames that carry a skeleton (sparse poses), None meaning every frame.
     """
 
     scene: str
@@ -45,6 +46,8 @@ class ExportSettings:
     reference_image: Path | None = None
     prompt: str = ""
     seed: int = 0
+    guidance: Guidance = Guidance()
+    pose_frames: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -155,12 +158,27 @@ def _load_reference_image(
         raise ExportError(str(error)) from error
 
 
+def _shot_local_pose_frames(
+    pose_frames: tuple[int, ...] | None, frame_start: int, frame_end: int
+) -> tuple[int, ...] | None:
+    if pose_frames is None:
+        return None
+    local = tuple(sorted({f - frame_start for f in pose_frames if frame_start <= f <= frame_end}))
+    if not local:
+        raise ExportError(
+            f"no pose frame falls in the range {frame_start}:{frame_end}; key the armature "
+            "there or use every frame"
+        )
+    return local
+
+
 def export_shot(settings: ExportSettings) -> ExportResult:
     """Export the armature's motion through the camera as a shot folder; return its path."""
     scene = _resolve_scene(settings.scene)
     armature_obj = _resolve_armature(scene, settings.armature)
     camera_obj = _resolve_camera(scene, settings.camera)
     frame_start, frame_end = _resolve_frames(scene, settings.frames)
+    pose_frames = _shot_local_pose_frames(settings.pose_frames, frame_start, frame_end)
     out = _check_output_folder(settings.out)
     render_size = gather_render_size(scene)
     notes: list[str] = []
@@ -201,6 +219,8 @@ def export_shot(settings: ExportSettings) -> ExportResult:
         visible=visible,
         prompt=settings.prompt,
         seed=settings.seed,
+        guidance=settings.guidance,
+        pose_frames=pose_frames,
         armature=armature_obj.name,
         camera=camera_obj.name,
         source_blend=bpy.data.filepath,

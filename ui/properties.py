@@ -1,4 +1,5 @@
-"""Per-scene export settings, saved with the .blend (``scene.poseanything``)."""
+"""Per-scene settings, saved with the .blend (``scene.poseanything``): what to generate, and the
+state of the scene's running job (progress, status, the last result) for the panel to draw."""
 
 import bpy
 
@@ -9,6 +10,12 @@ def _is_armature(_settings: bpy.types.PropertyGroup, obj: bpy.types.Object) -> b
 
 def _is_camera(_settings: bpy.types.PropertyGroup, obj: bpy.types.Object) -> bool:
     return obj.type == "CAMERA"
+
+
+def _toggle_overlay(settings: bpy.types.PropertyGroup, _context: bpy.types.Context) -> None:
+    from ..poseanything_blender import overlay
+
+    overlay.refresh()
 
 
 class PoseAnythingSceneSettings(bpy.types.PropertyGroup):
@@ -49,16 +56,77 @@ class PoseAnythingSceneSettings(bpy.types.PropertyGroup):
     output_folder: bpy.props.StringProperty(
         name="Output Folder",
         subtype="DIR_PATH",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
         default="//poseanything/",
         description="Shot folders are written here, one per scene",
+    )
+    reference_mode: bpy.props.EnumProperty(
+        name="Reference",
+        items=(
+            ("RENDER", "Render First Frame", "A Workbench render of the shot's first frame"),
+            ("IMAGE", "Image File", "An image of the subject, scaled and cropped to the shot"),
+        ),
+        default="RENDER",
+        description="What the subject looks like in the video's first frame",
     )
     reference_image: bpy.props.StringProperty(
         name="Reference Image",
         subtype="FILE_PATH",
-        description="The subject's first frame (empty: a Workbench render of the first frame)",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
+        description="The subject's first frame, when Reference is an image file",
     )
     prompt: bpy.props.StringProperty(name="Prompt", description="What the video shows")
     seed: bpy.props.IntProperty(name="Seed", min=0, description="Noise seed for the video")
+    steps: bpy.props.IntProperty(
+        name="Steps",
+        min=0,
+        soft_max=100,
+        description="Sampling steps: more is slower and finer (0: the model's default)",
+    )
+    subject_guidance: bpy.props.FloatProperty(
+        name="Subject Guidance",
+        min=0.0,
+        soft_max=10.0,
+        default=1.0,
+        description="How strongly the skeleton's own motion drives the subject",
+    )
+    camera_guidance: bpy.props.FloatProperty(
+        name="Camera Guidance",
+        min=0.0,
+        soft_max=10.0,
+        default=1.0,
+        description=(
+            "How strongly the scene camera's motion drives the video camera "
+            "(0: a locked-off camera)"
+        ),
+    )
+    sparse_poses: bpy.props.EnumProperty(
+        name="Poses",
+        items=(
+            ("ALL", "Every Frame", "Every frame carries the skeleton"),
+            ("KEYED", "Keyed Frames", "Only frames where the armature has keyframes"),
+            ("NTH", "Every Nth Frame", "One frame in N carries the skeleton"),
+        ),
+        default="ALL",
+        description="Which frames show the model the pose; the model fills in the others",
+    )
+    pose_every: bpy.props.IntProperty(
+        name="Every", min=2, default=4, description="Frames from one pose to the next"
+    )
+    part_colors: bpy.props.BoolProperty(
+        name="Part Colours",
+        description="Colour the previewed skeleton by body part, as the model groups the bones",
+    )
+    show_overlay: bpy.props.BoolProperty(
+        name="Skeleton Overlay",
+        description="Draw the extracted skeleton and its parts over the armature in the viewport",
+        update=_toggle_overlay,
+    )
+    job_progress: bpy.props.FloatProperty(subtype="FACTOR", min=0.0, max=1.0)
+    job_status: bpy.props.StringProperty(name="Status")
+    job_message: bpy.props.StringProperty(name="Last Result")
+    job_ok: bpy.props.BoolProperty(name="Last Result Succeeded")
+    job_log: bpy.props.StringProperty(name="Engine Log", subtype="FILE_PATH")
 
 
 CLASSES = (PoseAnythingSceneSettings,)

@@ -1,0 +1,498 @@
+"""Generate: scene settings to shot folders, engine jobs, and finished takes as sequencer strips.
+
+The operators, the headless command and the demo all go through ``start_generate`` and
+``tick``. Exporting runs on the main thread (it reads bpy); rendering runs in an engine child
+process (``job.EngineJob``); ``tick`` applies its progress and, at the end, imports the take as a
+strip, all on the main thread. ``tick`` is a plain function: Blender calls it from a timer, tests
+and headless runs call it directly (timers never fire in the bpy module).
+
+Jobs are kept per scene (one at a time) by the scene's ``session_uid``, so renaming a scene
+while it renders does not lose its job. A batch is one job with several shots, rendered one
+after another; a failing shot is reported and the next one goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bpy
+
+from ..engine.shot import Guidance
+from .armature import SkeletonOptions
+from .job import DONE, FAILED, EngineJob, EngineSetupError, RenderRequest, resolve_engine_python
+from .sequencer import StripError, add_movie_strip
+from .shot_export import ExportError, ExportSettings, export_shot
+from .shots import ShotRange, batch_shots, pose_frames, scene_range
+from .takes import Take, discard_take, new_take
+
+# ``bl_ext.<repo>.poseanything`` when Blender loads the extension, ``poseanything`` from pip.
+ADDON_PACKAGE = __package__.rpartition(".")[0]
+DEFORM_ONLY = {"AUTO": None, "ON": True, "OFF": False}
+PREVIEW_IMAGE = "PoseAnything Preview"
+TICK_INTERVAL_S = 0.25
+
+
+class GenerateError(ValueError):
+    """Settings that cannot start a Generate; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the engine runs, from the extension preferences (and the scene's step count)."""
+
+    python: str = ""
+    """Empty: this Python if it has torch."""
+    model: str | None = None
+    device: str = "auto"
+    steps: int | None = None
+
+
+@dataclass(frozen=True)
+class ShotTask:
+    """One shot of a job: its export settings and resolved frame range."""
+
+    name: str
+    export: ExportSettings
+    frame_start: int
+    frame_end: int
+
+    @property
+    def num_frames(self) -> int:
+        return self.frame_end - self.frame_start + 1
+
+
+@dataclass
+class ShotOutcome:
+    name: str
+    ok: bool
+    message: str
+    strip: str = ""
+    video: str = ""
+    log: str = ""
+
+
+def addon_preferences(context=None):
+    """This extension's preferences, or None when it is not enabled as an add-on (bpy module)."""
+    addon = (context or bpy.context).preferences.addons.get(ADDON_PACKAGE)
+    return addon.preferences if addon is not None else None
+
+
+def engine_options(scene: bpy.types.Scene, preferences=None) -> EngineOptions:
+    steps = scene.poseanything.steps or None
+    if preferences is None:
+        return EngineOptions(steps=steps)
+    return EngineOptions(
+        python=bpy.path.abspath(preferences.engine_python) if preferences.engine_python else "",
+        model=bpy.path.abspath(preferences.model_folder) if preferences.model_folder else None,
+        device=preferences.device.lower(),
+        steps=steps,
+    )
+
+
+def skeleton_options(props) -> SkeletonOptions:
+    """The bone filter of the scene's settings."""
+    return SkeletonOptions(
+        deform_only=DEFORM_ONLY[props.deform_only],
+        bone_collections=(props.bone_collection,) if props.bone_collection else (),
+        include_hidden=props.include_hidden,
+    )
+
+
+def resolve_armature(scene: bpy.types.Scene, view_layer, chosen=None) -> bpy.types.Object:
+    """The chosen armature, else the active object if it is one, else the scene's only one."""
+    if chosen is not None:
+        return chosen
+    active = view_layer.objects.active if view_layer is not None else None
+    if active is not None and active.type == "ARMATURE":
+        return active
+    armatures = [obj for obj in scene.objects if obj.type == "ARMATURE"]
+    if len(armatures) == 1:
+        return armatures[0]
+    found = f"{len(armatures)} armatures" if armatures else "no armature"
+    raise GenerateError(
+        f"scene {scene.name!r} has {found}; pick one as Armature in the PoseAnything panel, "
+        "or make it the active object"
+    )
+
+
+def shots_folder(output_folder: str, preferences=None) -> tuple[Path, str | None]:
+    """The folder shots go in, and a warning when it had to be a stand-in.
+
+    A path relative to an unsaved .blend has nothing to be relative to, so shots then go to the
+    folder set in the preferences, or the system's temporary folder.
+    """
+    if not (output_folder.startswith("//") and not bpy.data.filepath):
+        return Path(bpy.path.abspath(output_folder)).absolute(), None
+    fallback = preferences.unsaved_output_folder if preferences is not None else ""
+    folder = Path(bpy.path.abspath(fallback) if fallback else tempfile.gettempdir())
+    folder = (folder / "poseanything").absolute()
+    return folder, f"the .blend is not saved, so outputs go to {folder}; save it to keep them"
+
+
+def shot_task(
+    scene: bpy.types.Scene, shot: ShotRange, folder: Path, armature: bpy.types.Object
+) -> ShotTask:
+    """The export settings of ``shot`` from ``scene``'s PoseAnything settings."""
+    props = scene.poseanything
+    if shot.frame_end < shot.frame_start:
+        raise GenerateError(
+            f"shot {shot.name!r}: the frame range {shot.frame_start}:{shot.frame_end} is empty; "
+            "the end frame must not come before the start"
+        )
+    use_image = props.reference_mode == "IMAGE"
+    if use_image and not props.reference_image:
+        raise GenerateError("Reference is set to an image file, but no image is chosen; pick one")
+    settings = ExportSettings(
+        scene=shot.scene,
+        armature=armature.name,
+        out=folder / shot.name,
+        camera=shot.camera,
+        frames=(shot.frame_start, shot.frame_end),
+        skeleton=skeleton_options(props),
+        reference_image=Path(bpy.path.abspath(props.reference_image)) if use_image else None,
+        prompt=props.prompt,
+        seed=props.seed,
+        guidance=Guidance(props.subject_guidance, props.camera_guidance),
+        pose_frames=pose_frames(
+            props.sparse_poses, props.pose_every, armature, shot.frame_start, shot.frame_end
+        ),
+    )
+    return ShotTask(shot.name, settings, shot.frame_start, shot.frame_end)
+
+
+def check_camera(scene: bpy.types.Scene, camera: str | None) -> None:
+    if camera is None and scene.camera is None:
+        raise GenerateError(
+            f"scene {scene.name!r} has no camera; add one and make it the scene camera "
+            "(Ctrl+Numpad 0), or pick a Camera in the PoseAnything panel"
+        )
+
+
+def scene_task(scene: bpy.types.Scene, view_layer, preferences=None) -> tuple[ShotTask, Path, str]:
+    """The panel's shot: its armature, camera and range; the folder; a warning or ""."""
+    props = scene.poseanything
+    armature = resolve_armature(scene, view_layer, props.armature)
+    camera = props.camera.name if props.camera is not None else None
+    check_camera(scene, camera)
+    folder, warning = shots_folder(props.output_folder, preferences)
+    shot = ShotRange(bpy.path.clean_name(scene.name), scene.name, camera, *scene_range(scene))
+    return shot_task(scene, shot, folder, armature), folder, warning or ""
+
+
+def batch_tasks(
+    scene: bpy.types.Scene, view_layer, preferences=None
+) -> tuple[list[ShotTask], list[ShotOutcome], Path, str]:
+    """Every shot of the file (camera markers of ``scene``, else each scene) as tasks; shots
+    whose settings are unusable come back as failed outcomes, so the others still run."""
+    folder, warning = shots_folder(scene.poseanything.output_folder, preferences)
+    tasks, failures = [], []
+    for shot in batch_shots(scene):
+        shot_scene = bpy.data.scenes[shot.scene]
+        layer = view_layer if shot_scene == scene else shot_scene.view_layers[0]
+        try:
+            check_camera(shot_scene, shot.camera)
+            armature = resolve_armature(shot_scene, layer, shot_scene.poseanything.armature)
+            tasks.append(shot_task(shot_scene, shot, folder, armature))
+        except GenerateError as error:
+            failures.append(ShotOutcome(shot.name, False, str(error)))
+    return tasks, failures, folder, warning or ""
+
+
+@dataclass
+class GenerateJob:
+    """Shots of one scene, rendered one after another by engine child processes."""
+
+    scene_uid: int
+    shots_folder: Path
+    tasks: list[ShotTask]
+    engine: EngineOptions
+    export_failures: list[ShotOutcome] = field(default_factory=list)
+    """Shots whose folder could not be written; reported with the rest at the end."""
+    outcomes: list[ShotOutcome] = field(default_factory=list)
+    """One per rendered task, in order."""
+    current: EngineJob | None = None
+    take: Take | None = None
+    cancelled: bool = False
+    preview_file: Path = field(default_factory=lambda: _preview_path())
+
+    @property
+    def finished(self) -> bool:
+        return self.current is None and (self.cancelled or len(self.outcomes) == len(self.tasks))
+
+    @property
+    def fraction(self) -> float:
+        running = self.current.status.fraction if self.current is not None else 0.0
+        done = len(self.outcomes) + len(self.export_failures)
+        return (done + running) / max(1, len(self.tasks) + len(self.export_failures))
+
+    def summary(self) -> str:
+        """One line for the whole job: what was made, what failed and why."""
+        made = [o for o in self.outcomes if o.ok]
+        failed = self.export_failures + [o for o in self.outcomes if not o.ok]
+        if self.cancelled:
+            head = "cancelled; no strip or file from the cancelled take"
+            if made:
+                head += f" ({len(made)} earlier shot(s) kept)"
+            return head
+        total = len(self.tasks) + len(self.export_failures)
+        if total == 1:
+            outcome = (self.export_failures + self.outcomes)[0]
+            return (
+                f"added strip {outcome.strip!r} ({outcome.video})"
+                if outcome.ok
+                else outcome.message
+            )
+        lines = [f"{len(made)} of {total} shots generated"]
+        lines += [f"{o.name}: {o.message}" for o in failed]
+        return "; ".join(lines)
+
+
+_JOBS: dict[int, GenerateJob] = {}
+
+
+def _preview_path() -> Path:
+    folder = Path(tempfile.gettempdir()) / f"poseanything-preview-{os.getpid()}"
+    folder.mkdir(exist_ok=True)
+    return Path(tempfile.mkstemp(suffix=".png", dir=folder)[1])
+
+
+def job_for(scene: bpy.types.Scene) -> GenerateJob | None:
+    return _JOBS.get(scene.session_uid)
+
+
+def running_jobs() -> list[GenerateJob]:
+    return list(_JOBS.values())
+
+
+def start_generate(
+    scene: bpy.types.Scene,
+    tasks: list[ShotTask],
+    folder: Path,
+    engine: EngineOptions,
+    export_failures: list[ShotOutcome] | None = None,
+) -> GenerateJob:
+    """Queue exported ``tasks`` as ``scene``'s job; the first starts at the next ``tick``."""
+    if job_for(scene) is not None:
+        raise GenerateError(
+            f"scene {scene.name!r} is already generating; wait for it or press Cancel"
+        )
+    engine = EngineOptions(
+        python=resolve_engine_python(engine.python),
+        model=engine.model,
+        device=engine.device,
+        steps=engine.steps,
+    )
+    job = GenerateJob(scene.session_uid, folder, list(tasks), engine, list(export_failures or []))
+    _JOBS[scene.session_uid] = job
+    props = scene.poseanything
+    props.job_progress = 0.0
+    props.job_status, props.job_message, props.job_log = "starting", "", ""
+    _register_timer()
+    return job
+
+
+def cancel_generate(scene: bpy.types.Scene) -> bool:
+    """Stop ``scene``'s job: the running take is killed and discarded; returns whether one ran."""
+    job = job_for(scene)
+    if job is None:
+        return False
+    job.cancelled = True
+    if job.current is not None:
+        job.current.cancel()
+    scene.poseanything.job_status = "cancelling"
+    return True
+
+
+def _scene(uid: int) -> bpy.types.Scene | None:
+    return next((scene for scene in bpy.data.scenes if scene.session_uid == uid), None)
+
+
+def tick() -> float | None:
+    """Advance every job once: start shots, apply progress, import finished takes.
+
+    Returns the seconds until the next call while jobs run, else None (a timer's contract).
+    """
+    for uid, job in list(_JOBS.items()):
+        scene = _scene(uid)
+        if scene is None:  # the scene was deleted: stop its job quietly
+            job.cancelled = True
+            if job.current is not None:
+                job.current.cancel()
+                job.current.wait()
+                discard_take(job.take)
+            del _JOBS[uid]
+            continue
+        _advance(scene, job)
+        if job.finished:
+            _finish(scene, job)
+            del _JOBS[uid]
+    _redraw()
+    return TICK_INTERVAL_S if _JOBS else None
+
+
+def _advance(scene: bpy.types.Scene, job: GenerateJob) -> None:
+    props = scene.poseanything
+    if job.current is None and not job.cancelled and len(job.outcomes) < len(job.tasks):
+        _start_next(job)
+    if job.current is not None:
+        status = job.current.poll()
+        task = job.tasks[len(job.outcomes)]
+        if status.preview:
+            _show_preview(status.preview, job.preview_file)
+        props.job_progress = job.fraction
+        props.job_status = _status_text(job, task, status)
+        if status.finished:
+            _take_finished(scene, job, task)
+
+
+def _status_text(job: GenerateJob, task: ShotTask, status) -> str:
+    total = len(job.tasks) + len(job.export_failures)
+    position = len(job.outcomes) + len(job.export_failures) + 1
+    where = f"{task.name} ({position}/{total})" if total > 1 else ""
+    if not status.total:
+        return f"{where} loading the engine".strip()
+    window = f", window {status.window}/{status.windows}" if status.windows > 1 else ""
+    return f"{where} step {status.step}/{status.total}{window}, {status.eta_s:.0f} s left".strip()
+
+
+def _start_next(job: GenerateJob) -> None:
+    task = job.tasks[len(job.outcomes)]
+    try:
+        job.take = new_take(task.export.out, task.name)
+    except OSError as error:
+        job.outcomes.append(
+            ShotOutcome(task.name, False, f"cannot create a take in {task.export.out}: {error}")
+        )
+        return
+    request = RenderRequest(
+        shot_dir=task.export.out,
+        video=job.take.video,
+        python=job.engine.python,
+        model=job.engine.model,
+        device=job.engine.device,
+        steps=job.engine.steps,
+    )
+    try:
+        job.current = EngineJob(request, job.take.log)
+    except EngineSetupError as error:
+        discard_take(job.take)
+        job.outcomes.append(ShotOutcome(task.name, False, str(error)))
+
+
+def _take_finished(scene: bpy.types.Scene, job: GenerateJob, task: ShotTask) -> None:
+    status, take = job.current.status, job.take
+    job.current, job.take = None, None
+    if job.cancelled or status.state not in (DONE, FAILED):
+        discard_take(take)
+        return
+    if status.state == FAILED:
+        kept_log = str(take.log) in status.message
+        if not kept_log:
+            discard_take(take)  # bad input: the message says it all, the folder holds nothing
+        log = str(take.log) if kept_log else ""
+        job.outcomes.append(ShotOutcome(task.name, False, status.message, log=log))
+        return
+    target = bpy.data.scenes.get(task.export.scene) or scene
+    try:
+        strip = add_movie_strip(
+            target, take.video, take.video.stem, task.frame_start, task.num_frames
+        )
+    except StripError as error:
+        job.outcomes.append(ShotOutcome(task.name, False, str(error)))
+        return
+    take.log.unlink(missing_ok=True)
+    _push_undo(f"PoseAnything: add {strip.name}")
+    job.outcomes.append(ShotOutcome(task.name, True, "", strip.name, str(take.video)))
+
+
+def _push_undo(message: str) -> None:
+    """Make the new strip one undo step (needs a window manager; a no-op without one)."""
+    if bpy.ops.ed.undo_push.poll():
+        bpy.ops.ed.undo_push(message=message)
+
+
+def _finish(scene: bpy.types.Scene, job: GenerateJob) -> None:
+    props = scene.poseanything
+    props.job_progress = 1.0 if not job.cancelled else 0.0
+    props.job_status = ""
+    props.job_message = job.summary()
+    props.job_ok = not job.cancelled and all(o.ok for o in job.export_failures + job.outcomes)
+    logs = [outcome.log for outcome in job.outcomes if outcome.log]
+    props.job_log = logs[-1] if logs else ""
+    print(f"PoseAnything: {props.job_message}")
+
+
+def _show_preview(engine_preview: str, copy: Path) -> None:
+    """Show the engine's latest frame in the panel; a copy outlives the engine's file."""
+    try:
+        shutil.copyfile(engine_preview, copy)
+    except OSError:
+        return  # the engine replaced or removed it just now; the next event brings another
+    image = bpy.data.images.get(PREVIEW_IMAGE)
+    if image is None:
+        image = bpy.data.images.load(str(copy), check_existing=False)
+        image.name = PREVIEW_IMAGE
+    else:
+        image.filepath = str(copy)
+        image.reload()
+    if not bpy.app.background:
+        image.preview_ensure().reload()
+
+
+def _redraw() -> None:
+    window_manager = bpy.context.window_manager
+    if window_manager is None:
+        return
+    for window in window_manager.windows:
+        for area in window.screen.areas:
+            if area.type in {"VIEW_3D", "SEQUENCE_EDITOR", "STATUSBAR"}:
+                area.tag_redraw()
+
+
+def _register_timer() -> None:
+    if not bpy.app.timers.is_registered(tick):
+        bpy.app.timers.register(tick, first_interval=TICK_INTERVAL_S, persistent=True)
+
+
+def stop_all() -> None:
+    """Cancel and forget every job (unregistering the extension or quitting)."""
+    for job in _JOBS.values():
+        job.cancelled = True
+        if job.current is not None:
+            job.current.cancel()
+            job.current.wait()
+            discard_take(job.take)
+    _JOBS.clear()
+    if bpy.app.timers.is_registered(tick):
+        bpy.app.timers.unregister(tick)
+
+
+def wait(scene: bpy.types.Scene, on_tick=None, poll_s: float = 0.1) -> GenerateJob | None:
+    """Tick until ``scene``'s job ends (headless runs, the demo and tests); returns it."""
+    import time
+
+    job = job_for(scene)
+    while job_for(scene) is not None:
+        tick()
+        if on_tick is not None:
+            on_tick(scene)
+        time.sleep(poll_s)
+    return job
+
+
+def export_tasks(tasks: list[ShotTask]) -> tuple[list[ShotTask], list[ShotOutcome], list[str]]:
+    """Write each task's shot folder; tasks that cannot export become failed outcomes."""
+    exported, failed, notes = [], [], []
+    for task in tasks:
+        try:
+            result = export_shot(task.export)
+        except ExportError as error:
+            failed.append(ShotOutcome(task.name, False, str(error)))
+            continue
+        notes.extend(result.notes)
+        exported.append(task)
+    return exported, failed, notes

@@ -1,0 +1,263 @@
+"""The engine as a child process: started here, heard through JSON lines, polled by ``poll()``.
+
+Blender's UI must not freeze for the minutes a video takes, and the engine needs torch, which
+Blender's own Python may not have, so the engine runs as ``python -m poseanything.engine.cli
+render ... --progress json`` in the Python chosen in the preferences. A reader thread turns its
+stdout into events on a queue and never touches bpy; the main thread drains the queue in
+``EngineJob.poll()`` (called from a timer in Blender, directly in tests). stderr goes to a log
+file, whose path every failure message names.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXTENSION_ROOT = Path(__file__).resolve().parent.parent
+ENGINE_MODULE = "poseanything.engine.cli"
+CANCEL_GRACE_S = 10.0
+"""After a cancel the engine gets this long to stop between two steps before it is killed."""
+EXIT_BAD_INPUT, EXIT_CANCELLED = 2, 130
+LOG_TAIL_LINES = 3
+
+RUNNING, CANCELLING, DONE, FAILED, CANCELLED = (
+    "RUNNING",
+    "CANCELLING",
+    "DONE",
+    "FAILED",
+    "CANCELLED",
+)
+
+
+class EngineSetupError(RuntimeError):
+    """The engine cannot start (no Python with torch); the message says what to set."""
+
+
+def default_engine_python() -> str | None:
+    """The Python running this code if it can import torch, else None (the user must choose)."""
+    return sys.executable if importlib.util.find_spec("torch") is not None else None
+
+
+def resolve_engine_python(chosen: str) -> str:
+    """The Python to run the engine in: ``chosen`` from the preferences, else the default."""
+    if chosen:
+        python = Path(chosen).expanduser()
+        if not python.is_file():
+            raise EngineSetupError(
+                f"the engine Python {python} does not exist; set 'Engine Python' in the "
+                "PoseAnything preferences to a Python that has torch (e.g. a venv's bin/python)"
+            )
+        return str(python)
+    default = default_engine_python()
+    if default is None:
+        raise EngineSetupError(
+            "Blender's Python cannot import torch, which the engine needs; install the engine "
+            "with `pip install 'poseanything[engine]'` in a Python 3.11 and set 'Engine Python' "
+            "in the PoseAnything preferences to that Python"
+        )
+    return default
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    """One ``poseanything render`` run; None values mean "the shot's" or "the model's"."""
+
+    shot_dir: Path
+    video: Path
+    python: str
+    model: str | None = None
+    device: str = "auto"
+    steps: int | None = None
+    subject_guidance: float | None = None
+    camera_guidance: float | None = None
+    seed: int | None = None
+
+    def argv(self) -> list[str]:
+        argv = [self.python, "-m", ENGINE_MODULE, "render", str(self.shot_dir)]
+        argv += ["--out", str(self.video), "--progress", "json", "--device", self.device]
+        options = {
+            "--model": self.model,
+            "--steps": self.steps,
+            "--guidance": self.subject_guidance,
+            "--camera-guidance": self.camera_guidance,
+            "--seed": self.seed,
+        }
+        for option, value in options.items():
+            if value is not None:
+                argv += [option, str(value)]
+        return argv
+
+
+def _environment() -> dict[str, str]:
+    """The child's environment: when this extension's folder is named ``poseanything`` (as
+    Blender installs it), its parent goes on PYTHONPATH, so the engine Python imports this very
+    copy; a pip install is found as usual."""
+    env = dict(os.environ)
+    if EXTENSION_ROOT.name == "poseanything":
+        paths = [str(EXTENSION_ROOT.parent), env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(path for path in paths if path)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class JobStatus:
+    state: str = RUNNING
+    step: int = 0
+    total: int = 0
+    eta_s: float = 0.0
+    window: int = 0
+    windows: int = 0
+    preview: str | None = None
+    message: str = ""
+    started: bool = False
+    """The engine loaded the model and began sampling (its ``start`` event)."""
+    done_event: dict = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total if self.total else 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (DONE, FAILED, CANCELLED)
+
+
+class EngineJob:
+    """A running ``poseanything render``; ``poll()`` applies what it said so far."""
+
+    def __init__(self, request: RenderRequest, log_path: Path) -> None:
+        self.request = request
+        self.log_path = Path(log_path)
+        self.status = JobStatus()
+        self._events: queue.Queue = queue.Queue()
+        self._cancel_at: float | None = None
+        self._log = open(self.log_path, "w", encoding="utf-8")  # closed in _finish
+        try:
+            self._process = subprocess.Popen(
+                request.argv(),
+                stdout=subprocess.PIPE,
+                stderr=self._log,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                env=_environment(),
+            )
+        except OSError as error:
+            self._log.close()
+            raise EngineSetupError(
+                f"cannot start the engine Python {request.python} ({error.strerror}); set "
+                "'Engine Python' in the PoseAnything preferences"
+            ) from error
+        self._reader = threading.Thread(target=self._read_events, daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def _read_events(self) -> None:
+        """Reader thread: stdout lines to the queue; no bpy, no shared state but the queue."""
+        for line in self._process.stdout:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                event = {"event": "output", "line": line.rstrip("\n")}
+            self._events.put(event if isinstance(event, dict) else {"event": "output"})
+        self._process.stdout.close()
+
+    def cancel(self) -> None:
+        """Ask the engine to stop (it stops between two steps and writes nothing)."""
+        if self.status.finished or self._cancel_at is not None:
+            return
+        self.status.state = CANCELLING
+        self._cancel_at = time.monotonic()
+        self._process.terminate()
+
+    def poll(self) -> JobStatus:
+        """Apply the events that arrived; finish the job when the engine has exited."""
+        while True:
+            try:
+                self._apply(self._events.get_nowait())
+            except queue.Empty:
+                break
+        if self.status.finished:
+            return self.status
+        if self._cancel_at is not None and time.monotonic() - self._cancel_at > CANCEL_GRACE_S:
+            self._process.kill()
+        if self._process.poll() is not None and not self._reader.is_alive():
+            while not self._events.empty():
+                self._apply(self._events.get_nowait())
+            self._finish(self._process.returncode)
+        return self.status
+
+    def wait(self, poll_s: float = 0.1, on_poll=None) -> JobStatus:
+        """Poll until the job ends (headless runs); ``on_poll(status)`` after every poll."""
+        while not self.poll().finished:
+            if on_poll is not None:
+                on_poll(self.status)
+            time.sleep(poll_s)
+        return self.status
+
+    def _apply(self, event: dict) -> None:
+        kind = event.get("event")
+        status = self.status
+        if kind == "start":
+            status.started = True
+        elif kind == "progress":
+            status.step = int(event.get("step", status.step))
+            status.total = int(event.get("total", status.total))
+            status.eta_s = float(event.get("eta_s", 0.0))
+            status.window = int(event.get("window", 0))
+            status.windows = int(event.get("windows", 0))
+            status.preview = event.get("preview") or status.preview
+        elif kind == "done":
+            status.done_event = event
+        elif kind == "error":
+            status.message = self._error_message(event)
+
+    def _error_message(self, event: dict) -> str:
+        message = str(event.get("message", "the engine failed"))
+        if event.get("kind") == "crash":
+            stage = "" if self.status.started else " while loading the model or the shot"
+            hint = "" if self.status.started else "; if the model folder is damaged, reinstall it"
+            return f"{message}{stage}{hint} (log: {self.log_path})"
+        return message
+
+    def _finish(self, returncode: int) -> None:
+        self._log.close()
+        status = self.status
+        if self._cancel_at is not None:
+            status.state, status.message = CANCELLED, "cancelled; no video was written"
+        elif returncode == 0 and self.request.video.is_file():
+            status.state = DONE
+        elif returncode == 0:
+            status.state = FAILED
+            status.message = (
+                f"the engine finished but {self.request.video} is not there (moved or deleted "
+                "while the job ran?); generate again"
+            )
+        else:
+            status.state = FAILED
+            if not status.message:
+                status.message = (
+                    f"the engine exited with code {returncode}: {self._log_tail()} "
+                    f"(log: {self.log_path})"
+                )
+            elif returncode != EXIT_BAD_INPUT and str(self.log_path) not in status.message:
+                status.message += f" (log: {self.log_path})"
+
+    def _log_tail(self) -> str:
+        try:
+            lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return "no output"
+        tail = [line.strip() for line in lines if line.strip()][-LOG_TAIL_LINES:]
+        return " | ".join(tail) or "no output"

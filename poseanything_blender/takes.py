@@ -1,0 +1,55 @@
+"""Versioned takes: every Generate gets a new numbered folder and video, never an earlier one's.
+
+A take lives in ``<shot folder>/takes/take001/<shot>_take001.mp4`` with the engine's
+``engine.json`` (and, after a crash, the engine's log) beside it, so each take keeps its own
+settings. The number is one past the highest folder already there; the folder is created with
+``mkdir(exist_ok=False)``, so two takes started at once can never share a number.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+TAKES_DIR = "takes"
+TAKE_PATTERN = re.compile(r"^take(\d{3,})$")
+LOG_NAME = "engine.log"
+
+
+@dataclass(frozen=True)
+class Take:
+    folder: Path
+    video: Path
+    log: Path
+    number: int
+
+
+def take_numbers(shot_dir: Path) -> list[int]:
+    """The numbers of the takes already in ``shot_dir`` (finished, failed or running)."""
+    takes = Path(shot_dir) / TAKES_DIR
+    if not takes.is_dir():
+        return []
+    matches = (TAKE_PATTERN.match(entry.name) for entry in takes.iterdir())
+    return sorted(int(match.group(1)) for match in matches if match)
+
+
+def new_take(shot_dir: str | Path, shot_name: str) -> Take:
+    """Reserve the next take of ``shot_name``: its folder exists afterwards, its video does not."""
+    takes = Path(shot_dir) / TAKES_DIR
+    takes.mkdir(parents=True, exist_ok=True)
+    number = max(take_numbers(shot_dir), default=0) + 1
+    while True:
+        folder = takes / f"take{number:03d}"
+        try:
+            folder.mkdir()
+            break
+        except FileExistsError:
+            number += 1
+    return Take(folder, folder / f"{shot_name}_take{number:03d}.mp4", folder / LOG_NAME, number)
+
+
+def discard_take(take: Take) -> None:
+    """Remove a take that produced nothing worth keeping (a cancel): no partial files remain."""
+    shutil.rmtree(take.folder, ignore_errors=True)

@@ -1,0 +1,288 @@
+"""Generate in Blender, end to end: a generated Rigify rig, a tiny random model saved to a
+folder, the engine as a real child process, the take as a real movie strip.
+
+Timers never fire in the bpy module, so the tests call ``generate.tick`` (through
+``generate.wait``) as Blender's timer would. Sizes are tiny (64x48, a handful of frames, two
+sampling steps) to keep the module quick.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rigs import save_generated_rigify
+from test_export import scene_fingerprint
+from tiny_models import tiny_model_folder
+
+from poseanything.engine.video import read_video
+
+WIDTH, HEIGHT = 64, 48
+FRAMES = (1, 5)
+PREVIEW_IMAGE = "PoseAnything Preview"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return tiny_model_folder(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def rig_blend(tmp_path_factory) -> Path:
+    """Rigify's basic human, generated, walking a little in front of the factory camera."""
+    import bpy
+
+    folder = tmp_path_factory.mktemp("rigify")
+    save_generated_rigify(folder)
+    scene = bpy.context.scene
+    scene.render.resolution_x, scene.render.resolution_y = WIDTH, HEIGHT
+    scene.render.resolution_percentage = 100
+    scene.frame_start, scene.frame_end = FRAMES
+    rig = bpy.data.objects["rig"]
+    torso = rig.pose.bones["torso"]
+    for frame, x in ((1, 0.0), (3, 0.3), (5, 0.6)):
+        torso.location = (x, 0.0, 0.0)
+        torso.keyframe_insert("location", frame=frame)
+    bpy.data.objects.remove(bpy.data.objects["metarig"])
+    scene.frame_set(1)
+    path = folder / "rigify_walk.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    return path
+
+
+@pytest.fixture
+def shot_file(rig_blend, tmp_path, model_dir, monkeypatch):
+    """A private copy of the rig file, open and with the extension registered; outputs go
+    beside it (``//poseanything/``); the engine finds the tiny model through the environment."""
+    import bpy
+
+    import poseanything
+
+    monkeypatch.setenv("POSEANYTHING_MODEL", str(model_dir))
+    path = tmp_path / "shot.blend"
+    shutil.copyfile(rig_blend, path)
+    bpy.ops.wm.open_mainfile(filepath=str(path))
+    poseanything.register()
+    bpy.context.scene.poseanything.steps = 2
+    yield path
+    poseanything.unregister()
+
+
+def strips(scene) -> dict:
+    editor = scene.sequence_editor
+    return {} if editor is None else {strip.name: strip for strip in editor.strips}
+
+
+def generate_and_wait(all_shots: bool = False):
+    import bpy
+
+    from poseanything.poseanything_blender import generate
+
+    operator = bpy.ops.poseanything.generate_all if all_shots else bpy.ops.poseanything.generate
+    assert operator() == {"FINISHED"}
+    return generate.wait(bpy.context.scene, poll_s=0.05)
+
+
+def without_preview(fingerprint: dict) -> dict:
+    """The live preview image is the panel's, not the scene's."""
+    images = fingerprint["datablocks"]["images"]
+    fingerprint["datablocks"]["images"] = [name for name in images if name != PREVIEW_IMAGE]
+    return fingerprint
+
+
+def test_generate_adds_a_take_strip_cancel_leaves_nothing_and_takes_never_overwrite(shot_file):
+    import bpy
+
+    from poseanything.poseanything_blender import generate
+
+    scene = bpy.context.scene
+    rig = bpy.data.objects["rig"]
+    bpy.context.view_layer.objects.active = rig
+    scene.frame_set(3)
+    before = without_preview(scene_fingerprint(scene))
+
+    job = generate_and_wait()
+    assert job.outcomes[0].ok, scene.poseanything.job_message
+    shot_dir = shot_file.parent / "poseanything" / "Scene"
+    take1 = shot_dir / "takes" / "take001" / "Scene_take001.mp4"
+    strip = strips(scene)["Scene_take001"]
+    assert strip.type == "MOVIE" and Path(strip.filepath) == take1
+    assert (strip.frame_final_start, strip.frame_final_duration) == (1, 5)
+    frames, fps = read_video(take1)
+    assert frames.shape == (5, HEIGHT, WIDTH, 3) and fps == scene.render.fps
+    assert (shot_dir / "takes" / "take001" / "engine.json").is_file()
+    assert not (shot_dir / "takes" / "take001" / "engine.log").exists()
+    assert scene.poseanything.job_ok and "Scene_take001" in scene.poseanything.job_message
+    assert generate.job_for(scene) is None
+    after = without_preview(scene_fingerprint(scene))
+    assert after == before  # the strip (and the scene's settings) are the only change
+
+    # A second take: cancelled once the engine is sampling; no strip, no file, take001 intact.
+    take1_bytes = hashlib.sha256(take1.read_bytes()).hexdigest()
+    scene.poseanything.steps = 40
+    assert bpy.ops.poseanything.generate() == {"FINISHED"}
+    with pytest.raises(RuntimeError, match="already generating|is running"):
+        bpy.ops.poseanything.generate()
+    job = generate.job_for(scene)
+    while job.current is None or job.current.status.step < 1:
+        generate.tick()
+        assert generate.job_for(scene) is not None, scene.poseanything.job_message
+    assert bpy.ops.poseanything.cancel() == {"FINISHED"}
+    generate.wait(scene, poll_s=0.05)
+    assert set(strips(scene)) == {"Scene_take001"}
+    assert sorted(p.name for p in (shot_dir / "takes").iterdir()) == ["take001"]
+    assert hashlib.sha256(take1.read_bytes()).hexdigest() == take1_bytes
+    assert scene.poseanything.job_message.startswith("cancelled")
+
+    # The next take is a new file and a new strip beside the first.
+    scene.poseanything.steps = 2
+    assert generate_and_wait().outcomes[0].ok
+    second = strips(scene)["Scene_take002"]
+    assert second.frame_final_start == 1 and second.channel != strip.channel
+    assert (shot_dir / "takes" / "take002" / "Scene_take002.mp4").is_file()
+
+
+def add_marker_shots(scene):
+    """Three camera markers; the middle camera looks away from the rig (a broken shot)."""
+    import bpy
+
+    cameras = []
+    for index, rotation_z in enumerate((0.0, np.pi, 0.0)):
+        camera = bpy.data.objects.new(f"Cam{index}", scene.camera.data)
+        camera.matrix_world = scene.camera.matrix_world
+        if rotation_z:
+            camera.rotation_euler.rotate_axis("Y", rotation_z)
+        scene.collection.objects.link(camera)
+        cameras.append(camera)
+    for index, (frame, camera) in enumerate(zip((1, 3, 5), cameras, strict=True)):
+        marker = scene.timeline_markers.new(f"shot{index}", frame=frame)
+        marker.camera = camera
+    scene.frame_end = 6
+
+
+def test_batch_over_three_marker_shots_reports_one_failure_and_adds_two_strips(shot_file):
+    import bpy
+
+    from poseanything.poseanything_blender.shots import batch_shots
+
+    scene = bpy.context.scene
+    add_marker_shots(scene)
+    assert [(s.name, s.frame_start, s.frame_end) for s in batch_shots(scene)] == [
+        ("shot0", 1, 2),
+        ("shot1", 3, 4),
+        ("shot2", 5, 6),
+    ]
+    job = generate_and_wait(all_shots=True)
+    assert [outcome.ok for outcome in job.outcomes] == [True, False, True]
+    made = strips(scene)
+    assert set(made) == {"shot0_take001", "shot2_take001"}
+    assert (made["shot2_take001"].frame_final_start, made["shot2_take001"].frame_final_duration) == (
+        5,
+        2,
+    )
+    message = scene.poseanything.job_message
+    assert message.startswith("2 of 3 shots generated") and "shot1" in message
+    assert "camera" in message  # the engine's reason: no joint in front of the camera
+    assert not scene.poseanything.job_ok
+
+
+def test_error_messages_say_what_to_do(shot_file, model_dir, tmp_path, monkeypatch):
+    import bpy
+
+    from poseanything.poseanything_blender import generate
+
+    scene = bpy.context.scene
+    settings = scene.poseanything
+
+    settings.use_frame_range = True
+    settings.frame_start, settings.frame_end = 5, 2
+    with pytest.raises(RuntimeError, match="frame range 5:2 is empty"):
+        bpy.ops.poseanything.generate()
+    settings.use_frame_range = False
+
+    camera = scene.camera
+    scene.camera = None
+    with pytest.raises(RuntimeError, match="has no camera; add one"):
+        bpy.ops.poseanything.generate()
+    scene.camera = camera
+
+    (tmp_path / "blocked").write_text("a file where the output folder should be")
+    settings.output_folder = str(tmp_path / "blocked" / "shots")
+    with pytest.raises(RuntimeError, match="is a file; choose another folder"):
+        bpy.ops.poseanything.generate()
+    settings.output_folder = "//poseanything/"
+
+    # A model folder without a model: the engine says how to get one; nothing is added.
+    monkeypatch.setenv("POSEANYTHING_MODEL", str(tmp_path / "no_model"))
+    job = generate_and_wait()
+    assert not job.outcomes[0].ok and "was not found" in settings.job_message
+    assert "poseanything train" in settings.job_message and strips(scene) == {}
+
+    # A damaged model: the engine fails while loading; the message names the log, kept.
+    broken = tmp_path / "broken_model"
+    shutil.copytree(model_dir, broken)
+    for weights in broken.rglob("*.safetensors"):
+        weights.write_bytes(b"not safetensors")
+    monkeypatch.setenv("POSEANYTHING_MODEL", str(broken))
+    job = generate_and_wait()
+    assert not job.outcomes[0].ok
+    assert "while loading the model" in settings.job_message
+    assert Path(settings.job_log).is_file() and settings.job_log in settings.job_message
+    assert strips(scene) == {}
+
+    # No armature anywhere: say how to pick one.
+    for obj in [o for o in scene.objects if o.type == "ARMATURE"]:
+        bpy.data.objects.remove(obj)
+    with pytest.raises(RuntimeError, match="no armature; pick one"):
+        bpy.ops.poseanything.generate()
+    assert generate.job_for(scene) is None
+
+
+def test_unsaved_file_outputs_go_to_a_temporary_folder_with_a_warning(fresh_scene, tmp_path):
+    import tempfile
+
+    from poseanything.poseanything_blender.generate import shots_folder
+
+    folder, warning = shots_folder("//poseanything/")
+    assert folder == Path(tempfile.gettempdir()).absolute() / "poseanything"
+    assert f"outputs go to {folder}" in warning and "save it" in warning
+    assert shots_folder(str(tmp_path)) == (tmp_path.absolute(), None)
+
+
+def test_headless_generate_on_a_saved_blend_saves_only_where_told(shot_file, model_dir, tmp_path):
+    import bpy
+
+    input_hash = hashlib.sha256(shot_file.read_bytes()).hexdigest()
+    out = tmp_path / "with_strip.blend"
+    command = [sys.executable, "-m", "poseanything.poseanything_blender.cli", "generate"]
+    completed = subprocess.run(
+        [*command, str(shot_file), "--model", str(model_dir), "--steps", "2", "--save", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert f"blend: {out}" in completed.stdout and "Scene_take001.mp4" in completed.stdout
+    assert hashlib.sha256(shot_file.read_bytes()).hexdigest() == input_hash
+    bpy.ops.wm.open_mainfile(filepath=str(out))
+    strip = strips(bpy.context.scene)["Scene_take001"]
+    assert strip.frame_final_duration == FRAMES[1] - FRAMES[0] + 1
+    assert read_video(strip.filepath)[0].shape[0] == strip.frame_final_duration
+
+
+def test_blender_command_is_registered_and_reports_bad_input(shot_file, capsys):
+    import bpy
+
+    from poseanything import operators
+    from poseanything.poseanything_blender.cli import blender_command
+
+    assert operators._cli_handle is not None
+    assert blender_command(["generate", "--armature", "nobody"]) == 2
+    assert "no armature named 'nobody'" in capsys.readouterr().err
+    assert blender_command(["generate", "--frames", "oops"]) == 2
+    assert strips(bpy.context.scene) == {}
