@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     render.add_argument("--progress", choices=("json", "bar", "none"), default="bar")
+    render.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine)",
+    )
     render.set_defaults(handler=render_command)
     add_batch_command(commands)
     return parser
@@ -239,6 +244,10 @@ def render_command(args: argparse.Namespace) -> int:
     from .video import OutputExistsError
     from .weights import ModelNotFoundError
 
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
     args.out = args.out.expanduser().resolve()
     preview = args.out.with_name(f".{args.out.stem}.preview.png")
     reporter = Reporter(args.progress, preview)

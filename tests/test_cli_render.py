@@ -163,9 +163,10 @@ def test_console_script_streams_json_and_cancels_without_a_partial_video(tmp_pat
         "50",
         "--progress",
         "json",
+        "--threads",
+        "1",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     first = json.loads(process.stdout.readline())
     assert first["event"] == "start" and first["frames"] == 60
     progress = json.loads(process.stdout.readline())
