@@ -30,7 +30,7 @@ NUM_TRAIN_TIMESTEPS = 1000
 PTCM_CAPTURE_FRACTION = 5 / 50
 PTCM_ACTIVE_FRACTION = 6 / 50
 
-ConditioningFn = Callable[[int], object]
+ConditioningFn = Callable[[int], PartConditioning | None]
 VelocityFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 StepFn = Callable[[int, torch.Tensor], None]
 

@@ -75,14 +75,18 @@ def test_render_shapes_determinism_and_report(pipeline):
     assert len(correspondence) == 6 and len(correspondence[0]) == shot.skeleton.num_parts
 
 
-def test_ptcm_switch_and_camera_guidance_change_the_video(pipeline):
+def test_ptcm_switch_camera_guidance_and_camera_anchor_change_the_video(pipeline):
     shot = make_shot(num_frames=5, width=32, height=32, pan=0.2)
     reference = reference_image(32, 32)
     base = pipeline(shot, reference, pl.RenderSettings(subject_guidance=1.5))
     no_ptcm = pipeline(shot, reference, pl.RenderSettings(subject_guidance=1.5, ptcm=False))
     locked = pipeline(shot, reference, pl.RenderSettings(subject_guidance=1.5, camera_guidance=0.0))
+    static_anchor = pipeline(
+        shot, reference, pl.RenderSettings(subject_guidance=1.5, camera_anchor="static")
+    )
     assert not np.array_equal(base, no_ptcm)
     assert not np.array_equal(base, locked)
+    assert not np.array_equal(base, static_anchor)
 
 
 def test_sparse_poses_blank_the_other_frames(pipeline):
