@@ -28,10 +28,10 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
-import addon_utils
 import bpy
 import numpy as np
 
+from ..addons import ensure_rigify
 from ..shot_export import ExportSettings, export_shot
 from . import METARIGS
 from .animation import (
@@ -347,7 +347,7 @@ def make_eval_clips(
         )
     if clips_per_rig < 1:
         raise ValueError(f"clips_per_rig is {clips_per_rig}; ask for at least one clip")
-    addon_utils.enable("rigify", default_set=True)
+    ensure_rigify()
     settings = ClipSettings(size, frames, fps)
     jobs = [
         (

@@ -1,0 +1,13 @@
+"""Blender add-ons our code relies on, enabled on demand."""
+
+
+def ensure_rigify() -> None:
+    """Enable Rigify (bundled with Blender) for its metarig operators and rig generation.
+
+    ``addon_utils`` is importable only once bpy is, so it is imported here, not at the top.
+    """
+    import addon_utils
+    import bpy  # noqa: F401
+
+    if not addon_utils.check("rigify")[1]:
+        addon_utils.enable("rigify", default_set=True, handle_error=None)
