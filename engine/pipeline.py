@@ -524,7 +524,11 @@ class PoseAnythingPipeline:
             pose_latents = self._encode(pose_videos)
             reference_latent = self._encode([reference_frame[None]])
             flow_start = self._flow_start(reference_latent, pose_latents, plan.seed + index)
-            masks = self._part_masks(shot, frames, scale, plan, pose_latents) if plan.ptcm else None
+            masks = (
+                self._part_masks(shot, frames, local_poses, scale, plan, pose_latents)
+                if plan.ptcm
+                else None
+            )
             latents, correspondence = sample_with_ptcm(
                 self.model,
                 flow_start,
@@ -560,8 +564,20 @@ class PoseAnythingPipeline:
             return noise
         return reference_latent.expand_as(noise) + self.config.reference_source * noise
 
-    def _part_masks(self, shot, frames, scale, plan, pose_latents) -> torch.Tensor:
-        """(1,P,T,gh,gw) PTCM masks of the shot's parts on the token grid of ``pose_latents``."""
+    def _part_masks(
+        self,
+        shot: Shot,
+        frames: np.ndarray,
+        local_poses: list[int] | None,
+        scale: np.ndarray,
+        plan: RenderPlan,
+        pose_latents: torch.Tensor,
+    ) -> torch.Tensor:
+        """(1,P,T,gh,gw) PTCM masks of the shot's parts on the token grid of ``pose_latents``.
+
+        Only frames that carry a pose get masks: with sparse poses the model must not learn
+        where the limbs are in the frames it was not shown.
+        """
         _, patch_h, patch_w = self.model.config.patch_size
         grid = (pose_latents.shape[-2] // patch_h, pose_latents.shape[-1] // patch_w)
         masks = part_masks(
@@ -573,5 +589,9 @@ class PoseAnythingPipeline:
             plan.height,
             grid,
         )  # (F, P, gh, gw)
+        if local_poses is not None:
+            posed = np.zeros(len(frames), dtype=bool)
+            posed[local_poses] = True
+            masks[~posed] = False
         masks = torch.from_numpy(masks).permute(1, 0, 2, 3)[None]
         return pool_part_masks_to_latent_frames(masks, self.codec.temporal_factor).to(self.device)

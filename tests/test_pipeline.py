@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from synthetic_shots import make_shot, reference_image
 from tiny_models import (  # noqa: F401
     TINY_PIPELINE,
@@ -221,3 +222,16 @@ def test_model_folder_names_its_component_classes(tmp_path):
     (folder / "pipeline.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="PickleCodec"):
         pl.PoseAnythingPipeline.from_pretrained(folder)
+
+
+def test_sparse_poses_give_part_masks_only_where_a_pose_is_shown(pipeline):
+    shot = make_shot(num_frames=6, width=32, height=32, pose_frames=(0, 4))
+    plan = pipeline.plan(shot)
+    frames = np.arange(6)
+    scale = np.array([plan.width / 32, plan.height / 32])
+    latents = torch.zeros(1, 4, 6, plan.height // 4, plan.width // 4)
+    masks = pipeline._part_masks(shot, frames, [0, 4], scale, plan, latents)
+    shown = masks.flatten(3).any(-1).any(1)[0]  # (T,) any part in the frame
+    assert shown.tolist() == [True, False, False, False, True, False]
+    dense = pipeline._part_masks(shot, frames, None, scale, plan, latents)
+    assert dense.flatten(3).any(-1).any(1).all()
