@@ -575,8 +575,9 @@ class PoseAnythingPipeline:
     ) -> torch.Tensor:
         """(1,P,T,gh,gw) PTCM masks of the shot's parts on the token grid of ``pose_latents``.
 
-        Only frames that carry a pose get masks: with sparse poses the model must not learn
-        where the limbs are in the frames it was not shown.
+        Only frames that carry a pose get masks (and the window's first frame, the reference
+        image, whose pose is the shot's): with sparse poses the model must not learn where the
+        limbs are in the frames it was not shown.
         """
         _, patch_h, patch_w = self.model.config.patch_size
         grid = (pose_latents.shape[-2] // patch_h, pose_latents.shape[-1] // patch_w)
@@ -591,7 +592,7 @@ class PoseAnythingPipeline:
         )  # (F, P, gh, gw)
         if local_poses is not None:
             posed = np.zeros(len(frames), dtype=bool)
-            posed[local_poses] = True
+            posed[[0, *local_poses]] = True
             masks[~posed] = False
         masks = torch.from_numpy(masks).permute(1, 0, 2, 3)[None]
         return pool_part_masks_to_latent_frames(masks, self.codec.temporal_factor).to(self.device)
