@@ -6,8 +6,10 @@ def ensure_rigify() -> None:
 
     ``addon_utils`` is importable only once bpy is, so it is imported here, not at the top.
     """
-    import addon_utils
+    # isort: off
     import bpy  # noqa: F401
+    import addon_utils
+    # isort: on
 
     if not addon_utils.check("rigify")[1]:
         addon_utils.enable("rigify", default_set=True, handle_error=None)
