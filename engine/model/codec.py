@@ -19,6 +19,7 @@ Interface (both implementations, and what the pipeline relies on):
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Protocol
 
@@ -176,6 +177,8 @@ class WanVAECodec(nn.Module, CausalFrameLayout):
     def __init__(self, vae):
         super().__init__()
         self.vae = vae
+        self.execution_device: torch.device | None = None
+        """Set by ``offload``: where the VAE runs while it is kept in host memory."""
         config = vae.config
         shape = (1, config.z_dim, 1, 1, 1)
         self.register_buffer(
@@ -217,12 +220,32 @@ class WanVAECodec(nn.Module, CausalFrameLayout):
     def temporal_factor(self) -> int:
         return self.vae.config.scale_factor_temporal
 
+    def offload(self, device: str | torch.device) -> None:
+        """Keep the VAE in host memory and move it to ``device`` only while it codes (GPU memory
+        then holds the transformer alone between encodes and decodes)."""
+        self.vae.to("cpu")
+        self.execution_device = torch.device(device)
+
+    @contextlib.contextmanager
+    def _resident(self):
+        if self.execution_device is None:
+            yield
+            return
+        self.vae.to(self.execution_device)
+        try:
+            yield
+        finally:
+            self.vae.to("cpu")
+
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         _check_video(video, self.spatial_factor)
         self.frames_to_latent(video.shape[2])
-        latents = self.vae.encode(video.to(self.vae.dtype)).latent_dist.mode()
+        with self._resident():
+            latents = self.vae.encode(video.to(self.vae.dtype)).latent_dist.mode()
         return (latents.float() - self.latents_mean) / self.latents_std
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         latents = latents.float() * self.latents_std + self.latents_mean
-        return self.vae.decode(latents.to(self.vae.dtype)).sample.float().clamp(-1.0, 1.0)
+        with self._resident():
+            video = self.vae.decode(latents.to(self.vae.dtype)).sample
+        return video.float().clamp(-1.0, 1.0)
