@@ -286,7 +286,6 @@ def generate_in_loaded_file(args: argparse.Namespace) -> int:
             print(f"video: {outcome.video}  (strip {outcome.strip!r})")
         else:
             print(f"failed: {outcome.name}: {outcome.message}", file=sys.stderr)
-    print(scene.poseanything.job_message)
     if args.save is not None:
         save = args.save.expanduser().absolute()
         bpy.ops.wm.save_as_mainfile(filepath=str(save), copy=True)
@@ -315,9 +314,8 @@ def _demo(args: argparse.Namespace) -> int:
     demo = build_demo_scene(bpy.context.scene)
     demo.scene.name = DEMO_SCENE
     demo.scene.poseanything.armature = demo.armature
-    demo.scene.poseanything.output_folder = "//"
+    demo.scene.poseanything.output_folder = str(out)
     blend = out / "demo.blend"
-    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
     defaults = argparse.ArgumentParser()
     add_generate_options(defaults)
     options = defaults.parse_args([])
@@ -325,17 +323,17 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         resolve_model_dir(options.model)
     except ModelNotFoundError as error:
-        code = _export_demo_shot(demo)
-        print(f"demo scene: {blend}")
+        _export_demo_shot(demo, blend)
         print(f"no video: {error}")
-        return code
+        return 0
     code = generate_in_loaded_file(options)
     print(f"demo scene: {blend}")
     return code
 
 
-def _export_demo_shot(demo) -> int:
-    """Without a model the demo still writes its shot, so the user sees what would render."""
+def _export_demo_shot(demo, blend: Path) -> None:
+    """Without a model the demo still writes its shot and .blend, so the user sees what would
+    render and can generate once a model is there."""
     import bpy
 
     from . import generate
@@ -346,8 +344,8 @@ def _export_demo_shot(demo) -> int:
         print(f"shot: {export_shot(task.export).path}")
     except ExportError as error:
         raise BadInput(str(error)) from error
-    bpy.ops.wm.save_mainfile()
-    return 0
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    print(f"demo scene: {blend}")
 
 
 def blender_command(argv: list[str]) -> int:

@@ -31,7 +31,7 @@ def marker_shots(scene: bpy.types.Scene) -> list[ShotRange]:
         (marker for marker in scene.timeline_markers if marker.camera is not None),
         key=lambda marker: marker.frame,
     )
-    ends = [marker.frame - 1 for marker in markers[1:]] + [scene.frame_end]
+    ends = [marker.frame - 1 for marker in markers[1:]] + [scene.frame_end] if markers else []
     return [
         ShotRange(
             name=bpy.path.clean_name(marker.name or f"{scene.name}_{marker.frame}"),

@@ -352,7 +352,7 @@ def test_demo_builds_saves_and_exports(tmp_path):
     )
     assert completed.returncode == 0, completed.stderr
     assert f"demo scene: {tmp_path / 'demo.blend'}" in completed.stdout
-    shot = read_shot(tmp_path / "shot")
+    shot = read_shot(tmp_path / "Walk")
     assert shot.num_frames == 72 and shot.fps == 24
     assert all(name.startswith("DEF-") for name in shot.skeleton.bone_names)
     assert shot.skeleton.num_parts == 5

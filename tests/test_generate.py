@@ -9,6 +9,8 @@ sampling steps) to keep the module quick.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -177,14 +179,19 @@ def test_batch_over_three_marker_shots_reports_one_failure_and_adds_two_strips(s
         ("shot1", 3, 4),
         ("shot2", 5, 6),
     ]
-    job = generate_and_wait(all_shots=True)
+    from poseanything.poseanything_blender import generate
+
+    assert bpy.ops.poseanything.generate_all() == {"FINISHED"}
+    # The .blend is saved elsewhere while the job runs: takes still land, by absolute path.
+    moved = shot_file.parent / "moved" / "renamed.blend"
+    moved.parent.mkdir()
+    bpy.ops.wm.save_as_mainfile(filepath=str(moved))
+    job = generate.wait(scene, poll_s=0.05)
     assert [outcome.ok for outcome in job.outcomes] == [True, False, True]
     made = strips(scene)
     assert set(made) == {"shot0_take001", "shot2_take001"}
-    assert (made["shot2_take001"].frame_final_start, made["shot2_take001"].frame_final_duration) == (
-        5,
-        2,
-    )
+    last = made["shot2_take001"]
+    assert (last.frame_final_start, last.frame_final_duration) == (5, 2)
     message = scene.poseanything.job_message
     assert message.startswith("2 of 3 shots generated") and "shot1" in message
     assert "camera" in message  # the engine's reason: no joint in front of the camera
@@ -286,3 +293,91 @@ def test_blender_command_is_registered_and_reports_bad_input(shot_file, capsys):
     assert "no armature named 'nobody'" in capsys.readouterr().err
     assert blender_command(["generate", "--frames", "oops"]) == 2
     assert strips(bpy.context.scene) == {}
+
+
+def test_demo_generates_and_saves_the_blend_with_the_strip(model_dir, tmp_path):
+    import bpy
+
+    command = [sys.executable, "-m", "poseanything.poseanything_blender.cli", "demo"]
+    completed = subprocess.run(
+        [*command, "--out", str(tmp_path), "--model", str(model_dir), "--steps", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr
+    video = tmp_path / "Walk" / "takes" / "take001" / "Walk_take001.mp4"
+    assert f"video: {video}" in completed.stdout
+    assert f"demo scene: {tmp_path / 'demo.blend'}" in completed.stdout
+    bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "demo.blend"))
+    strip = strips(bpy.context.scene)["Walk_take001"]
+    assert (strip.frame_final_start, strip.frame_final_duration) == (1, 72)
+    frames, _fps = read_video(video)
+    assert frames.shape == (72, 480, 832, 3)
+
+
+INSTALLED_GENERATE = r"""
+import json, sys
+zip_path, blend = sys.argv[1:3]
+import bpy
+
+bpy.ops.extensions.package_install_files(
+    filepath=zip_path, repo="user_default", enable_on_install=True
+)
+bpy.ops.wm.open_mainfile(filepath=blend)
+generate = sys.modules["bl_ext.user_default.poseanything.poseanything_blender.generate"]
+scene = bpy.context.scene
+scene.poseanything.steps = 2
+result = bpy.ops.poseanything.generate()
+job = generate.wait(scene, poll_s=0.05)
+strip = scene.sequence_editor.strips[0]
+print("REPORT " + json.dumps({
+    "operator": sorted(result),
+    "message": scene.poseanything.job_message,
+    "strip": [strip.name, strip.frame_final_start, strip.frame_final_duration, strip.filepath],
+    "engine_module": generate.__file__,
+}))
+"""
+
+
+def test_installed_zip_generates_a_take(rig_blend, model_dir, tmp_path):
+    """The extension as a user installs it: the zip from Blender's tool, in a temporary user
+    folder; its Generate runs the engine from the installed copy."""
+    from test_extension_install import REPO_ROOT
+
+    built = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "tools" / "build_extension.py"),
+            "--output-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert built.returncode == 0, built.stderr
+    resources = tmp_path / "user_resources"
+    resources.mkdir()
+    blend = tmp_path / "shot.blend"
+    shutil.copyfile(rig_blend, blend)
+    env = os.environ | {
+        "BLENDER_USER_RESOURCES": str(resources),
+        "POSEANYTHING_MODEL": str(model_dir),
+    }
+    completed = subprocess.run(
+        [sys.executable, "-c", INSTALLED_GENERATE, built.stdout.strip(), str(blend)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr
+    line = next(line for line in completed.stdout.splitlines() if line.startswith("REPORT"))
+    report = json.loads(line.removeprefix("REPORT "))
+    assert report["operator"] == ["FINISHED"], report
+    assert Path(report["engine_module"]).is_relative_to(resources)
+    name, start, duration, filepath = report["strip"]
+    assert (name, start, duration) == ("Scene_take001", 1, FRAMES[1] - FRAMES[0] + 1)
+    assert read_video(filepath)[0].shape[0] == duration
