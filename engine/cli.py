@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .batch import add_batch_command
+from .model_cli import add_model_options, add_models_command, load_render_pipeline
 
 EXIT_OK, EXIT_CRASH, EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, EXIT_CANCELLED = 0, 1, 2, 3, 130
 ENGINE_JSON = "engine.json"
@@ -76,8 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine)",
     )
+    add_model_options(render)
     render.set_defaults(handler=render_command)
     add_batch_command(commands)
+    add_models_command(commands)
     return parser
 
 
@@ -155,7 +158,7 @@ def resolve_device(name: str) -> str:
 
 def render(args: argparse.Namespace, reporter: Reporter, cancel) -> dict:
     """Read, render and write; returns the engine.json contents. Raises on any failure."""
-    from .pipeline import PoseAnythingPipeline, RenderSettings
+    from .pipeline import RenderSettings
     from .shot import read_reference, read_shot
     from .video import check_output_free, write_frames, write_video
 
@@ -183,7 +186,7 @@ def render(args: argparse.Namespace, reporter: Reporter, cancel) -> dict:
         upscale=not args.native_size,
     )
     device = resolve_device(args.device)
-    pipeline = PoseAnythingPipeline.from_pretrained(args.model, device=device)
+    pipeline = load_render_pipeline(args, device)
     loaded = time.perf_counter()
     reporter.event(
         "start",
@@ -209,6 +212,7 @@ def render(args: argparse.Namespace, reporter: Reporter, cancel) -> dict:
         "size": [int(result.frames.shape[2]), int(result.frames.shape[1])],
         "model": pipeline.model_id,
         "device": device,
+        "backend": args.backend,
         **result.report,
         "timings_s": {
             "load": round(loaded - started, 3),
@@ -311,8 +315,9 @@ def is_out_of_memory(error: BaseException) -> bool:
 def out_of_memory_message(error: BaseException) -> str:
     return (
         f"out of memory ({type(error).__name__}): lower the shot's resolution or frame count "
-        "per render, set camera guidance to 0 or 1 and subject guidance to 1 (fewer guidance "
-        "passes), use --no-ptcm, or close other programs; on a GPU, try --device cpu"
+        "per render (--pixel-area, --window-frames), set camera guidance to 0 or 1 and subject "
+        "guidance to 1 (fewer guidance passes), use --no-ptcm or --cpu-offload (full model), or "
+        "close other programs; on a GPU, try --device cpu"
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .hub import FullModelSources
+from .hub import DEFAULT_SOURCES, FullModelSources
 from .official import is_wan22_5b, load_full_components
 from .pipeline import FULL_MODEL_CONFIG, PipelineConfig, PoseAnythingPipeline
 
@@ -71,7 +71,7 @@ class OnDemandTextEncoder:
 
 
 def load_full_pipeline(
-    sources: FullModelSources = FullModelSources(),
+    sources: FullModelSources = DEFAULT_SOURCES,
     device: str = "cuda",
     allow_cpu: bool = False,
     cpu_offload: bool = False,

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .weights import ModelNotFoundError
+
 POSEANYTHING_REPO = "Ryan241005/PoseAnything"
 WAN_REPO = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
 DIT_INDEX = "diffusion_pytorch_model.safetensors.index.json"
@@ -40,7 +42,7 @@ class CheckpointError(ValueError):
     """A weights file does not fit the model or is damaged; the message lists what and where."""
 
 
-class WeightsMissingError(FileNotFoundError):
+class WeightsMissingError(ModelNotFoundError):
     """Files of the full model are not on this machine; the message lists them and what to do."""
 
 
@@ -103,6 +105,9 @@ class FullModelSources:
 
     def of(self, role: str) -> str:
         return self.poseanything if role == "poseanything" else self.wan
+
+
+DEFAULT_SOURCES = FullModelSources()
 
 
 def hub_cache_dir() -> Path:
@@ -187,7 +192,7 @@ def _index_files(index_path: Path, folder_of_index: str) -> list[str]:
     return sorted({prefix + name for name in weight_map.values()})
 
 
-def inventory(sources: FullModelSources = FullModelSources()) -> Inventory:
+def inventory(sources: FullModelSources = DEFAULT_SOURCES) -> Inventory:
     """Which of the full model's files are on this machine (no network)."""
     result = Inventory()
     for component in COMPONENTS:
@@ -277,7 +282,7 @@ ProgressFn = Callable[[str, dict], None]
 
 
 def download(
-    sources: FullModelSources = FullModelSources(),
+    sources: FullModelSources = DEFAULT_SOURCES,
     report: ProgressFn | None = None,
     confirm: Callable[[int, int], bool] | None = None,
 ) -> Inventory:
