@@ -53,7 +53,8 @@ def test_official_keys_load_onto_our_transformer_strictly(fake_cache):
     assert params["blocks.0.scale_shift_table"].dtype == torch.float32
     assert params["condition_embedder.time_embedder.linear_1.weight"].dtype == torch.float32
     assert params["blocks.0.attn1.to_q.weight"].dtype == torch.bfloat16
-    assert official_to_ours("blocks.3.cross_attn_instance.o.weight") == "blocks.3.ptcm.to_out.weight"
+    ptcm_out = official_to_ours("blocks.3.cross_attn_instance.o.weight")
+    assert ptcm_out == "blocks.3.ptcm.to_out.weight"
     assert official_to_ours("blocks.3.norm4.bias") == "blocks.3.ptcm.norm.bias"
 
 
