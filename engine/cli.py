@@ -45,43 +45,49 @@ def build_parser() -> argparse.ArgumentParser:
     render = commands.add_parser("render", help="render a shot folder into an mp4")
     render.add_argument("shot_dir", type=Path, help="shot folder written by the add-on")
     render.add_argument("--out", type=Path, required=True, help="output video (.mp4)")
-    render.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
-    render.add_argument(
+    render.add_argument("--frames-dir", type=Path, help="also write PNG frames to this folder")
+    render.add_argument("--progress", choices=("json", "bar", "none"), default="bar")
+    add_render_options(render)
+    render.set_defaults(handler=render_command)
+    add_batch_command(commands)
+    add_models_command(commands)
+    return parser
+
+
+def add_render_options(parser: argparse.ArgumentParser) -> None:
+    """The options that say how to render (not which shot, or where to): ``render`` and ``batch``
+    share them, so a batch takes every render option."""
+    parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    parser.add_argument(
         "--guidance", type=float, help="subject motion guidance (default: the shot's)"
     )
-    render.add_argument(
+    parser.add_argument(
         "--camera-guidance",
         type=float,
         help="camera motion guidance, 0 = locked-off camera (default: the shot's)",
     )
-    render.add_argument(
+    parser.add_argument(
         "--camera-anchor",
         choices=("rectangle", "static"),
         default="rectangle",
         help="camera-only CFG anchor: moving view rectangle, or static first-frame skeleton",
     )
-    render.add_argument("--seed", type=int, help="noise seed (default: the shot's)")
-    render.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    render.add_argument("--frames-dir", type=Path, help="also write PNG frames to this folder")
-    render.add_argument("--no-ptcm", action="store_true", help="switch part attention off")
-    render.add_argument("--model", type=Path, help="model folder (default: the bundled one)")
-    render.add_argument(
+    parser.add_argument("--seed", type=int, help="noise seed (default: the shot's)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--no-ptcm", action="store_true", help="switch part attention off")
+    parser.add_argument("--model", type=Path, help="model folder (default: the bundled one)")
+    parser.add_argument(
         "--native-size",
         action="store_true",
         help="keep the model's working size instead of upscaling to the shot's size",
     )
-    render.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    render.add_argument("--progress", choices=("json", "bar", "none"), default="bar")
-    render.add_argument(
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument(
         "--threads",
         type=int,
         help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine)",
     )
-    add_model_options(render)
-    render.set_defaults(handler=render_command)
-    add_batch_command(commands)
-    add_models_command(commands)
-    return parser
+    add_model_options(parser)
 
 
 class Reporter:
