@@ -204,6 +204,8 @@ def render(args: argparse.Namespace, reporter: Reporter, cancel) -> dict:
     )
     result = pipeline.render(shot, reference, settings, callback=reporter.progress, cancel=cancel)
     generated = time.perf_counter()
+    if cancel is not None:
+        cancel.check()  # a cancel that came after the last step still writes nothing
     write_video(args.out, result.frames, shot.fps, overwrite=args.overwrite)
     if args.frames_dir is not None:
         write_frames(args.frames_dir, result.frames, overwrite=args.overwrite)
