@@ -167,7 +167,8 @@ class Progress:
     stage: str
     """"ptcm" while reading the part correspondence, "sampling" afterwards."""
     preview: Callable[[], np.ndarray]
-    """Decodes the current estimate of the window's last frame, (H,W,3) uint8, on request."""
+    """Decodes the current estimate of the window's last frame, (H,W,3) uint8, on request (only
+    its last latent frame, so a big VAE does not decode the whole window for a thumbnail)."""
 
 
 @dataclass(frozen=True)
@@ -261,7 +262,7 @@ class _ProgressClock:
                     window=index + 1,
                     windows=len(plan.starts),
                     stage="ptcm" if plan.ptcm and step <= plan.capture else "sampling",
-                    preview=lambda: np.rint(self.decode(x0)[-1]).astype(np.uint8),
+                    preview=lambda: np.rint(self.decode(x0[:, :, -1:])[-1]).astype(np.uint8),
                 )
             )
 
