@@ -35,7 +35,7 @@ from poseanything.engine.model import (
     PoseAnythingTransformer,
     TinyVideoCodec,
 )
-from poseanything.engine.pipeline import PipelineConfig, PoseAnythingPipeline, RenderSettings
+from poseanything.engine.pipeline import PipelineConfig, PoseAnythingPipeline
 from poseanything.engine.weights import ModelNotFoundError, resolve_model_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -84,19 +84,18 @@ def main() -> None:
             write_synthetic_shot(scratch / "shots" / f"shot{i}", num_frames=args.frames, seed=i)
             for i in range(SHOTS)
         ]
-        render = RenderSettings(steps=args.steps)
+        options = {"model": model, "steps": args.steps}
         print(f"model: {source}; {SHOTS} shots of {args.frames} frames at 64x64")
 
         threads = torch.get_num_threads()
         serial = timed_batch(
-            shots, BatchSettings(render=render, model=str(model), out_dir=scratch / "serial")
+            shots, BatchSettings(render_options=options, out_dir=scratch / "serial")
         )
         print(f"serial (one process, {threads} torch threads): {serial:.1f} s")
-        torch.set_num_threads(1)
         serial_one_thread = timed_batch(
-            shots, BatchSettings(render=render, model=str(model), out_dir=scratch / "serial-1")
+            shots,
+            BatchSettings(render_options={**options, "threads": 1}, out_dir=scratch / "serial-1"),
         )
-        torch.set_num_threads(threads)
         print(f"serial (one process, 1 torch thread as a Ray task has): {serial_one_thread:.1f} s")
 
         started = time.perf_counter()
@@ -111,9 +110,7 @@ def main() -> None:
         try:
             on_ray = timed_batch(
                 shots,
-                BatchSettings(
-                    render=render, model=str(model), out_dir=scratch / "ray-out", ray="auto"
-                ),
+                BatchSettings(render_options=options, out_dir=scratch / "ray-out", ray="auto"),
             )
         finally:
             ray.shutdown()

@@ -8,7 +8,10 @@ the default, in-process mode renders the shots one after another and needs no Ra
 Shot folders travel as **paths on shared storage**: every worker must see a shot folder (and
 ``--out-dir``) under the same path as the driver, as on one machine or with NFS/SMB mounted at
 the same place on every node. Videos then go straight to their final place and never pass through
-Ray's object store, which would hold every video in memory on the driver's node.
+Ray's object store, which would hold every video in memory on the driver's node. Without shared
+storage, ``--no-shared-fs`` sends each shot's files to its worker as bytes through the object
+store; the worker renders in a temporary folder it removes, and the driver puts the returned video
+in place (the model must then be installed on every worker, as the bundled one is).
 
 **Resume**: a finished shot has a marker, ``batch-done.json``, beside its video, written
 atomically after the video and ``engine.json``. It holds a key: a hash of the shot folder's
@@ -39,6 +42,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,7 +50,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .pipeline import RenderSettings
     from .sampling import CancelToken
 
 VIDEO_NAME = "video.mp4"
@@ -56,11 +59,13 @@ CONTRACT_FILES = ("shot.json", "poses.npz", "reference.png")
 POSES_DIR = "poses"
 KEY_VERSION = 1
 """Bump when the meaning of a rendered video changes for the same inputs (forces re-renders)."""
+UNKEYED_OPTIONS = frozenset({"device", "threads", "overwrite", "online"})
+"""Render options that change how or where a shot renders, not its pixels: not in the key."""
 EVENT_INTERVAL_S = 0.25
 """Workers send at most this many progress events a second per shot (each is a remote call)."""
 POLL_S = 0.2
 CANCEL_GRACE_S = 30.0
-"""How long cancelled tasks get to stop and remove their temporary files."""
+"""How long a running task gets to stop at a sampling step, and then to stop when interrupted."""
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 STATUSES = ("done", "skipped", "failed", "cancelled")
 
@@ -75,20 +80,19 @@ class BatchError(ValueError):
 class BatchSettings:
     """Everything that decides where and how the shots render; copied once from the CLI or UI."""
 
-    render: RenderSettings | None = None
-    """Per-render choices (None = the defaults); part of the resume key."""
-    model: str | None = None
-    """Model folder (None = ``$POSEANYTHING_MODEL`` or the bundled default)."""
-    device: str = "auto"
+    render_options: dict | None = None
+    """``poseanything render`` options by their argparse names (``{"steps": 4, "model": path,
+    "overwrite": True}``); the others keep their defaults. Part of the resume key."""
     out_dir: Path | None = None
     """Videos go to ``out_dir/<shot folder name>/video.mp4`` instead of into the shot folders."""
-    overwrite: bool = False
     retries: int = 2
     ray: str | None = None
     """None: in this process, one shot after another. "auto" (the running cluster), "local" (a
     throwaway one-machine cluster on loopback) or a cluster address (``ray://head:10001``)."""
     gpus_per_shot: float = 0.0
     cpus_per_shot: float = 1.0
+    shared_fs: bool = True
+    """False: shot files go to Ray workers, and videos come back, through the object store."""
 
 
 @dataclass(frozen=True)
@@ -98,10 +102,10 @@ class ShotJob:
     shot_dir: str
     video: str
     key: str
-    render: RenderSettings
-    model: str | None
-    device: str
-    overwrite: bool
+    options: dict
+    """Every ``render`` option, as ``render_options`` completed with the defaults."""
+    shot_files: dict[str, bytes] | None = None
+    """The contract files' bytes, when workers cannot see ``shot_dir`` (no shared storage)."""
 
 
 @dataclass
@@ -170,25 +174,50 @@ def video_path(shot_dir: Path, out_dir: Path | None) -> Path:
     return folder / VIDEO_NAME
 
 
-def contract_files(shot_dir: Path) -> list[Path]:
-    """The files that define a shot (not videos or anything else kept in its folder)."""
+def read_contract(shot_dir: Path) -> dict[str, bytes]:
+    """The files that define a shot, by path inside the folder (not videos or anything else kept
+    there); missing ones are left out, for the renderer to name."""
     poses = sorted((shot_dir / POSES_DIR).glob("*.png")) if (shot_dir / POSES_DIR).is_dir() else []
-    return [shot_dir / name for name in CONTRACT_FILES] + poses
+    paths = [shot_dir / name for name in CONTRACT_FILES] + poses
+    return {
+        path.relative_to(shot_dir).as_posix(): path.read_bytes() for path in paths if path.is_file()
+    }
 
 
-def shot_key(shot_dir: Path, render: RenderSettings, model_dir: Path) -> str:
-    """Hash of the shot's contract files, the render settings and the model files.
+def render_defaults() -> dict:
+    """Every ``poseanything render`` option (how to render) with its default, by argparse name."""
+    from .cli import add_render_options
+
+    parser = argparse.ArgumentParser(add_help=False)
+    add_render_options(parser)
+    return vars(parser.parse_args([]))
+
+
+def complete_options(render_options: dict | None) -> dict:
+    """``render_options`` over the defaults; an unknown name is an error, not silently ignored."""
+    defaults = render_defaults()
+    unknown = sorted(set(render_options or {}) - set(defaults))
+    if unknown:
+        raise BatchError(
+            f"unknown render option(s) {', '.join(unknown)}; use names of `poseanything render` "
+            f"options with _ for -, e.g. {', '.join(sorted(defaults)[:4])}"
+        )
+    return {**defaults, **(render_options or {})}
+
+
+def shot_key(contract: dict[str, bytes], options: dict, model_dir: Path | None) -> str:
+    """Hash of the shot's contract files, the render options and the model files.
 
     The model enters by file name, size and modification time (hashing multi-GB weights for every
     shot would cost more than it saves); a touched model file re-renders, never wrongly skips.
     """
     digest = hashlib.sha256()
-    settings = {"key_version": KEY_VERSION, "render": dataclasses.asdict(render)}
-    digest.update(json.dumps(settings, sort_keys=True).encode())
-    for path in contract_files(shot_dir):
-        digest.update(str(path.relative_to(shot_dir)).encode() + b"\0")
-        digest.update(path.read_bytes() if path.is_file() else b"<missing>")
-    for path in sorted(model_dir.rglob("*")):
+    keyed = {name: value for name, value in options.items() if name not in UNKEYED_OPTIONS}
+    settings = {"key_version": KEY_VERSION, "render": keyed}
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    for name, data in sorted(contract.items()):
+        digest.update(f"{name}\0{len(data)}\0".encode() + data)
+    for path in sorted(model_dir.rglob("*")) if model_dir is not None else []:
         if path.is_file():
             stat = path.stat()
             name = path.relative_to(model_dir)
@@ -210,12 +239,14 @@ def read_done_key(video: Path) -> str | None:
 def plan_batch(
     shot_dirs: Sequence[str | Path], settings: BatchSettings
 ) -> tuple[list[ShotJob], list[ShotResult]]:
-    """Jobs to render, and the shots skipped because their marker holds the same key."""
-    from .pipeline import RenderSettings
+    """Jobs to render, and the shots already settled: skipped (their marker holds the same key)
+    or failed (a video from another render is there and ``overwrite`` is off)."""
+    from .video import OutputExistsError, check_output_free
     from .weights import resolve_model_dir
 
-    render = settings.render or RenderSettings()
-    model_dir = resolve_model_dir(settings.model)
+    options = complete_options(settings.render_options)
+    # The full model lives in the Hugging Face cache; its sources are options, so in the key.
+    model_dir = None if options.get("full") else resolve_model_dir(options["model"])
     folders = [Path(folder).expanduser().resolve() for folder in shot_dirs]
     if not folders:
         raise BatchError("no shot folders given; pass one or more SHOT_DIR")
@@ -227,24 +258,22 @@ def plan_batch(
             f"two shots would write the same video ({', '.join(clashes)}): shot folders given "
             "twice, or with the same name under --out-dir; rename one or drop --out-dir"
         )
-    jobs, skipped = [], []
+    jobs, finished = [], []
     for folder, video in zip(folders, videos, strict=True):
-        key = shot_key(folder, render, model_dir)
+        contract = read_contract(folder)
+        key = shot_key(contract, options, model_dir)
         if read_done_key(video) == key:
-            skipped.append(ShotResult(str(folder), "skipped", output=str(video)))
+            finished.append(ShotResult(str(folder), "skipped", output=str(video)))
+            continue
+        try:
+            check_output_free(video, options["overwrite"])
+        except OutputExistsError as error:
+            finished.append(ShotResult(str(folder), "failed", error=str(error)))
             continue
         jobs.append(
-            ShotJob(
-                str(folder),
-                str(video),
-                key,
-                render,
-                settings.model,
-                settings.device,
-                settings.overwrite,
-            )
+            ShotJob(str(folder), str(video), key, options, None if settings.shared_fs else contract)
         )
-    return jobs, skipped
+    return jobs, finished
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,21 +314,16 @@ def _render_video(job: ShotJob, events: _RenderEvents, cancel: CancelToken | Non
     from .cli import render
 
     args = argparse.Namespace(
+        **job.options,
         shot_dir=Path(job.shot_dir),
         out=Path(job.video),
         frames_dir=None,
-        overwrite=job.overwrite,
-        steps=job.render.steps,
-        guidance=job.render.subject_guidance,
-        camera_guidance=job.render.camera_guidance,
-        camera_anchor=job.render.camera_anchor,
-        seed=job.render.seed,
-        no_ptcm=not job.render.ptcm,
-        native_size=not job.render.upscale,
-        model=None if job.model is None else Path(job.model),
-        device=job.device,
+        progress="none",
     )
-    Path(job.video).parent.mkdir(parents=True, exist_ok=True)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
     render(args, events, cancel)
 
 
@@ -317,30 +341,115 @@ def write_done_marker(job: ShotJob, seconds: float) -> None:
     write_json_atomic(Path(job.video).with_name(DONE_MARKER), marker)
 
 
-def render_job(job: ShotJob, emit: EventFn, cancel: CancelToken | None = None) -> ShotResult:
-    """Render one shot and mark it done.
+def render_job(
+    job: ShotJob,
+    emit: EventFn,
+    cancel: CancelToken | None = None,
+    marker: bool = True,
+    shot: str | None = None,
+) -> ShotResult:
+    """Render one shot and (unless ``marker`` is off) mark it done.
 
     Bad input comes back as a failed result (a retry cannot fix it); any other error raises, so
-    the caller (or Ray) retries it. ``Cancelled`` raises too.
+    the caller (or Ray) retries it. ``Cancelled`` raises too. ``shot`` names the shot in events
+    and the result when ``job`` is a temporary copy (default: ``job.shot_dir``).
     """
     from .shot import ShotError
     from .video import OutputExistsError
     from .weights import ModelNotFoundError
 
-    emit({"event": "start", "shot": job.shot_dir, "pid": os.getpid(), "host": socket.gethostname()})
+    shot = shot or job.shot_dir
+    emit({"event": "start", "shot": shot, "pid": os.getpid(), "host": socket.gethostname()})
+    if cancel is not None:
+        cancel.check()
     started = time.perf_counter()
     try:
-        _render_video(job, _RenderEvents(job.shot_dir, emit), cancel)
+        _render_video(job, _RenderEvents(shot, emit), cancel)
     except (ShotError, ModelNotFoundError, OutputExistsError, ValueError) as error:
-        return ShotResult(job.shot_dir, "failed", time.perf_counter() - started, error=str(error))
+        return ShotResult(shot, "failed", time.perf_counter() - started, error=str(error))
     seconds = time.perf_counter() - started
-    write_done_marker(job, seconds)
-    return ShotResult(job.shot_dir, "done", seconds, job.video)
+    if marker:
+        write_done_marker(job, seconds)
+    return ShotResult(shot, "done", seconds, job.video)
 
 
-def _ray_render_task(job: ShotJob, queue) -> ShotResult:
-    """The Ray task: ``render_job`` with its events put on the driver's queue."""
-    return render_job(job, queue.put)
+def render_job_from_bytes(
+    job: ShotJob, emit: EventFn, cancel: CancelToken | None = None
+) -> tuple[ShotResult, dict[str, bytes] | None]:
+    """Render a shot sent as bytes in a temporary folder; the outputs come back as bytes.
+
+    For workers that cannot see the driver's files; the driver puts the outputs in place.
+    """
+    from .cli import ENGINE_JSON
+
+    name = Path(job.shot_dir).name
+    with tempfile.TemporaryDirectory(prefix="poseanything-batch-") as work:
+        shot_dir = Path(work) / "shot" / name
+        for relative, data in job.shot_files.items():
+            (shot_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+            (shot_dir / relative).write_bytes(data)
+        video = Path(work) / "out" / VIDEO_NAME
+        local = dataclasses.replace(job, shot_dir=str(shot_dir), video=str(video), shot_files=None)
+        result = render_job(local, emit, cancel, marker=False, shot=job.shot_dir)
+        if result.status != "done":
+            return result, None
+        report = json.loads((video.parent / ENGINE_JSON).read_text(encoding="utf-8"))
+        report["shot"] = job.shot_dir
+        files = {VIDEO_NAME: video.read_bytes(), ENGINE_JSON: json.dumps(report, indent=2).encode()}
+    result.output = job.video
+    return result, files
+
+
+def _ray_render_task(job: ShotJob, channel) -> tuple[ShotResult, dict[str, bytes] | None]:
+    """The Ray task: render with events put on the batch's channel, which also tells when the
+    batch was cancelled; outputs come back as bytes only when the shot came as bytes."""
+    import ray
+
+    from .sampling import Cancelled, CancelToken
+
+    cancel = CancelToken()
+
+    def emit(event: dict) -> None:
+        if ray.get(channel.put.remote(event)):
+            cancel.cancel()
+
+    try:
+        if job.shot_files is None:
+            return render_job(job, emit, cancel), None
+        return render_job_from_bytes(job, emit, cancel)
+    except Cancelled:
+        return ShotResult(job.shot_dir, "cancelled"), None
+
+
+def _place_bytes(path: Path, data: bytes, overwrite: bool) -> None:
+    """Write ``data`` to ``path`` under a temporary name, then move it in place; without
+    ``overwrite`` a file that appeared meanwhile is kept (FileExistsError)."""
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        if overwrite:
+            os.replace(temp, path)
+        else:
+            os.link(temp, path)
+    finally:
+        Path(temp).unlink(missing_ok=True)
+
+
+def deliver_outputs(job: ShotJob, result: ShotResult, files: dict[str, bytes]) -> ShotResult:
+    """Put a remote render's outputs in place (video last but one, marker last)."""
+    from .cli import ENGINE_JSON
+
+    folder = Path(job.video).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        _place_bytes(folder / VIDEO_NAME, files[VIDEO_NAME], job.options["overwrite"])
+    except FileExistsError:
+        message = f"{job.video} appeared during the render; pass --overwrite to replace it"
+        return ShotResult(job.shot_dir, "failed", result.seconds, error=message)
+    _place_bytes(folder / ENGINE_JSON, files[ENGINE_JSON], overwrite=True)
+    write_done_marker(job, result.seconds)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,33 +550,54 @@ def _ray_error_message(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+class _Channel:
+    """The batch's mailbox on the cluster (a Ray actor): workers put their events, and each put
+    answers whether the batch was cancelled, so a running shot stops at its next sampling step
+    instead of being interrupted wherever it is (say, halfway through writing its video)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+        self.cancelled = False
+
+    def put(self, event: dict) -> bool:
+        self.events.append(event)
+        return self.cancelled
+
+    def take(self) -> list[dict]:
+        events, self.events = self.events, []
+        return events
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
 def _run_ray(
     jobs: list[ShotJob], settings: BatchSettings, attempts: _Attempts, cancel: CancelToken
 ) -> list[ShotResult]:
-    """One Ray task a shot; progress events come back through a Ray queue actor."""
-    import ray
-    from ray.util.queue import Queue
+    """One Ray task a shot; events come back through a ``_Channel`` actor.
 
-    queue = Queue(actor_options={"num_cpus": 0})
+    On cancel, tasks not started yet are cancelled with ``ray.cancel``; running ones stop at
+    their next sampling step; any still running after ``CANCEL_GRACE_S`` are interrupted.
+    """
+    import ray
+
+    channel = ray.remote(num_cpus=0)(_Channel).remote()
     task = ray.remote(_ray_render_task).options(
         num_cpus=settings.cpus_per_shot,
         num_gpus=settings.gpus_per_shot,
         max_retries=settings.retries,
         retry_exceptions=True,
     )
-    submitted = {task.remote(job, queue): job for job in jobs}
+    submitted = {task.remote(job, channel): job for job in jobs}
     started = time.perf_counter()
     results: dict[str, ShotResult] = {}
-
-    def drain() -> None:
-        count = queue.size()
-        for event in queue.get_nowait_batch(count) if count else []:
-            attempts(event)
 
     def collect(ref) -> None:
         job = submitted[ref]
         try:
-            result = ray.get(ref)
+            result, files = ray.get(ref)
+            if files is not None:
+                result = deliver_outputs(job, result, files)
         except ray.exceptions.TaskCancelledError:
             result = ShotResult(job.shot_dir, "cancelled")
         except ray.exceptions.RayError as error:
@@ -475,25 +605,40 @@ def _run_ray(
             result = ShotResult(job.shot_dir, "failed", seconds, error=_ray_error_message(error))
         results[job.shot_dir] = attempts.finish(result)
 
-    pending = list(submitted)
-    try:
-        while pending:
-            if cancel.cancelled:
-                raise KeyboardInterrupt
-            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
-            drain()
+    def settle(refs: list, timeout: float | None = None) -> list:
+        """Collect ``refs`` as they finish, until all are in, ``timeout`` passed or (without a
+        timeout) the batch is cancelled; returns the unfinished ones."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while refs and (not cancel.cancelled if end is None else time.monotonic() < end):
+            ready, refs = ray.wait(refs, num_returns=len(refs), timeout=POLL_S)
+            for event in ray.get(channel.take.remote()):
+                attempts(event)
             for ref in ready:
                 collect(ref)
+        return refs
+
+    try:
+        pending = settle(list(submitted))
     except KeyboardInterrupt:
         cancel.cancel()
-        for ref in pending:
-            ray.cancel(ref)
-        ray.wait(pending, num_returns=len(pending), timeout=CANCEL_GRACE_S)
-        drain()
-        for ref in pending:
-            collect(ref)
+        pending = [ref for ref in submitted if submitted[ref].shot_dir not in results]
+    try:
+        if pending:
+            ray.get(channel.cancel.remote())
+            for ref in pending:
+                if submitted[ref].shot_dir not in attempts.counts:
+                    ray.cancel(ref)
+            pending = settle(pending, CANCEL_GRACE_S)
+            for ref in pending:
+                ray.cancel(ref)
+            pending = settle(pending, CANCEL_GRACE_S)
     finally:
-        queue.shutdown()
+        ray.kill(channel)
+    for ref in pending:
+        message = f"still running {2 * CANCEL_GRACE_S:.0f} s after the cancel; left behind"
+        results[submitted[ref].shot_dir] = attempts.finish(
+            ShotResult(submitted[ref].shot_dir, "cancelled", error=message)
+        )
     return [results[job.shot_dir] for job in jobs]
 
 
@@ -579,7 +724,9 @@ class BatchProgress:
 
 
 def add_batch_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``batch`` to the ``poseanything`` command's subparsers."""
+    """Add ``batch`` to the ``poseanything`` command's subparsers, with every render option."""
+    from .cli import add_render_options
+
     batch = commands.add_parser(
         "batch",
         help="render many shot folders, here or on a Ray cluster",
@@ -611,45 +758,29 @@ def add_batch_command(commands: argparse._SubParsersAction) -> argparse.Argument
     batch.add_argument(
         "--summary", type=Path, help="summary JSON (default: batch.json in --out-dir, else here)"
     )
+    batch.add_argument(
+        "--no-shared-fs",
+        action="store_true",
+        help="Ray workers cannot see the shot folders: send them, and get the videos back, "
+        "through Ray's object store (default: shared storage, paths)",
+    )
     batch.add_argument("--progress", choices=("bar", "json", "none"), default="bar")
-    render = batch.add_argument_group("render options (as for `poseanything render`)")
-    render.add_argument("--steps", type=int)
-    render.add_argument("--guidance", type=float)
-    render.add_argument("--camera-guidance", type=float)
-    render.add_argument("--camera-anchor", choices=("rectangle", "static"), default="rectangle")
-    render.add_argument("--seed", type=int)
-    render.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    render.add_argument("--no-ptcm", action="store_true")
-    render.add_argument("--model", type=Path)
-    render.add_argument("--native-size", action="store_true")
-    render.add_argument("--overwrite", action="store_true")
+    add_render_options(batch)
     batch.set_defaults(handler=batch_command)
     return batch
 
 
 def settings_from_args(args: argparse.Namespace) -> BatchSettings:
-    from .pipeline import RenderSettings
-
     if args.retries < 0:
         raise BatchError(f"--retries is {args.retries}; use 0 or more")
     return BatchSettings(
-        render=RenderSettings(
-            steps=args.steps,
-            subject_guidance=args.guidance,
-            camera_guidance=args.camera_guidance,
-            camera_anchor=args.camera_anchor,
-            seed=args.seed,
-            ptcm=not args.no_ptcm,
-            upscale=not args.native_size,
-        ),
-        model=None if args.model is None else str(args.model),
-        device=args.device,
+        render_options={name: getattr(args, name) for name in render_defaults()},
         out_dir=args.out_dir,
-        overwrite=args.overwrite,
         retries=args.retries,
         ray=args.ray,
         gpus_per_shot=args.gpus_per_shot,
         cpus_per_shot=args.cpus_per_shot,
+        shared_fs=not args.no_shared_fs,
     )
 
 

@@ -5,6 +5,7 @@ shut it down at the end of the module. A worker is killed with SIGKILL in the mi
 exactly as a crashed or preempted node would lose it.
 """
 
+import dataclasses
 import json
 import os
 import signal
@@ -18,7 +19,6 @@ from test_pipeline import tiny_pipeline
 from poseanything.engine import batch
 from poseanything.engine.batch import BatchError, BatchSettings, run_batch
 from poseanything.engine.cli import main
-from poseanything.engine.pipeline import RenderSettings
 from poseanything.engine.sampling import CancelToken
 from poseanything.engine.video import read_video
 
@@ -81,7 +81,7 @@ def test_local_batch_renders_each_shot_once_and_reports_a_broken_one(
     monkeypatch.chdir(tmp_path)
     shots = make_shots(tmp_path, [SHOT_FRAMES, SHOT_FRAMES])
     broken = make_broken_shot(tmp_path)
-    settings = BatchSettings(model=str(model_dir))
+    settings = BatchSettings(render_options={"model": model_dir})
     before = tree(tmp_path)
     events = []
     summary = run_batch([*shots, broken], settings, on_event=events.append)
@@ -106,17 +106,18 @@ def test_changed_shot_or_settings_render_again_but_never_replace_a_video_silentl
     tmp_path, model_dir
 ):
     (shot,) = make_shots(tmp_path, [SHOT_FRAMES])
-    run_batch([shot], BatchSettings(model=str(model_dir)))
+    run_batch([shot], BatchSettings(render_options={"model": model_dir}))
     video = shot / batch.VIDEO_NAME
     first = video.stat().st_mtime_ns
-    reseeded = BatchSettings(model=str(model_dir), render=RenderSettings(seed=7))
+    reseeded = BatchSettings(render_options={"model": model_dir, "seed": 7})
 
     refused = run_batch([shot], reseeded)
     assert statuses(refused) == {"shot0": "failed"}
     assert "--overwrite" in refused.results[0].error
     assert video.stat().st_mtime_ns == first
 
-    replaced = run_batch([shot], BatchSettings(**{**vars(reseeded), "overwrite": True}))
+    options = {"model": model_dir, "seed": 7, "overwrite": True}
+    replaced = run_batch([shot], BatchSettings(render_options=options))
     assert statuses(replaced) == {"shot0": "done"}
     assert video.stat().st_mtime_ns != first
     assert statuses(run_batch([shot], reseeded)) == {"shot0": "skipped"}
@@ -126,7 +127,7 @@ def test_out_dir_leaves_shot_folders_untouched(tmp_path, model_dir):
     shots = make_shots(tmp_path / "shots", [SHOT_FRAMES, SHOT_FRAMES])
     before = tree(tmp_path / "shots")
     out = tmp_path / "renders"
-    summary = run_batch(shots, BatchSettings(model=str(model_dir), out_dir=out))
+    summary = run_batch(shots, BatchSettings(render_options={"model": model_dir}, out_dir=out))
     assert statuses(summary) == {"shot0": "done", "shot1": "done"}
     assert tree(tmp_path / "shots") == before
     assert set(tree(out)) == {f"{shot.name}/{name}" for shot in shots for name in RENDERED}
@@ -145,7 +146,7 @@ def test_a_shot_that_keeps_failing_is_retried_then_reported(tmp_path, model_dir)
     (weights,) = (corrupt / "transformer").glob("*.safetensors")
     weights.write_bytes(b"not safetensors")
     (shot,) = make_shots(tmp_path / "shots", [SHOT_FRAMES])
-    summary = run_batch([shot], BatchSettings(model=str(corrupt), retries=1))
+    summary = run_batch([shot], BatchSettings(render_options={"model": corrupt}, retries=1))
     (result,) = summary.results
     assert (result.status, result.attempts) == ("failed", 2)
     assert result.error
@@ -161,7 +162,9 @@ def test_cancel_stops_the_shot_in_progress_and_starts_no_more(tmp_path, model_di
         if event["event"] == "progress":
             cancel.cancel()
 
-    summary = run_batch(shots, BatchSettings(model=str(model_dir)), cancel_at_first_step, cancel)
+    summary = run_batch(
+        shots, BatchSettings(render_options={"model": model_dir}), cancel_at_first_step, cancel
+    )
     assert statuses(summary) == {"shot0": "cancelled", "shot1": "cancelled"}
     assert summary.exit_code == batch.EXIT_CANCELLED
     assert tree(tmp_path) == before
@@ -169,12 +172,16 @@ def test_cancel_stops_the_shot_in_progress_and_starts_no_more(tmp_path, model_di
 
 def test_clashing_outputs_and_missing_ray_are_clear_errors(tmp_path, model_dir, monkeypatch):
     shots = [tmp_path / "a" / "shot", tmp_path / "b" / "shot"]
+    with pytest.raises(BatchError, match="unknown render option.*stepz"):
+        run_batch(shots, BatchSettings(render_options={"stepz": 3}))
     with pytest.raises(BatchError, match="same video"):
-        run_batch(shots, BatchSettings(model=str(model_dir), out_dir=tmp_path / "out"))
+        run_batch(
+            shots, BatchSettings(render_options={"model": model_dir}, out_dir=tmp_path / "out")
+        )
     (shot,) = make_shots(tmp_path, [SHOT_FRAMES])
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the ray extra were not installed
     with pytest.raises(BatchError, match=r"poseanything\[ray\]"):
-        run_batch([shot], BatchSettings(model=str(model_dir), ray="auto"))
+        run_batch([shot], BatchSettings(render_options={"model": model_dir}, ray="auto"))
 
 
 def test_command_line_prints_the_table_and_writes_the_summary_json(
@@ -207,16 +214,20 @@ def test_command_line_prints_the_table_and_writes_the_summary_json(
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
+    """A 2-CPU cluster on loopback; its workers' temporary folder (TMPDIR) is returned, to check
+    that the workers leave nothing there."""
     ray = pytest.importorskip("ray", reason="the optional ray extra is not installed")
     session_dir = tmp_path_factory.mktemp("ray")
+    worker_tmp = tmp_path_factory.mktemp("worker-tmp")
     ray.init(
         num_cpus=2,
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
         _temp_dir=str(session_dir),
         log_to_driver=False,
+        runtime_env={"env_vars": {"TMPDIR": str(worker_tmp)}},
     )
-    yield ray
+    yield worker_tmp
     ray.shutdown()
 
 
@@ -237,7 +248,7 @@ def test_ray_batch_survives_a_killed_worker_and_reports_a_broken_shot(
             killed.append(pids[victim])
             os.kill(pids[victim], signal.SIGKILL)
 
-    settings = BatchSettings(model=str(model_dir), ray="auto", retries=2)
+    settings = BatchSettings(render_options={"model": model_dir}, ray="auto", retries=2)
     before = tree(tmp_path)
     summary = run_batch([*shots, broken], settings, on_event=kill_the_first_attempt_mid_shot)
 
@@ -261,6 +272,32 @@ def test_ray_batch_survives_a_killed_worker_and_reports_a_broken_shot(
     again = run_batch([*shots, broken], settings)
     assert [statuses(again)[shot.name] for shot in shots] == ["skipped"] * 4
     assert tree(tmp_path) == rendered
+    assert not any(ray_cluster.iterdir())
+
+
+def test_ray_without_shared_storage_sends_shots_and_videos_as_bytes(
+    tmp_path, model_dir, ray_cluster
+):
+    shots = make_shots(tmp_path / "shots", [SHOT_FRAMES, SHOT_FRAMES])
+    broken = make_broken_shot(tmp_path / "shots")
+    before = tree(tmp_path / "shots")
+    out = tmp_path / "renders"
+    settings = BatchSettings(
+        render_options={"model": model_dir}, ray="auto", out_dir=out, shared_fs=False
+    )
+    summary = run_batch([*shots, broken], settings)
+
+    assert statuses(summary) == {"shot0": "done", "shot1": "done", "broken": "failed"}
+    assert "poses.npz" in summary.results[2].error
+    assert tree(tmp_path / "shots") == before
+    assert set(tree(out)) == {f"{shot.name}/{name}" for shot in shots for name in RENDERED}
+    for shot in shots:
+        assert_complete_video(shot, out / shot.name / batch.VIDEO_NAME)
+        engine = json.loads((out / shot.name / "engine.json").read_text())
+        assert engine["shot"] == str(shot)
+    assert not any(ray_cluster.iterdir())
+    shared = dataclasses.replace(settings, shared_fs=True)
+    assert [r.status for r in run_batch(shots, shared).results] == ["skipped", "skipped"]
 
 
 def test_ray_cancel_keeps_finished_videos_and_leaves_no_partial_files(
@@ -274,8 +311,9 @@ def test_ray_cancel_keeps_finished_videos_and_leaves_no_partial_files(
         if event["event"] == "done":
             cancel.cancel()
 
-    settings = BatchSettings(model=str(model_dir), ray="auto")
+    settings = BatchSettings(render_options={"model": model_dir}, ray="auto")
     summary = run_batch(shots, settings, cancel_after_the_first_video, cancel)
+    assert not any(ray_cluster.iterdir())
     assert summary.cancelled and summary.exit_code == batch.EXIT_CANCELLED
     result = statuses(summary)
     assert "cancelled" in result.values() and "done" in result.values()
