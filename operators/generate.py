@@ -37,6 +37,7 @@ def _start(operator: bpy.types.Operator, context: bpy.types.Context, all_shots: 
             folder,
             generate.engine_options(scene, preferences),
             failures + export_failures,
+            use_ray=all_shots,
         )
     except (generate.GenerateError, EngineSetupError) as error:
         operator.report({"ERROR"}, str(error))

@@ -66,6 +66,11 @@ def add_generate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="model folder (default: the bundled one)")
     parser.add_argument("--python", help="Python with torch to run the engine (default: this)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    parser.add_argument(
+        "--ray",
+        metavar="auto|local|ADDRESS",
+        help="with --all-shots: render the shots as tasks on this Ray cluster",
+    )
     parser.add_argument("--output-folder", type=Path, help="where shots and videos go")
     parser.add_argument(
         "--save", type=Path, metavar="OUT.blend", help="save the .blend with the new strips here"
@@ -247,6 +252,7 @@ def generate_in_loaded_file(args: argparse.Namespace) -> int:
         model=str(args.model.expanduser().absolute()) if args.model else defaults.model,
         device=args.device or defaults.device,
         steps=defaults.steps,
+        ray=args.ray or defaults.ray,
     )
     view_layer = scene.view_layers[0] if scene != bpy.context.scene else bpy.context.view_layer
     try:
@@ -262,7 +268,9 @@ def generate_in_loaded_file(args: argparse.Namespace) -> int:
             print(f"note: {note}")
         if not args.all_shots and export_failures:
             raise BadInput(export_failures[0].message)
-        generate.start_generate(scene, exported, folder, engine, failures + export_failures)
+        generate.start_generate(
+            scene, exported, folder, engine, failures + export_failures, use_ray=args.all_shots
+        )
     except (generate.GenerateError, EngineSetupError) as error:
         raise BadInput(str(error)) from error
     print(f"generating {len(exported)} shot(s) into {folder}", flush=True)

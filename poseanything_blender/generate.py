@@ -23,7 +23,16 @@ import bpy
 
 from ..engine.shot import Guidance
 from .armature import SkeletonOptions
-from .job import DONE, FAILED, EngineJob, EngineSetupError, RenderRequest, resolve_engine_python
+from .job import (
+    DONE,
+    FAILED,
+    BatchRequest,
+    EngineJob,
+    EngineSettings,
+    EngineSetupError,
+    RenderRequest,
+    resolve_engine_python,
+)
 from .sequencer import StripError, add_movie_strip
 from .shot_export import ExportError, ExportSettings, export_shot
 from .shots import ShotRange, batch_shots, pose_frames, scene_range
@@ -49,6 +58,9 @@ class EngineOptions:
     model: str | None = None
     device: str = "auto"
     steps: int | None = None
+    ray: str = ""
+    """A Ray cluster for "Generate all shots" (auto, local or an address); empty: one shot
+    after another on this machine."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,7 @@ def engine_options(scene: bpy.types.Scene, preferences=None) -> EngineOptions:
         model=bpy.path.abspath(preferences.model_folder) if preferences.model_folder else None,
         device=preferences.device.lower(),
         steps=steps,
+        ray=preferences.ray_address.strip(),
     )
 
 
@@ -204,12 +217,14 @@ def batch_tasks(
 
 @dataclass
 class GenerateJob:
-    """Shots of one scene, rendered one after another by engine child processes."""
+    """Shots of one scene, rendered one after another by engine child processes, or all at
+    once by one ``poseanything batch`` on a Ray cluster (``ray`` set)."""
 
     scene_uid: int
     shots_folder: Path
     tasks: list[ShotTask]
-    engine: EngineOptions
+    engine: EngineSettings
+    ray: str = ""
     export_failures: list[ShotOutcome] = field(default_factory=list)
     """Shots whose folder could not be written; reported with the rest at the end."""
     outcomes: list[ShotOutcome] = field(default_factory=list)
@@ -225,9 +240,14 @@ class GenerateJob:
 
     @property
     def fraction(self) -> float:
-        running = self.current.status.fraction if self.current is not None else 0.0
+        total = max(1, len(self.tasks) + len(self.export_failures))
         done = len(self.outcomes) + len(self.export_failures)
-        return (done + running) / max(1, len(self.tasks) + len(self.export_failures))
+        if self.current is None:
+            return done / total
+        if not self.ray:
+            return (done + self.current.status.fraction) / total
+        shots = self.current.status.shots
+        return (done + sum(_shot_fraction(shots.get(_shot_key(t))) for t in self.tasks)) / total
 
     def summary(self) -> str:
         """One line for the whole job: what was made, what failed and why."""
@@ -254,6 +274,21 @@ class GenerateJob:
 _JOBS: dict[int, GenerateJob] = {}
 
 
+def _shot_key(task: ShotTask) -> str:
+    """How ``poseanything batch`` names a shot in its events: the resolved folder path."""
+    return str(Path(task.export.out).resolve())
+
+
+def _shot_fraction(event: dict | None) -> float:
+    if event is None:
+        return 0.0
+    if event["event"] in ("done", "skipped", "failed", "cancelled"):
+        return 1.0
+    if event["event"] == "progress" and event.get("total"):
+        return event["step"] / event["total"]
+    return 0.0
+
+
 def _preview_path() -> Path:
     folder = Path(tempfile.gettempdir()) / f"poseanything-preview-{os.getpid()}"
     folder.mkdir(exist_ok=True)
@@ -274,19 +309,30 @@ def start_generate(
     folder: Path,
     engine: EngineOptions,
     export_failures: list[ShotOutcome] | None = None,
+    use_ray: bool = False,
 ) -> GenerateJob:
-    """Queue exported ``tasks`` as ``scene``'s job; the first starts at the next ``tick``."""
+    """Queue exported ``tasks`` as ``scene``'s job; it starts at the next ``tick``.
+
+    ``use_ray`` renders them on the Ray cluster of ``engine.ray``, if one is set.
+    """
     if job_for(scene) is not None:
         raise GenerateError(
             f"scene {scene.name!r} is already generating; wait for it or press Cancel"
         )
-    engine = EngineOptions(
+    settings = EngineSettings(
         python=resolve_engine_python(engine.python),
         model=engine.model,
         device=engine.device,
         steps=engine.steps,
     )
-    job = GenerateJob(scene.session_uid, folder, list(tasks), engine, list(export_failures or []))
+    job = GenerateJob(
+        scene.session_uid,
+        folder,
+        list(tasks),
+        settings,
+        engine.ray if use_ray else "",
+        list(export_failures or []),
+    )
     _JOBS[scene.session_uid] = job
     props = scene.poseanything
     props.job_progress = 0.0
@@ -337,20 +383,24 @@ def tick() -> float | None:
 def _advance(scene: bpy.types.Scene, job: GenerateJob) -> None:
     props = scene.poseanything
     if job.current is None and not job.cancelled and len(job.outcomes) < len(job.tasks):
-        _start_next(job)
-    if job.current is not None:
-        status = job.current.poll()
-        task = job.tasks[len(job.outcomes)]
-        if status.preview:
-            _show_preview(status.preview, job.preview_file)
-        props.job_progress = job.fraction
-        props.job_status = _status_text(job, task, status)
-        if status.finished:
-            _take_finished(scene, job, task)
+        (_start_ray_batch if job.ray else _start_next)(job)
+    if job.current is None:
+        return
+    status = job.current.poll()
+    if status.preview:
+        _show_preview(status.preview, job.preview_file)
+    props.job_progress = job.fraction
+    props.job_status = _status_text(job, status)
+    if status.finished:
+        (_ray_batch_finished if job.ray else _take_finished)(scene, job)
 
 
-def _status_text(job: GenerateJob, task: ShotTask, status) -> str:
+def _status_text(job: GenerateJob, status) -> str:
     total = len(job.tasks) + len(job.export_failures)
+    if job.ray:
+        settled = sum(_shot_fraction(status.shots.get(_shot_key(t))) == 1 for t in job.tasks)
+        return f"{settled + len(job.export_failures)}/{total} shots done on Ray ({job.ray})"
+    task = job.tasks[len(job.outcomes)]
     position = len(job.outcomes) + len(job.export_failures) + 1
     where = f"{task.name} ({position}/{total})" if total > 1 else ""
     if not status.total:
@@ -368,14 +418,7 @@ def _start_next(job: GenerateJob) -> None:
             ShotOutcome(task.name, False, f"cannot create a take in {task.export.out}: {error}")
         )
         return
-    request = RenderRequest(
-        shot_dir=task.export.out,
-        video=job.take.video,
-        python=job.engine.python,
-        model=job.engine.model,
-        device=job.engine.device,
-        steps=job.engine.steps,
-    )
+    request = RenderRequest(task.export.out, job.take.video, job.engine)
     try:
         job.current = EngineJob(request, job.take.log)
     except EngineSetupError as error:
@@ -383,7 +426,56 @@ def _start_next(job: GenerateJob) -> None:
         job.outcomes.append(ShotOutcome(task.name, False, str(error)))
 
 
-def _take_finished(scene: bpy.types.Scene, job: GenerateJob, task: ShotTask) -> None:
+def _start_ray_batch(job: GenerateJob) -> None:
+    """All shots as one ``poseanything batch --ray``; videos land in a private staging folder
+    and become takes when the batch ends."""
+    try:
+        job.shots_folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".ray-batch-", dir=job.shots_folder))
+    except OSError as error:
+        message = f"cannot write to {job.shots_folder} ({error.strerror}); choose another folder"
+        job.outcomes = [ShotOutcome(task.name, False, message) for task in job.tasks]
+        return
+    shot_dirs = tuple(Path(task.export.out) for task in job.tasks)
+    request = BatchRequest(shot_dirs, staging, job.ray, job.engine)
+    try:
+        job.current = EngineJob(request, staging / "engine.log")
+    except EngineSetupError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        job.outcomes = [ShotOutcome(task.name, False, str(error)) for task in job.tasks]
+
+
+def _ray_batch_finished(scene: bpy.types.Scene, job: GenerateJob) -> None:
+    """Each shot the batch rendered becomes a take and a strip; the others are reported."""
+    status, request = job.current.status, job.current.request
+    job.current = None
+    if not job.cancelled:
+        for task in job.tasks:
+            event = status.shots.get(_shot_key(task)) or {}
+            staged = request.out_dir / Path(task.export.out).name
+            if event.get("event") == "done":
+                job.outcomes.append(_import_staged_take(scene, task, staged))
+            else:
+                reason = event.get("error") or status.message or "the batch did not render it"
+                job.outcomes.append(ShotOutcome(task.name, False, reason))
+    if status.state == FAILED and str(request.out_dir) in status.message:
+        return  # a crash: the staging folder keeps the log the message names
+    shutil.rmtree(request.out_dir, ignore_errors=True)
+
+
+def _import_staged_take(scene: bpy.types.Scene, task: ShotTask, staged: Path) -> ShotOutcome:
+    take = new_take(task.export.out, task.name)
+    try:
+        os.replace(staged / "video.mp4", take.video)
+        os.replace(staged / "engine.json", take.folder / "engine.json")
+    except OSError as error:
+        discard_take(take)
+        return ShotOutcome(task.name, False, f"the batch's video is gone ({error}); generate again")
+    return _add_take_strip(scene, task, take)
+
+
+def _take_finished(scene: bpy.types.Scene, job: GenerateJob) -> None:
+    task = job.tasks[len(job.outcomes)]
     status, take = job.current.status, job.take
     job.current, job.take = None, None
     if job.cancelled or status.state not in (DONE, FAILED):
@@ -396,17 +488,21 @@ def _take_finished(scene: bpy.types.Scene, job: GenerateJob, task: ShotTask) -> 
         log = str(take.log) if kept_log else ""
         job.outcomes.append(ShotOutcome(task.name, False, status.message, log=log))
         return
+    job.outcomes.append(_add_take_strip(scene, task, take))
+
+
+def _add_take_strip(scene: bpy.types.Scene, task: ShotTask, take: Take) -> ShotOutcome:
+    """The finished take as a strip in its shot's scene, as one undo step."""
     target = bpy.data.scenes.get(task.export.scene) or scene
     try:
         strip = add_movie_strip(
             target, take.video, take.video.stem, task.frame_start, task.num_frames
         )
     except StripError as error:
-        job.outcomes.append(ShotOutcome(task.name, False, str(error)))
-        return
+        return ShotOutcome(task.name, False, str(error))
     take.log.unlink(missing_ok=True)
     _push_undo(f"PoseAnything: add {strip.name}")
-    job.outcomes.append(ShotOutcome(task.name, True, "", strip.name, str(take.video)))
+    return ShotOutcome(task.name, True, "", strip.name, str(take.video))
 
 
 def _push_undo(message: str) -> None:

@@ -2,7 +2,8 @@
 
 Blender's UI must not freeze for the minutes a video takes, and the engine needs torch, which
 Blender's own Python may not have, so the engine runs as ``python -m poseanything.engine.cli
-render ... --progress json`` in the Python chosen in the preferences. A reader thread turns its
+render ... --progress json`` (or ``batch ... --ray ADDRESS`` for many shots on a Ray cluster) in
+the Python chosen in the preferences. A reader thread turns its
 stdout into events on a queue and never touches bpy; the main thread drains the queue in
 ``EngineJob.poll()`` (called from a timer in Blender, directly in tests). stderr goes to a log
 file, whose path every failure message names.
@@ -67,33 +68,64 @@ def resolve_engine_python(chosen: str) -> str:
 
 
 @dataclass(frozen=True)
-class RenderRequest:
-    """One ``poseanything render`` run; None values mean "the shot's" or "the model's"."""
+class EngineSettings:
+    """How the engine renders; None values mean "the shot's" or "the model's"."""
 
-    shot_dir: Path
-    video: Path
     python: str
     model: str | None = None
     device: str = "auto"
     steps: int | None = None
-    subject_guidance: float | None = None
-    camera_guidance: float | None = None
-    seed: int | None = None
 
-    def argv(self) -> list[str]:
-        argv = [self.python, "-m", ENGINE_MODULE, "render", str(self.shot_dir)]
-        argv += ["--out", str(self.video), "--progress", "json", "--device", self.device]
-        options = {
-            "--model": self.model,
-            "--steps": self.steps,
-            "--guidance": self.subject_guidance,
-            "--camera-guidance": self.camera_guidance,
-            "--seed": self.seed,
-        }
-        for option, value in options.items():
+    def options(self) -> list[str]:
+        argv = ["--progress", "json", "--device", self.device]
+        for option, value in (("--model", self.model), ("--steps", self.steps)):
             if value is not None:
                 argv += [option, str(value)]
         return argv
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    """One ``poseanything render``: a shot folder into one video."""
+
+    shot_dir: Path
+    video: Path
+    engine: EngineSettings
+    ok_codes: tuple[int, ...] = (0,)
+
+    def argv(self) -> list[str]:
+        command = ["render", str(self.shot_dir), "--out", str(self.video)]
+        return [self.engine.python, "-m", ENGINE_MODULE, *command, *self.engine.options()]
+
+    def missing_output(self) -> str | None:
+        if self.video.is_file():
+            return None
+        return (
+            f"the engine finished but {self.video} is not there (moved or deleted while the job "
+            "ran?); generate again"
+        )
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One ``poseanything batch`` on a Ray cluster: videos go to ``out_dir/<shot>/video.mp4``.
+
+    Exit code 1 means some shots failed; their errors arrive as events, so it is no crash.
+    """
+
+    shot_dirs: tuple[Path, ...]
+    out_dir: Path
+    ray: str
+    engine: EngineSettings
+    ok_codes: tuple[int, ...] = (0, 1)
+
+    def argv(self) -> list[str]:
+        command = ["batch", *map(str, self.shot_dirs), "--ray", self.ray]
+        command += ["--out-dir", str(self.out_dir), "--summary", str(self.out_dir / "batch.json")]
+        return [self.engine.python, "-m", ENGINE_MODULE, *command, *self.engine.options()]
+
+    def missing_output(self) -> str | None:
+        return None
 
 
 def _environment() -> dict[str, str]:
@@ -120,7 +152,8 @@ class JobStatus:
     message: str = ""
     started: bool = False
     """The engine loaded the model and began sampling (its ``start`` event)."""
-    done_event: dict = field(default_factory=dict)
+    shots: dict[str, dict] = field(default_factory=dict)
+    """Batch runs: the latest event of each shot folder (resolved path)."""
 
     @property
     def fraction(self) -> float:
@@ -134,7 +167,7 @@ class JobStatus:
 class EngineJob:
     """A running ``poseanything render``; ``poll()`` applies what it said so far."""
 
-    def __init__(self, request: RenderRequest, log_path: Path) -> None:
+    def __init__(self, request: RenderRequest | BatchRequest, log_path: Path) -> None:
         self.request = request
         self.log_path = Path(log_path)
         self.status = JobStatus()
@@ -153,7 +186,7 @@ class EngineJob:
         except OSError as error:
             self._log.close()
             raise EngineSetupError(
-                f"cannot start the engine Python {request.python} ({error.strerror}); set "
+                f"cannot start the engine Python {request.engine.python} ({error.strerror}); set "
                 "'Engine Python' in the PoseAnything preferences"
             ) from error
         self._reader = threading.Thread(target=self._read_events, daemon=True)
@@ -209,6 +242,8 @@ class EngineJob:
     def _apply(self, event: dict) -> None:
         kind = event.get("event")
         status = self.status
+        if "shot" in event:
+            status.shots[str(event["shot"])] = event
         if kind == "start":
             status.started = True
         elif kind == "progress":
@@ -218,8 +253,6 @@ class EngineJob:
             status.window = int(event.get("window", 0))
             status.windows = int(event.get("windows", 0))
             status.preview = event.get("preview") or status.preview
-        elif kind == "done":
-            status.done_event = event
         elif kind == "error":
             status.message = self._error_message(event)
 
@@ -236,14 +269,10 @@ class EngineJob:
         status = self.status
         if self._cancel_at is not None:
             status.state, status.message = CANCELLED, "cancelled; no video was written"
-        elif returncode == 0 and self.request.video.is_file():
-            status.state = DONE
-        elif returncode == 0:
-            status.state = FAILED
-            status.message = (
-                f"the engine finished but {self.request.video} is not there (moved or deleted "
-                "while the job ran?); generate again"
-            )
+        elif returncode in self.request.ok_codes:
+            missing = self.request.missing_output()
+            status.state = FAILED if missing else DONE
+            status.message = missing or ""
         else:
             status.state = FAILED
             if not status.message:

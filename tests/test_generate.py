@@ -381,3 +381,30 @@ def test_installed_zip_generates_a_take(rig_blend, model_dir, tmp_path):
     name, start, duration, filepath = report["strip"]
     assert (name, start, duration) == ("Scene_take001", 1, FRAMES[1] - FRAMES[0] + 1)
     assert read_video(filepath)[0].shape[0] == duration
+
+
+def test_all_shots_on_a_local_ray_cluster_become_takes_and_strips(shot_file, model_dir, capsys):
+    """With a Ray address, Generate All Shots is one ``poseanything batch --ray`` child; its
+    videos become versioned takes and strips as the local path's do, the broken shot a report."""
+    import bpy
+
+    from poseanything.poseanything_blender.cli import blender_command
+
+    scene = bpy.context.scene
+    add_marker_shots(scene)
+    argv = ["generate", "--all-shots", "--ray", "local", "--model", str(model_dir)]
+    assert blender_command([*argv, "--steps", "1"]) == 1  # one shot failed
+    out = capsys.readouterr()
+    assert "failed: shot1:" in out.err and "camera" in out.err
+    made = strips(scene)
+    assert set(made) == {"shot0_take001", "shot2_take001"}
+    assert (
+        made["shot2_take001"].frame_final_start,
+        made["shot2_take001"].frame_final_duration,
+    ) == (
+        5,
+        2,
+    )
+    shots = shot_file.parent / "poseanything"
+    assert read_video(shots / "shot0" / "takes" / "take001" / "shot0_take001.mp4")[0].shape[0] == 2
+    assert not list(shots.glob(".ray-batch-*"))  # the staging folder is gone

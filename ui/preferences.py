@@ -32,6 +32,14 @@ class PoseAnythingPreferences(bpy.types.AddonPreferences):
         ),
         default="AUTO",
     )
+    ray_address: bpy.props.StringProperty(
+        name="Ray Cluster",
+        description=(
+            "Generate All Shots renders the shots as Ray tasks on this cluster: auto (the "
+            "running one), local (this machine) or an address like ray://head:10001; the shot "
+            "folders must be on storage every node sees. Empty: one shot after another here"
+        ),
+    )
     unsaved_output_folder: bpy.props.StringProperty(
         name="Folder for Unsaved Files",
         subtype="DIR_PATH",
@@ -55,6 +63,7 @@ class PoseAnythingPreferences(bpy.types.AddonPreferences):
             )
         layout.prop(self, "model_folder")
         layout.prop(self, "device")
+        layout.prop(self, "ray_address")
         layout.prop(self, "unsaved_output_folder")
 
 
