@@ -65,7 +65,7 @@ EVENT_INTERVAL_S = 0.25
 """Workers send at most this many progress events a second per shot (each is a remote call)."""
 POLL_S = 0.2
 CANCEL_GRACE_S = 30.0
-"""How long a running task gets to stop at a sampling step, and then to stop when interrupted."""
+"""How long a running task gets to stop at a sampling step, and then to die when killed."""
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 STATUSES = ("done", "skipped", "failed", "cancelled")
 
@@ -577,7 +577,7 @@ def _run_ray(
     """One Ray task a shot; events come back through a ``_Channel`` actor.
 
     On cancel, tasks not started yet are cancelled with ``ray.cancel``; running ones stop at
-    their next sampling step; any still running after ``CANCEL_GRACE_S`` are interrupted.
+    their next sampling step; any still running after ``CANCEL_GRACE_S`` are killed.
     """
     import ray
 
@@ -591,6 +591,7 @@ def _run_ray(
     submitted = {task.remote(job, channel): job for job in jobs}
     started = time.perf_counter()
     results: dict[str, ShotResult] = {}
+    stopped = (ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError)
 
     def collect(ref) -> None:
         job = submitted[ref]
@@ -598,11 +599,13 @@ def _run_ray(
             result, files = ray.get(ref)
             if files is not None:
                 result = deliver_outputs(job, result, files)
-        except ray.exceptions.TaskCancelledError:
-            result = ShotResult(job.shot_dir, "cancelled")
         except ray.exceptions.RayError as error:
-            seconds = time.perf_counter() - started
-            result = ShotResult(job.shot_dir, "failed", seconds, error=_ray_error_message(error))
+            if cancel.cancelled and isinstance(error, stopped):
+                result = ShotResult(job.shot_dir, "cancelled")
+            else:
+                seconds = time.perf_counter() - started
+                message = _ray_error_message(error)
+                result = ShotResult(job.shot_dir, "failed", seconds, error=message)
         results[job.shot_dir] = attempts.finish(result)
 
     def settle(refs: list, timeout: float | None = None) -> list:
@@ -625,12 +628,15 @@ def _run_ray(
     try:
         if pending:
             ray.get(channel.cancel.remote())
+            # force: a task interrupted mid-import would leave a broken torch in a worker that
+            # Ray reuses; a killed worker is replaced. A task that has not sent its start event
+            # has written nothing yet.
             for ref in pending:
                 if submitted[ref].shot_dir not in attempts.counts:
-                    ray.cancel(ref)
+                    ray.cancel(ref, force=True)
             pending = settle(pending, CANCEL_GRACE_S)
             for ref in pending:
-                ray.cancel(ref)
+                ray.cancel(ref, force=True)
             pending = settle(pending, CANCEL_GRACE_S)
     finally:
         ray.kill(channel)
