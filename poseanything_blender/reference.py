@@ -27,7 +27,7 @@ def _value_copy(owner: Any, attribute: str) -> Any:
 
 
 @contextmanager
-def _temporarily_set(changes: list[tuple[Any, str, Any]]) -> Iterator[None]:
+def temporarily_set(changes: list[tuple[Any, str, Any]]) -> Iterator[None]:
     """Set ``owner.attribute = value`` for each change, and restore the old values afterwards.
 
     All old values are read before anything is set, since some settings change others
@@ -48,6 +48,35 @@ def _temporarily_set(changes: list[tuple[Any, str, Any]]) -> Iterator[None]:
             setattr(owner, attribute, value)
 
 
+def png_render_settings(
+    scene: bpy.types.Scene, camera_obj: bpy.types.Object, filepath: str, color_mode: str
+) -> list[tuple[Any, str, Any]]:
+    """Changes for a plain 8-bit Workbench PNG of the camera's view, for ``temporarily_set``.
+
+    Whatever the user's scene renders (sequencer, compositing, stamps, a region, stereo,
+    transparency, a movie format), the image is the camera's view alone. ``media_type`` comes
+    before ``file_format`` because setting it picks a matching format.
+    """
+    render = scene.render
+    image = render.image_settings
+    return [
+        (scene, "camera", camera_obj),
+        (render, "engine", "BLENDER_WORKBENCH"),
+        (render, "filepath", filepath),
+        (render, "use_sequencer", False),
+        (render, "use_compositing", False),
+        (render, "use_stamp", False),
+        (render, "use_border", False),
+        (render, "use_multiview", False),
+        (render, "use_single_layer", True),
+        (render, "film_transparent", False),
+        (image, "media_type", "IMAGE"),
+        (image, "file_format", "PNG"),
+        (image, "color_mode", color_mode),
+        (image, "color_depth", "8"),
+    ]
+
+
 def render_reference(
     scene: bpy.types.Scene, camera_obj: bpy.types.Object, frame: int, filepath: str | Path
 ) -> Path:
@@ -58,29 +87,15 @@ def render_reference(
     regions, stereo and transparency are switched off for the render and restored after.
     """
     render = scene.render
-    image = render.image_settings
     changes = [
-        (scene, "camera", camera_obj),
-        (render, "engine", "BLENDER_WORKBENCH"),
-        (render, "filepath", str(filepath)),
+        *png_render_settings(scene, camera_obj, str(filepath), "RGB"),
         (render, "use_file_extension", False),
-        (render, "use_sequencer", False),
-        (render, "use_compositing", False),
-        (render, "use_stamp", False),
-        (render, "use_border", False),
-        (render, "use_multiview", False),
-        (render, "use_single_layer", True),
         (render, "use_freestyle", False),
-        (render, "film_transparent", False),
-        (image, "media_type", "IMAGE"),
-        (image, "file_format", "PNG"),
-        (image, "color_mode", "RGB"),
-        (image, "color_depth", "8"),
     ]
     frame_before = (scene.frame_current, scene.frame_subframe)
     images_before = set(bpy.data.images)
     try:
-        with _temporarily_set(changes):
+        with temporarily_set(changes):
             scene.frame_set(frame)
             bpy.ops.render.render(write_still=True, scene=scene.name)
     finally:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import bpy
 
-from ..reference import _temporarily_set
+from ..reference import png_render_settings, temporarily_set
 
 
 def _output_settings(
@@ -32,14 +32,12 @@ def _output_settings(
     color_mode: str,
 ) -> list[tuple[object, str, object]]:
     render = scene.render
-    image = render.image_settings
     view = scene.view_settings
     return [
-        (scene, "camera", camera_obj),
+        *png_render_settings(scene, camera_obj, f"{folder}/", color_mode),
         (scene, "frame_start", 1),
         (scene, "frame_end", frame_count),
         (scene, "frame_step", 1),
-        (render, "engine", "BLENDER_WORKBENCH"),
         (render, "resolution_x", size),
         (render, "resolution_y", size),
         (render, "resolution_percentage", 100),
@@ -47,23 +45,11 @@ def _output_settings(
         (render, "pixel_aspect_y", 1.0),
         (render, "fps", fps),
         (render, "fps_base", 1.0),
-        (render, "filepath", f"{folder}/"),
         (render, "use_file_extension", True),
         (render, "use_overwrite", True),
         (render, "use_placeholder", False),
-        (render, "use_sequencer", False),
-        (render, "use_compositing", False),
-        (render, "use_stamp", False),
-        (render, "use_border", False),
-        (render, "use_multiview", False),
-        (render, "use_single_layer", True),
-        (render, "film_transparent", False),
         (render, "dither_intensity", 0.0),  # dither noise would speckle the black of a mask
         (scene.display, "render_aa", "FXAA"),
-        (image, "media_type", "IMAGE"),
-        (image, "file_format", "PNG"),
-        (image, "color_mode", color_mode),
-        (image, "color_depth", "8"),
         (view, "view_transform", "Standard"),
         (view, "look", "None"),
         (view, "exposure", 0.0),
@@ -141,12 +127,12 @@ def render_clip(
     frames_dir, masks_dir = Path(frames_dir), Path(masks_dir)
     frame_before = (scene.frame_current, scene.frame_subframe)
     try:
-        with _temporarily_set(
+        with temporarily_set(
             _output_settings(scene, camera_obj, frame_count, size, fps, frames_dir, "RGB")
         ):
             frames = _render_animation(scene, frames_dir, frame_count)
         matte = _output_settings(scene, camera_obj, frame_count, size, fps, masks_dir, "BW")
-        with _temporarily_set(matte + _matte_settings(scene, set_objects)):
+        with temporarily_set(matte + _matte_settings(scene, set_objects)):
             masks = _render_animation(scene, masks_dir, frame_count)
     finally:
         scene.frame_set(frame_before[0], subframe=frame_before[1])
