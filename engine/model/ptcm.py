@@ -149,12 +149,16 @@ class PartCrossAttention(nn.Module):
         # Rows with no allowed key would softmax to NaN; let them see everything, then drop them.
         allowed = allowed | ~has_keys[..., None]
         shape = (batch, num_parts, self.num_heads)
+
+        def parts_as_batch(t: torch.Tensor) -> torch.Tensor:  # 4D for SDPA (and ONNX export)
+            return t.expand(*shape, *t.shape[-2:]).flatten(0, 1)
+
         out = F.scaled_dot_product_attention(
-            query.expand(*shape, *query.shape[-2:]),
-            key.expand(*shape, *key.shape[-2:]),
-            value.expand(*shape, *value.shape[-2:]),
-            attn_mask=allowed[:, :, None],
-        )  # (B, P, H, Lq, D)
+            parts_as_batch(query),
+            parts_as_batch(key),
+            parts_as_batch(value),
+            attn_mask=allowed.flatten(0, 1)[:, None],
+        ).unflatten(0, (batch, num_parts))  # (B, P, H, Lq, D)
         out = (out * has_keys[:, :, None, :, None].to(out.dtype)).sum(1)
         out = self.to_out(out.transpose(1, 2).flatten(2))
         out = out * has_keys.any(1)[..., None].to(out.dtype)
