@@ -19,7 +19,9 @@ def _start(operator: bpy.types.Operator, context: bpy.types.Context, all_shots: 
         operator.report({"ERROR"}, "A PoseAnything job is running in this scene; wait or Cancel")
         return {"CANCELLED"}
     preferences = generate.addon_preferences(context)
+    engine = generate.engine_options(scene, preferences)
     try:
+        generate.check_model(engine, use_ray=all_shots)
         if all_shots:
             tasks, failures, folder, warning = generate.batch_tasks(
                 scene, context.view_layer, preferences
@@ -35,7 +37,7 @@ def _start(operator: bpy.types.Operator, context: bpy.types.Context, all_shots: 
             scene,
             exported,
             folder,
-            generate.engine_options(scene, preferences),
+            engine,
             failures + export_failures,
             use_ray=all_shots,
         )

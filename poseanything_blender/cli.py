@@ -256,6 +256,7 @@ def generate_in_loaded_file(args: argparse.Namespace) -> int:
     )
     view_layer = scene.view_layers[0] if scene != bpy.context.scene else bpy.context.view_layer
     try:
+        generate.check_model(engine, use_ray=args.all_shots)
         if args.all_shots:
             tasks, failures, folder, warning = generate.batch_tasks(scene, view_layer, preferences)
         else:

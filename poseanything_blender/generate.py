@@ -22,6 +22,7 @@ from pathlib import Path
 import bpy
 
 from ..engine.shot import Guidance
+from ..engine.weights import ModelNotFoundError, resolve_model_dir
 from .armature import SkeletonOptions
 from .job import (
     DONE,
@@ -303,6 +304,17 @@ def running_jobs() -> list[GenerateJob]:
     return list(_JOBS.values())
 
 
+def check_model(engine: EngineOptions, use_ray: bool = False) -> None:
+    """Say at once, before any export, when there is no model to render with (a cluster's
+    workers have their own models, so a Ray batch is not checked here)."""
+    if use_ray and engine.ray:
+        return
+    try:
+        resolve_model_dir(engine.model)
+    except ModelNotFoundError as error:
+        raise GenerateError(str(error)) from error
+
+
 def start_generate(
     scene: bpy.types.Scene,
     tasks: list[ShotTask],
@@ -319,6 +331,7 @@ def start_generate(
         raise GenerateError(
             f"scene {scene.name!r} is already generating; wait for it or press Cancel"
         )
+    check_model(engine, use_ray)
     settings = EngineSettings(
         python=resolve_engine_python(engine.python),
         model=engine.model,

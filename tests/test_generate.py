@@ -224,11 +224,11 @@ def test_error_messages_say_what_to_do(shot_file, model_dir, tmp_path, monkeypat
         bpy.ops.poseanything.generate()
     settings.output_folder = "//poseanything/"
 
-    # A model folder without a model: the engine says how to get one; nothing is added.
+    # A model folder without a model: said at once, with how to get one; nothing starts.
     monkeypatch.setenv("POSEANYTHING_MODEL", str(tmp_path / "no_model"))
-    job = generate_and_wait()
-    assert not job.outcomes[0].ok and "was not found" in settings.job_message
-    assert "poseanything train" in settings.job_message and strips(scene) == {}
+    with pytest.raises(RuntimeError, match="was not found .*poseanything train"):
+        bpy.ops.poseanything.generate()
+    assert generate.job_for(scene) is None and strips(scene) == {}
 
     # A damaged model: the engine fails while loading; the message names the log, kept.
     broken = tmp_path / "broken_model"
