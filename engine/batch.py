@@ -2,8 +2,13 @@
 
 Ray is the scheduler (no home-made one): one task a shot, placed where its resources
 (``--gpus-per-shot``, ``--cpus-per-shot``) are free; a task whose worker died or that raised is
-re-run up to ``--retries`` times; Ctrl-C cancels the outstanding tasks. Ray is an optional extra:
-the default, in-process mode renders the shots one after another and needs no Ray.
+re-run up to ``--retries`` times. Ray is an optional extra: the default, in-process mode renders
+the shots one after another and needs no Ray.
+
+**Cancel** (Ctrl-C, SIGTERM, or the caller's cancel token): a running shot stops at its next
+sampling step (workers learn of the cancel from the answer to their progress events), so it never
+stops halfway through writing; tasks not started yet are cancelled with ``ray.cancel``. Finished
+videos stay; a cancelled shot leaves nothing behind.
 
 Shot folders travel as **paths on shared storage**: every worker must see a shot folder (and
 ``--out-dir``) under the same path as the driver, as on one machine or with NFS/SMB mounted at
@@ -15,7 +20,7 @@ in place (the model must then be installed on every worker, as the bundled one i
 
 **Resume**: a finished shot has a marker, ``batch-done.json``, beside its video, written
 atomically after the video and ``engine.json``. It holds a key: a hash of the shot folder's
-contract files, the render settings and the model's files. A re-run skips a shot whose marker
+contract files, the render options and the model's files. A re-run skips a shot whose marker
 holds the same key; an interrupted shot has no marker and renders again; a changed shot or setting
 renders again, replacing the old video only with ``--overwrite`` (the user's take is never lost
 silently).
@@ -55,8 +60,6 @@ if TYPE_CHECKING:
 VIDEO_NAME = "video.mp4"
 DONE_MARKER = "batch-done.json"
 SUMMARY_NAME = "batch.json"
-CONTRACT_FILES = ("shot.json", "poses.npz", "reference.png")
-POSES_DIR = "poses"
 KEY_VERSION = 1
 """Bump when the meaning of a rendered video changes for the same inputs (forces re-renders)."""
 UNKEYED_OPTIONS = frozenset({"device", "threads", "overwrite", "online"})
@@ -177,8 +180,10 @@ def video_path(shot_dir: Path, out_dir: Path | None) -> Path:
 def read_contract(shot_dir: Path) -> dict[str, bytes]:
     """The files that define a shot, by path inside the folder (not videos or anything else kept
     there); missing ones are left out, for the renderer to name."""
+    from .shot import POSES_DIR, POSES_NPZ, REFERENCE_PNG, SHOT_JSON
+
     poses = sorted((shot_dir / POSES_DIR).glob("*.png")) if (shot_dir / POSES_DIR).is_dir() else []
-    paths = [shot_dir / name for name in CONTRACT_FILES] + poses
+    paths = [shot_dir / name for name in (SHOT_JSON, POSES_NPZ, REFERENCE_PNG)] + poses
     return {
         path.relative_to(shot_dir).as_posix(): path.read_bytes() for path in paths if path.is_file()
     }
@@ -318,7 +323,6 @@ def _render_video(job: ShotJob, events: _RenderEvents, cancel: CancelToken | Non
         shot_dir=Path(job.shot_dir),
         out=Path(job.video),
         frames_dir=None,
-        progress="none",
     )
     if args.threads is not None:
         import torch
@@ -392,6 +396,7 @@ def render_job_from_bytes(
         local = dataclasses.replace(job, shot_dir=str(shot_dir), video=str(video), shot_files=None)
         result = render_job(local, emit, cancel, marker=False, shot=job.shot_dir)
         if result.status != "done":
+            result.error = result.error.replace(str(shot_dir), job.shot_dir)
             return result, None
         report = json.loads((video.parent / ENGINE_JSON).read_text(encoding="utf-8"))
         report["shot"] = job.shot_dir
@@ -437,7 +442,7 @@ def _place_bytes(path: Path, data: bytes, overwrite: bool) -> None:
 
 
 def deliver_outputs(job: ShotJob, result: ShotResult, files: dict[str, bytes]) -> ShotResult:
-    """Put a remote render's outputs in place (video last but one, marker last)."""
+    """Put a remote render's outputs in place: the video, engine.json, then the done marker."""
     from .cli import ENGINE_JSON
 
     folder = Path(job.video).parent

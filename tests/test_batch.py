@@ -288,7 +288,7 @@ def test_ray_without_shared_storage_sends_shots_and_videos_as_bytes(
     summary = run_batch([*shots, broken], settings)
 
     assert statuses(summary) == {"shot0": "done", "shot1": "done", "broken": "failed"}
-    assert "poses.npz" in summary.results[2].error
+    assert f"poses.npz: missing from {broken}" in summary.results[2].error
     assert tree(tmp_path / "shots") == before
     assert set(tree(out)) == {f"{shot.name}/{name}" for shot in shots for name in RENDERED}
     for shot in shots:
