@@ -2,8 +2,9 @@
 
 Memory plan (``benchmarks/memory_table.py`` turns it into numbers):
 - bf16 weights on CUDA (float32 only for the modulation tables and norms, as diffusers keeps Wan);
-- the umT5 encoder (5.7 B parameters, more than the transformer) is kept in host memory, moved to
-  the GPU for the one encode a prompt needs, and moved back; its embeddings are cached per prompt;
+- the umT5 encoder (5.7 B parameters, about as big as the transformer) is kept in host memory,
+  moved to the GPU for the one encode a prompt needs while the transformer waits in host memory,
+  and moved back; its embeddings are cached per prompt;
 - the VAE decodes in spatial tiles (diffusers' tiling), so decode memory depends on the tile, not
   on the frame size;
 - ``cpu_offload`` also keeps the VAE in host memory between its encodes and decodes, so the GPU
@@ -43,12 +44,14 @@ class OnDemandTextEncoder:
     """A text encoder kept in host memory, moved to ``device`` for each new prompt, cached.
 
     umT5-xxl is bigger than the transformer; it runs once per prompt, so it should not hold GPU
-    memory while sampling.
+    memory while sampling, and the ``evict`` modules (the transformer) wait in host memory while
+    it runs, so the two never share the GPU.
     """
 
-    def __init__(self, encoder, device: str | torch.device) -> None:
+    def __init__(self, encoder, device: str | torch.device, evict: tuple = ()) -> None:
         self.encoder = encoder
         self.device = torch.device(device)
+        self.evict = evict
         self._cache: dict[tuple[str, ...], torch.Tensor] = {}
         encoder.encoder.to("cpu")
 
@@ -59,6 +62,8 @@ class OnDemandTextEncoder:
     def encode(self, prompts: list[str]) -> torch.Tensor:
         key = tuple(prompts)
         if key not in self._cache:
+            for module in self.evict:
+                module.to("cpu")
             self.encoder.encoder.to(self.device)
             try:
                 with torch.inference_mode():
@@ -67,6 +72,8 @@ class OnDemandTextEncoder:
                 self.encoder.encoder.to("cpu")
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
+                for module in self.evict:
+                    module.to(self.device)
         return self._cache[key]
 
 
@@ -84,7 +91,12 @@ def load_full_pipeline(
     codec.vae.enable_tiling()
     model_id = "poseanything-wan2.2-ti2v-5b" if is_wan22_5b(model) else "poseanything-official"
     pipeline = PoseAnythingPipeline(
-        model, codec, OnDemandTextEncoder(text, device), config, model_id=model_id, device=device
+        model,
+        codec,
+        OnDemandTextEncoder(text, device, evict=(model,)),
+        config,
+        model_id=model_id,
+        device=device,
     )
     if cpu_offload:
         codec.offload(device)
