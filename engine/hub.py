@@ -288,8 +288,9 @@ def download(
 ) -> Inventory:
     """Fetch the missing files of the full model into the cache (network needed).
 
-    ``report(event, fields)`` gets ``plan`` (files, total bytes, bytes to fetch) before anything is
-    downloaded, then ``file`` per file; ``confirm(to_fetch, total)`` may refuse after the plan.
+    ``report(event, fields)`` gets ``plan`` (every file with its size and whether it is here, the
+    total and the bytes to fetch) before anything is downloaded, then ``file`` after each file;
+    ``confirm(to_fetch, total)`` may stop after the plan (to show the size and ask first).
     Folder sources are never written to: their missing files are reported as missing.
     """
     from huggingface_hub import HfApi, hf_hub_download
@@ -314,7 +315,19 @@ def download(
     total = sum(item.size for item in planned)
     to_fetch = [item for item in planned if not item.present]
     fetch_bytes = sum(item.size for item in to_fetch)
-    report("plan", {"files": len(planned), "total_bytes": total, "download_bytes": fetch_bytes})
+    items = [
+        {"file": f"{item.repo}/{item.filename}", "size": item.size, "present": item.present}
+        for item in planned
+    ]
+    report(
+        "plan",
+        {
+            "files": len(planned),
+            "total_bytes": total,
+            "download_bytes": fetch_bytes,
+            "items": items,
+        },
+    )
     if confirm is not None and not confirm(fetch_bytes, total):
         return inventory(sources)
     done = 0

@@ -126,6 +126,9 @@ def _sized(config, args: argparse.Namespace):
 
 def _stderr_reporter(event: str, fields: dict) -> None:
     if event == "plan":
+        for item in fields["items"]:
+            state = "here" if item["present"] else "to fetch"
+            print(f"  {format_size(item['size']):>10}  {state:<8} {item['file']}", file=sys.stderr)
         print(
             f"full model: {fields['files']} files, {format_size(fields['total_bytes'])} in all, "
             f"{format_size(fields['download_bytes'])} to download",
@@ -149,6 +152,11 @@ def add_models_command(commands) -> None:
     models.add_argument(
         "--download", action="store_true", help="fetch the missing files (network needed)"
     )
+    models.add_argument(
+        "--plan",
+        action="store_true",
+        help="list every file with its size from the hub and the total to fetch, fetch nothing",
+    )
     models.add_argument("--json", action="store_true", help="one JSON object on stdout")
     models.set_defaults(handler=models_command)
 
@@ -159,11 +167,11 @@ def models_command(args: argparse.Namespace) -> int:
 
     sources = sources_from_args(args)
     try:
-        if args.download:
+        if args.download or args.plan:
+            report = _stderr_reporter
             if args.json:
-                download(sources, report=lambda event, fields: _json_line(event, **fields))
-            else:
-                download(sources, report=_stderr_reporter)
+                report = lambda event, fields: _json_line(event, **fields)  # noqa: E731
+            download(sources, report, confirm=None if args.download else lambda *sizes: False)
         found = inventory(sources)
     except CheckpointError as error:
         print(str(error), file=sys.stderr)
