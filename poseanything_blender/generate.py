@@ -234,6 +234,11 @@ class GenerateJob:
     take: Take | None = None
     cancelled: bool = False
     preview_file: Path = field(default_factory=lambda: _preview_path())
+    """Where the engine's latest frame is copied; shown as ``preview_image()`` while running."""
+
+    def preview_image(self):
+        """The live preview's image data-block, once the engine sent a frame."""
+        return bpy.data.images.get(f"{PREVIEW_IMAGE} {self.scene_uid}")
 
     @property
     def finished(self) -> bool:
@@ -378,11 +383,7 @@ def tick() -> float | None:
     for uid, job in list(_JOBS.items()):
         scene = _scene(uid)
         if scene is None:  # the scene was deleted: stop its job quietly
-            job.cancelled = True
-            if job.current is not None:
-                job.current.cancel()
-                job.current.wait()
-                discard_take(job.take)
+            _abort(job)
             del _JOBS[uid]
             continue
         _advance(scene, job)
@@ -401,7 +402,7 @@ def _advance(scene: bpy.types.Scene, job: GenerateJob) -> None:
         return
     status = job.current.poll()
     if status.preview:
-        _show_preview(status.preview, job.preview_file)
+        _show_preview(job, status.preview)
     props.job_progress = job.fraction
     props.job_status = _status_text(job, status)
     if status.finished:
@@ -530,26 +531,44 @@ def _finish(scene: bpy.types.Scene, job: GenerateJob) -> None:
     props.job_status = ""
     props.job_message = job.summary()
     props.job_ok = not job.cancelled and all(o.ok for o in job.export_failures + job.outcomes)
+    _remove_preview(job)
     logs = [outcome.log for outcome in job.outcomes if outcome.log]
     props.job_log = logs[-1] if logs else ""
     print(f"PoseAnything: {props.job_message}")
 
 
-def _show_preview(engine_preview: str, copy: Path) -> None:
+def _show_preview(job: GenerateJob, engine_preview: str) -> None:
     """Show the engine's latest frame in the panel; a copy outlives the engine's file."""
     try:
-        shutil.copyfile(engine_preview, copy)
+        shutil.copyfile(engine_preview, job.preview_file)
     except OSError:
         return  # the engine replaced or removed it just now; the next event brings another
-    image = bpy.data.images.get(PREVIEW_IMAGE)
+    image = job.preview_image()
     if image is None:
-        image = bpy.data.images.load(str(copy), check_existing=False)
-        image.name = PREVIEW_IMAGE
+        image = bpy.data.images.load(str(job.preview_file), check_existing=False)
+        image.name = f"{PREVIEW_IMAGE} {job.scene_uid}"
     else:
-        image.filepath = str(copy)
         image.reload()
     if not bpy.app.background:
         image.preview_ensure().reload()
+
+
+def _abort(job: GenerateJob) -> None:
+    """Stop a job now, waiting for its engine to exit; it leaves no take, staging or preview."""
+    job.cancelled = True
+    if job.current is not None:
+        job.current.cancel()
+        job.current.wait()
+        (_ray_batch_finished if job.ray else _take_finished)(None, job)
+    _remove_preview(job)
+
+
+def _remove_preview(job: GenerateJob) -> None:
+    """The preview is the running job's; nothing of it stays in the file or on disk."""
+    image = job.preview_image()
+    if image is not None:
+        bpy.data.images.remove(image)
+    job.preview_file.unlink(missing_ok=True)
 
 
 def _redraw() -> None:
@@ -570,11 +589,7 @@ def _register_timer() -> None:
 def stop_all() -> None:
     """Cancel and forget every job (unregistering the extension or quitting)."""
     for job in _JOBS.values():
-        job.cancelled = True
-        if job.current is not None:
-            job.current.cancel()
-            job.current.wait()
-            discard_take(job.take)
+        _abort(job)
     _JOBS.clear()
     if bpy.app.timers.is_registered(tick):
         bpy.app.timers.unregister(tick)

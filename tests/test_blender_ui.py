@@ -34,7 +34,7 @@ def extension_state() -> dict:
     return {
         "types": sorted(name for name in dir(bpy.types) if "poseanything" in name.lower()),
         "scene_settings": hasattr(bpy.types.Scene, "poseanything"),
-        "status_bar": len(getattr(bpy.types.STATUSBAR_HT_header, "_dyn_ui_initialize")()),
+        "status_bar": len(bpy.types.STATUSBAR_HT_header._dyn_ui_initialize()),
         "load_post": len(bpy.app.handlers.load_post),
         "timer": bpy.app.timers.is_registered(generate.tick),
         "overlay": overlay.is_drawing(),

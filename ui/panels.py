@@ -46,8 +46,6 @@ class _MainPanel(_Sidebar):
     suffix = ""
 
     def draw(self, context: bpy.types.Context) -> None:
-        from ..poseanything_blender.generate import PREVIEW_IMAGE
-
         layout = self.layout
         settings = context.scene.poseanything
         job = _job(context.scene)
@@ -59,7 +57,7 @@ class _MainPanel(_Sidebar):
         else:
             layout.progress(factor=settings.job_progress, type="BAR", text=settings.job_status)
             layout.operator("poseanything.cancel", icon="CANCEL")
-            image = bpy.data.images.get(PREVIEW_IMAGE)
+            image = job.preview_image()
             if image is not None and image.preview is not None:
                 layout.template_icon(icon_value=image.preview.icon_id, scale=PREVIEW_SCALE)
         if job is None and settings.job_message:
