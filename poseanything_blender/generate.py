@@ -8,7 +8,12 @@ and headless runs call it directly (timers never fire in the bpy module).
 
 Jobs are kept per scene (one at a time) by the scene's ``session_uid``, so renaming a scene
 while it renders does not lose its job. A batch is one job with several shots, rendered one
-after another; a failing shot is reported and the next one goes on.
+after another (or, with a Ray cluster in the preferences, all at once by one ``poseanything
+batch --ray`` child); a failing shot is reported and the next one goes on.
+
+A take is never a half-written or overwritten file: each goes to a new numbered take folder
+(``takes.py``), the engine writes under a temporary name and renames, and a cancelled take's
+folder is removed.
 """
 
 from __future__ import annotations
@@ -298,15 +303,13 @@ def _shot_fraction(event: dict | None) -> float:
 def _preview_path() -> Path:
     folder = Path(tempfile.gettempdir()) / f"poseanything-preview-{os.getpid()}"
     folder.mkdir(exist_ok=True)
-    return Path(tempfile.mkstemp(suffix=".png", dir=folder)[1])
+    handle, path = tempfile.mkstemp(suffix=".png", dir=folder)
+    os.close(handle)
+    return Path(path)
 
 
 def job_for(scene: bpy.types.Scene) -> GenerateJob | None:
     return _JOBS.get(scene.session_uid)
-
-
-def running_jobs() -> list[GenerateJob]:
-    return list(_JOBS.values())
 
 
 def check_model(engine: EngineOptions, use_ray: bool = False) -> None:

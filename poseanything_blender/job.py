@@ -26,7 +26,7 @@ EXTENSION_ROOT = Path(__file__).resolve().parent.parent
 ENGINE_MODULE = "poseanything.engine.cli"
 CANCEL_GRACE_S = 10.0
 """After a cancel the engine gets this long to stop between two steps before it is killed."""
-EXIT_BAD_INPUT, EXIT_CANCELLED = 2, 130
+EXIT_BAD_INPUT = 2
 LOG_TAIL_LINES = 3
 
 RUNNING, CANCELLING, DONE, FAILED, CANCELLED = (
@@ -191,10 +191,6 @@ class EngineJob:
             ) from error
         self._reader = threading.Thread(target=self._read_events, daemon=True)
         self._reader.start()
-
-    @property
-    def pid(self) -> int:
-        return self._process.pid
 
     def _read_events(self) -> None:
         """Reader thread: stdout lines to the queue; no bpy, no shared state but the queue."""
