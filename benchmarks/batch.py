@@ -5,8 +5,9 @@ Prints the wall times and their ratios (serial / Ray; above 1 means Ray pays) fr
   (every core) and again with one thread, as each Ray task gets (``OMP_NUM_THREADS=1``): on a
   busy machine, torch's threads contend for the cores, so the two differ a lot;
 - Ray: a fresh one-machine cluster on loopback with ``--cpus`` CPUs, one task a shot (one CPU
-  each), so shots render side by side; the time includes the workers' start-up (importing torch,
-  loading the model), which a long-lived cluster pays once; cluster start is printed apart.
+  each), so shots render side by side; run twice: first on new workers (their start-up, mostly
+  importing torch, is in the time), then again on the started workers, as a long-lived cluster
+  runs; cluster start is printed apart.
 
 Uses the bundled default model when it is there, else a randomly initialised model of the same
 configuration saved to a temporary folder (speed does not depend on the weights' values). Shots
@@ -108,17 +109,22 @@ def main() -> None:
         )
         print(f"local Ray cluster start ({args.cpus} CPUs): {time.perf_counter() - started:.1f} s")
         try:
-            on_ray = timed_batch(
-                shots,
-                BatchSettings(render_options=options, out_dir=scratch / "ray-out", ray="auto"),
+            cold, warm = (
+                timed_batch(
+                    shots,
+                    BatchSettings(render_options=options, out_dir=scratch / name, ray="auto"),
+                )
+                for name in ("ray-cold", "ray-warm")
             )
         finally:
             ray.shutdown()
-        print(f"Ray ({args.cpus} CPUs, one task a shot, 1 CPU each): {on_ray:.1f} s")
-        print(
-            f"serial / Ray: {serial / on_ray:.2f} ({threads} threads), "
-            f"{serial_one_thread / on_ray:.2f} (1 thread)"
-        )
+        print(f"Ray ({args.cpus} CPUs, one task a shot, 1 CPU each), new workers: {cold:.1f} s")
+        print(f"Ray, the same batch again on the started workers: {warm:.1f} s")
+        for name, on_ray in (("new workers", cold), ("started workers", warm)):
+            print(
+                f"serial / Ray ({name}): {serial / on_ray:.2f} ({threads} threads), "
+                f"{serial_one_thread / on_ray:.2f} (1 thread)"
+            )
 
 
 if __name__ == "__main__":
