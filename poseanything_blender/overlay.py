@@ -68,7 +68,7 @@ def _draw() -> None:
     shader.uniform_float("lineWidth", LINE_WIDTH)
     batch_for_shader(shader, "LINES", {"pos": lines, "color": colors}).draw(shader)
     points = gpu.shader.from_builtin("POINT_UNIFORM_COLOR")
-    gpu.state.point_size_set(POINT_SIZE)
+    points.uniform_float("size", POINT_SIZE)
     points.uniform_float("color", (1.0, 1.0, 1.0, 1.0))
     batch_for_shader(points, "POINTS", {"pos": joints}).draw(points)
     gpu.state.blend_set("NONE")
