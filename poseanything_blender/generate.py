@@ -301,7 +301,7 @@ def _shot_fraction(event: dict | None) -> float:
 
 
 def _preview_path() -> Path:
-    folder = Path(tempfile.gettempdir()) / f"poseanything-preview-{os.getpid()}"
+    folder = Path(tempfile.gettempdir()) / "poseanything-preview"
     folder.mkdir(exist_ok=True)
     handle, path = tempfile.mkstemp(suffix=".png", dir=folder)
     os.close(handle)
