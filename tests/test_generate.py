@@ -326,7 +326,22 @@ scene.poseanything.steps = 2
 result = bpy.ops.poseanything.generate()
 job = generate.wait(scene, poll_s=0.05)
 strip = scene.sequence_editor.strips[0]
+
+
+def registered():
+    return sorted(name for name in dir(bpy.types) if "poseanything" in name.lower())
+
+
+enabled = registered()
+cycles = []
+for _ in range(2):
+    bpy.ops.preferences.addon_disable(module="bl_ext.user_default.poseanything")
+    cycles.append([registered(), hasattr(bpy.types.Scene, "poseanything")])
+    bpy.ops.preferences.addon_enable(module="bl_ext.user_default.poseanything")
+    cycles.append([registered(), hasattr(bpy.types.Scene, "poseanything")])
 print("REPORT " + json.dumps({
+    "enabled_types": enabled,
+    "cycles": cycles,
     "operator": sorted(result),
     "message": scene.poseanything.job_message,
     "strip": [strip.name, strip.frame_final_start, strip.frame_final_duration, strip.filepath],
@@ -372,6 +387,9 @@ def test_installed_zip_generates_a_take(rig_blend, model_dir, tmp_path):
     line = next(line for line in completed.stdout.splitlines() if line.startswith("REPORT"))
     report = json.loads(line.removeprefix("REPORT "))
     assert report["operator"] == ["FINISHED"], report
+    enabled = report["enabled_types"]
+    assert "POSEANYTHING_OT_generate" in enabled and "SEQUENCER_PT_poseanything" in enabled
+    assert report["cycles"] == [[[], False], [enabled, True]] * 2  # disable/enable, no leaks
     assert Path(report["engine_module"]).is_relative_to(resources)
     name, start, duration, filepath = report["strip"]
     assert (name, start, duration) == ("Scene_take001", 1, FRAMES[1] - FRAMES[0] + 1)
