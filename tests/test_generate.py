@@ -231,11 +231,12 @@ def test_error_messages_say_what_to_do(shot_file, model_dir, tmp_path, monkeypat
     for weights in broken.rglob("*.safetensors"):
         weights.write_bytes(b"not safetensors")
     monkeypatch.setenv("POSEANYTHING_MODEL", str(broken))
+    before = scene_fingerprint(scene)
     job = generate_and_wait()
     assert not job.outcomes[0].ok
     assert "while loading the model" in settings.job_message
     assert Path(settings.job_log).is_file() and settings.job_log in settings.job_message
-    assert strips(scene) == {}
+    assert strips(scene) == {} and scene_fingerprint(scene) == before
 
     # No armature anywhere: say how to pick one.
     for obj in [o for o in scene.objects if o.type == "ARMATURE"]:
