@@ -126,6 +126,11 @@ class PipelineConfig:
     """None: the flow starts from pure noise (as Wan). A number s: it starts from the reference
     latent repeated over the window plus s x noise, for a model trained that way (a small model
     then only learns the change from the reference)."""
+    reference_detail: float | None = None
+    """None: frames are the codec's decode. A number tau: the reference frame's detail that the
+    codec loses (reference pixels minus their decode) is added back wherever a frame's latent
+    is close to the reference's, with weight exp(-d / tau), d the per-cell mean squared latent
+    difference; a small lossy codec otherwise blurs what did not even move."""
 
     @classmethod
     def from_dict(cls, data: dict) -> PipelineConfig:
@@ -153,6 +158,9 @@ class RenderSettings:
     upscale: bool = True
     """Resize the result to the shot's size (else keep the model's working size)."""
     overlap: int = DEFAULT_OVERLAP
+    blank_pose: bool = False
+    """Blank skeleton images in every frame (the model's no-pose input, trained as condition
+    dropout): the no-pose baseline of ``poseanything eval``."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +230,7 @@ class RenderPlan:
                 "ptcm": self.ptcm,
                 "upscale": self.settings.upscale,
                 "overlap": self.settings.overlap,
+                "blank_pose": self.settings.blank_pose,
             },
             "seed": self.seed,
             "anchors": list(self.anchors),
@@ -497,6 +506,8 @@ class PoseAnythingPipeline:
         text = self.text_encoder.encode([shot.prompt]).to(self.device)
         num_frames = shot.num_frames
         pose_set = None if shot.pose_frames is None else set(shot.pose_frames)
+        if plan.settings.blank_pose:
+            pose_set = set()
 
         video = np.zeros((num_frames, plan.height, plan.width, 3), dtype=np.float32)
         reference_frame = fit_image(reference, plan.width, plan.height)
@@ -547,7 +558,10 @@ class PoseAnythingPipeline:
             )
             if correspondence is not None:
                 correspondences.append(correspondence.cpu().tolist())
-            generated = self._decode(latents)[: min(plan.length, num_frames - start)]
+            generated = self._decode(latents)
+            if self.config.reference_detail is not None:
+                generated = self._restore_detail(generated, latents, reference_frame)
+            generated = generated[: min(plan.length, num_frames - start)]
             stitch_window(video, generated, start, done)
             done = start + len(generated)
             if index + 1 < len(plan.starts):
@@ -557,6 +571,25 @@ class PoseAnythingPipeline:
         if plan.settings.upscale:
             frames_out = upscale_frames(frames_out, shot.width, shot.height)
         return RenderResult(frames_out, plan.report(self.config.shift, num_frames, correspondences))
+
+    def _restore_detail(
+        self, generated: np.ndarray, latents: torch.Tensor, reference: np.ndarray
+    ) -> np.ndarray:
+        """Add back the reference's lost detail where the latents did not change (see
+        ``PipelineConfig.reference_detail``); frame 0 becomes the reference exactly."""
+        if self.codec.temporal_factor != 1:
+            raise ValueError("reference_detail needs a codec that codes frames one by one")
+        change = (latents[0] - latents[0, :, :1]).float().pow(2).mean(0)  # (T,h,w)
+        weight = torch.exp(-change / self.config.reference_detail)[:, None]
+        weight = (
+            torch.nn.functional.interpolate(
+                weight, size=generated.shape[1:3], mode="bilinear", align_corners=False
+            )[:, 0, :, :, None]
+            .cpu()
+            .numpy()
+        )
+        detail = reference.astype(np.float32) - generated[0]
+        return np.clip(generated + weight * detail, 0.0, 255.0)
 
     def _flow_start(self, reference_latent, pose_latents, seed: int) -> torch.Tensor:
         """The window's latents at sigma = 1: seeded noise, or the reference plus noise."""

@@ -68,6 +68,11 @@ TINY_CONFIG: Mapping = MappingProxyType(
     )
 )
 
+PREDICTIONS = ("velocity", "reference_delta")
+"""What the output layer predicts: the flow velocity (Wan, the official weights), or the clean
+video's change from the reference frame, turned into a velocity inside ``forward`` (the default
+model: a small network that outputs zero reproduces the reference instead of noise)."""
+
 # Wan2.2-TI2V-5B, the backbone of the official PoseAnything weights.
 WAN22_TI2V_5B_CONFIG: Mapping = MappingProxyType(
     dict(
@@ -102,6 +107,18 @@ def rotary_tables(
         rope = WanRotaryPosEmbed(attention_head_dim, patch_size, max_seq_len)
     cos, sin = rope(torch.empty(latent_shape, device="meta"))
     return cos.to(device, torch.float32), sin.to(device, torch.float32)
+
+
+def _per_frame(timestep, batch: int, frames: int, device) -> torch.Tensor:
+    """Timesteps as (B, T): a (B,) tensor is broadcast over the latent frames."""
+    timestep = torch.as_tensor(timestep, device=device)
+    if timestep.ndim == 1:
+        timestep = timestep[:, None].expand(-1, frames)
+    if timestep.shape != (batch, frames):
+        raise ValueError(
+            f"timestep must be (B,) or (B, T) = ({batch}, {frames}), got {tuple(timestep.shape)}"
+        )
+    return timestep
 
 
 def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -214,8 +231,11 @@ class PoseAnythingTransformer(SafetensorsModel, ConfigMixin):
         rope_max_seq_len: int = 1024,
         ptcm: bool = True,
         capture_block: int | None = None,
+        prediction: str = "velocity",
     ):
         super().__init__()
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction {prediction!r} is not one of {', '.join(PREDICTIONS)}")
         patch_size = tuple(patch_size)
         if patch_size[0] != 1:
             raise ValueError(
@@ -270,14 +290,7 @@ class PoseAnythingTransformer(SafetensorsModel, ConfigMixin):
             )
         if text_embeds.shape[0] != batch:
             raise ValueError(f"text_embeds batch {text_embeds.shape[0]} != latents batch {batch}")
-        timestep = torch.as_tensor(timestep, device=latents.device)
-        if timestep.ndim == 1:
-            timestep = timestep[:, None].expand(-1, frames)
-        if timestep.shape != (batch, frames):
-            raise ValueError(
-                f"timestep must be (B,) or (B, T) = ({batch}, {frames}), "
-                f"got {tuple(timestep.shape)}"
-            )
+        timestep = _per_frame(timestep, batch, frames, latents.device)
         dtype = self.patch_embedding.weight.dtype
         x = torch.cat([latents, pose_latents], dim=1).to(dtype)
         config = self.config
@@ -344,7 +357,21 @@ class PoseAnythingTransformer(SafetensorsModel, ConfigMixin):
         out = out.permute(0, 6, 1, 2, 4, 3, 5).reshape(
             batch, -1, frames, grid_h * patch_h, grid_w * patch_w
         )
+        if self.config.prediction == "reference_delta":
+            out = self._velocity_from_delta(latents, out.float(), timestep)
         return out.to(latents.dtype)
+
+    @staticmethod
+    def _velocity_from_delta(latents, delta, timestep) -> torch.Tensor:
+        """Velocity of the straight flow ``x_t = x0 + sigma * (source - x0)`` whose clean end
+        ``x0`` is the reference (latent frame 0) plus ``delta``: ``(x_t - x0) / sigma``.
+        Frames at timestep 0 (the clean reference) do not move."""
+        batch, _, frames = latents.shape[:3]
+        sigma = _per_frame(timestep, batch, frames, latents.device).float() / 1000.0
+        sigma = sigma[:, None, :, None, None]
+        clean = latents[:, :, :1].float() + delta
+        velocity = (latents.float() - clean) / sigma.clamp(min=1e-3)
+        return torch.where(sigma > 0, velocity, torch.zeros_like(velocity))
 
     @torch.no_grad()
     def part_affinity(

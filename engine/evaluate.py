@@ -1,0 +1,219 @@
+"""``poseanything eval``: the default model on held-out clips, against ground truth and baselines.
+
+Each clip is a folder made by the add-on's synthetic renderer (``make-eval-clips``: Blender's
+Rigify metarigs, never seen in training): a shot folder plus ``frames/`` (ground truth) and
+``masks/`` (subject coverage). Every row of the table renders every clip with the same seed at
+the model's working size and compares frames 1.. (frame 0 is the given reference):
+
+- full model (the shot as exported, guidance 1.0, PTCM on);
+- baselines: the reference frame repeated; the same model with the skeleton blanked (no pose);
+- ablations: PTCM off; sparse poses (every 4th frame, first and last only); subject guidance
+  1.2 / 1.5 / 2.0.
+
+Columns: PSNR, SSIM, L1 (the paper's metrics) and subject-region PSNR (inside the union of the
+ground-truth and reference masks). A contact sheet per clip (rows: ground truth, full model,
+no pose, repeated reference; columns: frames) is written beside the report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .metrics import video_metrics
+from .pipeline import PoseAnythingPipeline, RenderSettings, fit_image
+from .shot import Shot, read_reference, read_shot
+
+FULL, REPEAT, NO_POSE = "full model", "repeated reference", "no pose"
+SHEET_ROWS = (FULL, NO_POSE, REPEAT)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: how to render (settings, shot change), or a model-free baseline."""
+
+    name: str
+    settings: RenderSettings = RenderSettings(upscale=False)
+    pose_frames: Callable[[int], tuple[int, ...]] | None = None
+    baseline: bool = False
+
+
+def _every_fourth(frames: int) -> tuple[int, ...]:
+    return tuple(range(0, frames, 4))
+
+
+def _first_and_last(frames: int) -> tuple[int, ...]:
+    return (0, frames - 1)
+
+
+def table_rows(ablations: bool = True) -> list[Row]:
+    """The rows ``eval`` runs: the full model and both baselines, then the ablations."""
+    base = RenderSettings(upscale=False)
+    rows = [
+        Row(FULL, base),
+        Row(REPEAT, baseline=True),
+        Row(NO_POSE, replace(base, blank_pose=True)),
+    ]
+    if ablations:
+        rows += [
+            Row("PTCM off", replace(base, ptcm=False)),
+            Row("sparse poses: every 4th", base, _every_fourth),
+            Row("sparse poses: first and last", base, _first_and_last),
+        ]
+        rows += [Row(f"guidance {g}", replace(base, subject_guidance=g)) for g in (1.2, 1.5, 2.0)]
+    return rows
+
+
+@dataclass(frozen=True)
+class EvalClip:
+    """A held-out clip at the model's working size."""
+
+    name: str
+    shot: Shot
+    reference: np.ndarray
+    frames: np.ndarray  # (F,h,w,3) uint8 ground truth
+    subject: np.ndarray  # (F,h,w) bool: ground-truth mask OR reference mask
+
+
+def _read_png(path: Path, mode: str) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert(mode))
+
+
+def load_clip(folder: Path, width: int, height: int) -> EvalClip:
+    """Read a clip folder and bring its frames and masks to the model's working size."""
+    from PIL import Image
+
+    shot = read_shot(folder)
+    count = shot.num_frames
+    paths = [folder / "frames" / f"{i:04d}.png" for i in range(1, count + 1)]
+    mask_paths = [folder / "masks" / f"{i:04d}.png" for i in range(1, count + 1)]
+    missing = [str(p) for p in paths + mask_paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{folder} is not an evaluation clip: {missing[0]} is missing; make clips with "
+            "`poseanything-blender make-eval-clips --out DIR`"
+        )
+    frames = np.stack([fit_image(_read_png(p, "RGB"), width, height) for p in paths])
+    masks = np.stack(
+        [
+            np.asarray(
+                Image.fromarray(_read_png(p, "L")).resize((width, height), Image.Resampling.BOX)
+            )
+            >= 128
+            for p in mask_paths
+        ]
+    )
+    return EvalClip(folder.name, shot, read_reference(folder), frames, masks | masks[:1])
+
+
+def render_row(pipeline: PoseAnythingPipeline, clip: EvalClip, row: Row) -> np.ndarray:
+    """The (F,h,w,3) uint8 video of ``row`` for ``clip``."""
+    if row.baseline:
+        return np.repeat(clip.frames[:1], len(clip.frames), axis=0)
+    shot = clip.shot
+    if row.pose_frames is not None:
+        shot = replace(shot, pose_frames=row.pose_frames(shot.num_frames))
+    return pipeline.render(shot, clip.reference, row.settings).frames
+
+
+def contact_sheet(path: Path, videos: dict[str, np.ndarray], ground_truth: np.ndarray) -> None:
+    """Rows: ground truth, then ``videos`` in order; columns: frames; labels on the left."""
+    from PIL import Image, ImageDraw
+
+    rows = [("ground truth", ground_truth), *videos.items()]
+    frames, height, width = ground_truth.shape[:3]
+    label = 110
+    sheet = Image.new("RGB", (label + frames * width, len(rows) * height), "white")
+    draw = ImageDraw.Draw(sheet)
+    for index, (name, video) in enumerate(rows):
+        strip = np.concatenate(list(video), axis=1)
+        sheet.paste(Image.fromarray(strip), (label, index * height))
+        draw.text((4, index * height + height // 2 - 6), name, fill="black")
+    sheet.save(path)
+
+
+def format_table(results: dict[str, list[dict[str, float]]]) -> str:
+    """Markdown table of the metrics averaged over clips, one line per row."""
+    lines = [
+        "| row | PSNR (dB) | SSIM | L1 | subject PSNR (dB) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, per_clip in results.items():
+        mean = {key: float(np.mean([m[key] for m in per_clip])) for key in per_clip[0]}
+        lines.append(
+            f"| {name} | {mean['psnr']:.2f} | {mean['ssim']:.4f} | {mean['l1']:.4f} | "
+            f"{mean['subject_psnr']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def summary_line(results: dict[str, list[dict[str, float]]]) -> str:
+    def mean_psnr(name: str) -> float:
+        return float(np.mean([m["psnr"] for m in results[name]]))
+
+    return (
+        f"full PSNR {mean_psnr(FULL):.2f}, repeat-reference PSNR {mean_psnr(REPEAT):.2f}, "
+        f"no-pose PSNR {mean_psnr(NO_POSE):.2f}"
+    )
+
+
+def evaluate(
+    pipeline: PoseAnythingPipeline,
+    clip_dirs: Sequence[Path],
+    out: Path,
+    rows: Sequence[Row] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, list[dict[str, float]]]:
+    """Render every row for every clip, write the report ``out`` (markdown), a JSON of the
+    per-clip numbers and contact sheets beside it; return {row: [metrics per clip]}."""
+    rows = list(rows) if rows is not None else table_rows()
+    out = Path(out)
+    sheets = out.with_name(out.stem + "_sheets")
+    sheets.mkdir(parents=True, exist_ok=True)
+    results: dict[str, list[dict[str, float]]] = {row.name: [] for row in rows}
+    per_clip: dict[str, dict[str, dict[str, float]]] = {}
+    began = time.perf_counter()
+    for number, folder in enumerate(clip_dirs, 1):
+        shot = read_shot(folder)
+        width, height = pipeline.working_size(shot)
+        clip = load_clip(Path(folder), width, height)
+        videos = {}
+        for row in rows:
+            video = render_row(pipeline, clip, row)
+            metrics = video_metrics(video[1:], clip.frames[1:], clip.subject[1:])
+            results[row.name].append(metrics)
+            per_clip.setdefault(clip.name, {})[row.name] = metrics
+            if row.name in SHEET_ROWS:
+                videos[row.name] = video
+        contact_sheet(sheets / f"{clip.name}.png", videos, clip.frames)
+        full = per_clip[clip.name].get(FULL, {})
+        log(
+            f"[{number}/{len(clip_dirs)}] {clip.name}: full PSNR {full.get('psnr', 0):.2f} "
+            f"({time.perf_counter() - began:.0f} s)"
+        )
+    seconds = time.perf_counter() - began
+    report = [
+        f"# Evaluation of {pipeline.model_id}",
+        "",
+        f"{len(clip_dirs)} held-out clips ({', '.join(Path(c).name for c in clip_dirs)}), "
+        f"frames 1.. against ground truth at the model's working size, seed from each shot, "
+        f"{pipeline.config.steps} steps; {seconds:.0f} s.",
+        "",
+        format_table(results),
+        "",
+        f"Contact sheets (rows: ground truth, {', '.join(SHEET_ROWS)}): `{sheets.name}/`.",
+        "",
+        summary_line(results),
+        "",
+    ]
+    out.write_text("\n".join(report), encoding="utf-8")
+    out.with_suffix(".json").write_text(json.dumps(per_clip, indent=2), encoding="utf-8")
+    return results

@@ -1,0 +1,169 @@
+"""The ``train`` and ``eval`` commands of ``poseanything``, kept apart from ``engine.train``
+and ``engine.evaluate`` so that listing the CLI's commands does not import torch."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, fields
+from pathlib import Path
+
+
+def add_train_command(commands) -> None:
+    """``poseanything train DATA --out DIR [--minutes M] [--resume]`` on the CLI's subparsers."""
+    parser = commands.add_parser("train", help="train the default model on synthetic clips")
+    parser.add_argument("data", type=Path, help="clip folders from `make-dataset`")
+    parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, model)")
+    parser.add_argument("--minutes", type=float, default=60.0, help="wall-time budget of this run")
+    parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    parser.add_argument("--max-steps", type=int, help="stop at this many transformer steps")
+    parser.add_argument("--cache", type=Path, help="preprocessed clips (default: OUT/cache)")
+    parser.add_argument("--init-codec", type=Path, help="take the trained codec of another run")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="training setting for a new run, e.g. --set batch=8 (JSON values; see TrainConfig)",
+    )
+    parser.set_defaults(handler=train_command)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``FIELD=VALUE`` items (JSON values) as a dict of ``TrainConfig`` fields."""
+    from .train import TrainConfig
+
+    known = {f.name for f in fields(TrainConfig)}
+    overrides = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in known:
+            raise ValueError(f"--set {item}: unknown setting {name!r}; known: {sorted(known)}")
+        overrides[name] = json.loads(value)
+    return overrides
+
+
+def train_command(args) -> int:
+    import torch
+
+    from .cli import EXIT_BAD_INPUT, EXIT_OK, resolve_device
+    from .train import ProgressBar, TrainConfig, train
+
+    try:
+        config = TrainConfig.from_dict({**asdict(TrainConfig()), **parse_overrides(args.set)})
+        if args.resume and args.set:
+            raise ValueError("--set applies to a new run; a resumed run keeps its settings")
+        torch.set_num_threads(args.threads)
+        folder = train(
+            args.data.expanduser(),
+            args.out.expanduser(),
+            args.minutes,
+            args.resume,
+            config,
+            resolve_device(args.device),
+            args.init_codec,
+            args.max_steps,
+            ProgressBar(),
+            args.cache,
+        )
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f"poseanything train: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if folder is None:
+        print("time ran out in the codec stage; run again with --resume", file=sys.stderr)
+    else:
+        print(f"model written to {folder}")
+    return EXIT_OK
+
+
+def add_eval_command(commands) -> None:
+    """``poseanything eval [--rigs NAMES] [--clips N] [--clips-dir DIR] --out REPORT.md``."""
+    parser = commands.add_parser(
+        "eval", help="evaluate a model on held-out metarig clips against baselines"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="report (.md) to write")
+    parser.add_argument("--model", type=Path, help="model folder (default: the bundled one)")
+    parser.add_argument(
+        "--clips-dir",
+        type=Path,
+        help="evaluation clips already made (by `make-eval-clips`); default: build them",
+    )
+    parser.add_argument("--rigs", help="comma-separated metarigs to build clips of (default all)")
+    parser.add_argument("--clips", type=int, default=1, help="clips per metarig (default 1)")
+    parser.add_argument("--seed", type=int, default=1000, help="seed of the built clips")
+    parser.add_argument("--frames", type=int, default=24, help="frames per built clip (default 24)")
+    parser.add_argument("--size", type=int, default=128, help="pixels of the built clips")
+    parser.add_argument(
+        "--quick", action="store_true", help="only the full model and the two baselines"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.set_defaults(handler=eval_command)
+
+
+def build_eval_clips(args, folder: Path) -> list[Path]:
+    """Render held-out clips in a child process (the bpy side; the engine never imports bpy)."""
+    import subprocess
+
+    command = [
+        sys.executable,
+        "-m",
+        "poseanything.poseanything_blender.synthetic.run",
+        "make-eval-clips",
+        "--out",
+        str(folder),
+        "--clips",
+        str(args.clips),
+        "--seed",
+        str(args.seed),
+        "--frames",
+        str(args.frames),
+        "--size",
+        str(args.size),
+    ]
+    if args.rigs:
+        command += ["--rigs", args.rigs]
+    result = subprocess.run(command, check=False)
+    if result.returncode != 0:
+        raise ValueError(f"building the evaluation clips failed (exit {result.returncode})")
+    rigs = args.rigs.split(",") if args.rigs else None
+    return [
+        path
+        for path in sorted(folder.iterdir())
+        if (path / "clip.json").is_file()
+        and (rigs is None or path.name.rsplit("_", 1)[0] in rigs)
+        and int(path.name.rsplit("_", 1)[1]) < args.clips
+    ]
+
+
+def eval_command(args) -> int:
+    import torch
+
+    from .cli import EXIT_BAD_INPUT, EXIT_OK, resolve_device
+    from .evaluate import evaluate, format_table, summary_line, table_rows
+    from .pipeline import PoseAnythingPipeline
+    from .shot import ShotError
+    from .weights import ModelNotFoundError
+
+    torch.set_num_threads(args.threads)
+    out = args.out.expanduser().absolute()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if args.clips_dir is not None:
+            clips = sorted(
+                p for p in args.clips_dir.expanduser().iterdir() if (p / "clip.json").is_file()
+            )
+            if not clips:
+                raise ValueError(f"--clips-dir {args.clips_dir}: no clip folders (clip.json)")
+        else:
+            clips = build_eval_clips(args, out.with_name(out.stem + "_clips"))
+        pipeline = PoseAnythingPipeline.from_pretrained(args.model, resolve_device(args.device))
+        results = evaluate(pipeline, clips, out, table_rows(ablations=not args.quick))
+    except (ValueError, FileNotFoundError, ShotError, ModelNotFoundError) as error:
+        print(f"poseanything eval: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(format_table(results))
+    print(summary_line(results))
+    return EXIT_OK
