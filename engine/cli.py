@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .batch import add_batch_command
 from .model_cli import add_model_options, add_models_command, load_render_pipeline
+from .train_cli import add_eval_command, add_train_command
 
 EXIT_OK, EXIT_CRASH, EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, EXIT_CANCELLED = 0, 1, 2, 3, 130
 ENGINE_JSON = "engine.json"
@@ -51,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(handler=render_command)
     add_batch_command(commands)
     add_models_command(commands)
+    add_train_command(commands)
+    add_eval_command(commands)
     return parser
 
 
