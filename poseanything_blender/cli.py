@@ -3,6 +3,8 @@
     poseanything-blender export FILE.blend --armature NAME --out SHOT_DIR [options]
     poseanything-blender generate FILE.blend [--all-shots] [options] [--save OUT.blend]
     poseanything-blender demo [--out DIR]
+    poseanything-blender make-dataset --out DIR --clips N [--seed S] [--size 128] [--frames 16]
+    poseanything-blender make-eval-clips --out DIR [--rigs human,wolf] [--clips N] [--seed S]
 
 and, inside Blender, ``blender -b FILE.blend --command poseanything generate [--all-shots]``
 (registered with ``bpy.utils.register_cli_command``; the same ``generate`` options).
@@ -22,6 +24,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from .synthetic.command import add_synthetic_commands
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -136,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--model", type=Path, help="model folder (default: the bundled one)")
     demo.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+
+    for name, run in (("export", _export), ("generate", _generate), ("demo", _demo)):
+        commands.choices[name].set_defaults(run=run)
+    for name, run in add_synthetic_commands(commands, BadInput).items():
+        commands.choices[name].set_defaults(run=run)
     return parser
 
 
@@ -378,9 +387,8 @@ def blender_command(argv: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"export": _export, "generate": _generate, "demo": _demo}[args.command]
     try:
-        return command(args)
+        return args.run(args) or 0
     except BadInput as error:
         print(f"poseanything-blender: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

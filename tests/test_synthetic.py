@@ -213,21 +213,9 @@ def test_progress_bar_counts_clips_and_estimates_from_this_run_only():
     assert stream.getvalue().endswith("\n")
 
 
-def _synthetic_cli():
-    import argparse
-
-    from poseanything.poseanything_blender.synthetic.command import add_synthetic_commands
-
-    class BadInput(Exception):
-        pass
-
-    parser = argparse.ArgumentParser(prog="poseanything-blender")
-    handlers = add_synthetic_commands(parser.add_subparsers(dest="command"), BadInput)
-    return parser, handlers, BadInput
-
-
 def test_make_dataset_command_checks_arguments_and_writes_clips(fresh_scene, tmp_path, capsys):
-    parser, handlers, bad_input = _synthetic_cli()
+    from poseanything.poseanything_blender.cli import main
+
     for wrong in (
         ["make-dataset", "--out", str(tmp_path)],
         ["make-dataset", "--out", str(tmp_path), "--clips", "0"],
@@ -235,18 +223,16 @@ def test_make_dataset_command_checks_arguments_and_writes_clips(fresh_scene, tmp
         ["make-eval-clips", "--out", str(tmp_path), "--rigs", "human,dragon"],
     ):
         with pytest.raises(SystemExit) as exit_info:
-            parser.parse_args(wrong)
+            main(wrong)
         assert exit_info.value.code == 2
     blocked = tmp_path / "file"
     blocked.write_text("")
-    args = parser.parse_args(["make-dataset", "--out", str(blocked / "data"), "--clips", "1"])
-    with pytest.raises(bad_input, match="choose a writable folder"):
-        handlers[args.command](args)
+    assert main(["make-dataset", "--out", str(blocked / "data"), "--clips", "1"]) == 2
+    assert "choose a writable folder" in capsys.readouterr().err
 
     out = tmp_path / "data"
     argv = ["make-dataset", "--out", str(out), "--clips", "1", "--seed", "3"]
-    args = parser.parse_args([*argv, "--size", str(SIZE), "--frames", str(FRAMES)])
-    handlers[args.command](args)
+    assert main([*argv, "--size", str(SIZE), "--frames", str(FRAMES)]) == 0
     read_shot(out / "clip_000000")
     assert "clips 1/1" in capsys.readouterr().err
 
