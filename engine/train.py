@@ -148,7 +148,7 @@ def read_image(path: Path, size: tuple[int, int], mode: str = "RGB") -> np.ndarr
 def preprocess_clip(clip: Path, size: int, grid: int) -> dict[str, np.ndarray]:
     """A clip at working size: frames, the three skeleton videos, masks and PTCM part masks."""
     shot = read_shot(clip)
-    width, height = working_size(shot.width, shot.height, size * size, 16)
+    width, height = working_size(shot.width, shot.height, size * size, grid)
     scale = np.array([width / shot.width, height / shot.height])
     count = shot.num_frames
     frames = np.stack(
@@ -485,7 +485,7 @@ class Trainer:
         self.codec_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.codec_optimizer.step()
-        return float(loss)
+        return loss.item()
 
     @torch.no_grad()
     def fit_codec_statistics(self) -> None:
@@ -573,7 +573,7 @@ class Trainer:
             group["lr"] = config.lr * min(1.0, (self.state.step + 1) / config.warmup)
         self.optimizer.step()
         self._update_ema()
-        return float(loss)
+        return loss.item()
 
     @torch.no_grad()
     def _update_ema(self) -> None:

@@ -1,0 +1,93 @@
+"""engine.metrics on known inputs, and engine.evaluate end to end on a small held-out clip."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_models import one_torch_thread, tiny_pipeline  # noqa: F401
+
+from poseanything.engine import metrics
+from poseanything.engine.evaluate import (
+    FULL,
+    NO_POSE,
+    REPEAT,
+    evaluate,
+    load_clip,
+    summary_line,
+    table_rows,
+)
+from poseanything.engine.cli import build_parser
+
+EVAL_CLIP = Path(__file__).parent / "data" / "eval_clip"
+
+
+def random_video(seed: int, frames: int = 3, size: int = 24) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (frames, size, size, 3), dtype=np.uint8)
+
+
+def test_identical_videos_are_perfect():
+    video = random_video(0)
+    assert metrics.psnr(video, video) == math.inf
+    assert metrics.ssim(video, video) == pytest.approx(1.0)
+    assert metrics.l1(video, video) == 0.0
+    assert metrics.masked_psnr(video, video, np.ones(video.shape[:3], bool)) == math.inf
+
+
+def test_psnr_and_l1_of_a_known_error():
+    target = np.full((2, 16, 16, 3), 100, dtype=np.uint8)
+    video = target + np.uint8(10)  # MSE 100 everywhere
+    assert metrics.psnr(video, target) == pytest.approx(10 * math.log10(255**2 / 100))
+    assert metrics.l1(video, target) == pytest.approx(10 / 255)
+
+
+def test_subject_psnr_counts_only_the_mask():
+    target = np.zeros((2, 16, 16, 3), dtype=np.uint8)
+    video = target.copy()
+    video[:, :8] = 50  # error only in the top half
+    top = np.zeros((2, 16, 16), dtype=bool)
+    top[:, :8] = True
+    assert metrics.masked_psnr(video, target, ~top) == math.inf
+    assert metrics.masked_psnr(video, target, top) == pytest.approx(10 * math.log10(255**2 / 2500))
+    assert metrics.psnr(video, target) > metrics.masked_psnr(video, target, top)
+    with pytest.raises(ValueError, match="empty"):
+        metrics.masked_psnr(video, target, np.zeros_like(top))
+
+
+def test_ssim_falls_with_noise_and_is_symmetric():
+    clean = np.repeat(np.linspace(0, 255, 32)[None, :, None], 32, 0)
+    clean = np.repeat(np.repeat(clean[None], 2, 0), 3, -1).astype(np.uint8)
+    rng = np.random.default_rng(1)
+    noisy = np.clip(clean + rng.normal(0, 20, clean.shape), 0, 255).astype(np.uint8)
+    value = metrics.ssim(noisy, clean)
+    assert 0.0 < value < 0.9
+    assert metrics.ssim(clean, noisy) == pytest.approx(value)
+
+
+def test_eval_writes_a_table_sheets_and_the_summary(tmp_path):
+    pipeline = tiny_pipeline()
+    rows = table_rows(ablations=False)
+    assert [row.name for row in rows] == [FULL, REPEAT, NO_POSE]
+    report = tmp_path / "report.md"
+    results = evaluate(pipeline, [EVAL_CLIP], report, rows, log=lambda line: None)
+    text = report.read_text()
+    assert "| full model |" in text and "| no pose |" in text
+    assert text.strip().splitlines()[-1] == summary_line(results)
+    assert summary_line(results).startswith("full PSNR ")
+    assert (tmp_path / "report_sheets" / "eval_clip.png").is_file()
+    clip = load_clip(EVAL_CLIP, 32, 32)
+    assert results[REPEAT][0]["psnr"] == pytest.approx(
+        metrics.psnr(np.repeat(clip.frames[:1], len(clip.frames) - 1, 0), clip.frames[1:])
+    )
+    assert all(len(values) == 1 for values in results.values())
+
+
+def test_all_table_rows_are_named_once():
+    names = [row.name for row in table_rows()]
+    assert len(names) == len(set(names)) == 9
+    assert "PTCM off" in names and "guidance 2.0" in names
+
+
+def test_eval_command_line_needs_an_output():
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["eval"])
