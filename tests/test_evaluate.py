@@ -8,6 +8,7 @@ import pytest
 from tiny_models import one_torch_thread, tiny_pipeline  # noqa: F401
 
 from poseanything.engine import metrics
+from poseanything.engine.cli import build_parser
 from poseanything.engine.evaluate import (
     FULL,
     NO_POSE,
@@ -17,7 +18,6 @@ from poseanything.engine.evaluate import (
     summary_line,
     table_rows,
 )
-from poseanything.engine.cli import build_parser
 
 EVAL_CLIP = Path(__file__).parent / "data" / "eval_clip"
 

@@ -13,8 +13,8 @@ from poseanything.engine.shot import write_shot
 from poseanything.engine.skeleton import render_skeleton_frames, write_png
 from poseanything.engine.train import (
     CHECKPOINT_DIR,
-    LOSS_PNG,
     LOG_EVERY,
+    LOSS_PNG,
     TrainConfig,
     list_clips,
     load_checkpoint,
@@ -83,7 +83,7 @@ def test_a_run_resumes_exactly_where_it_stopped(dataset, tmp_path):
     pipelines = [PoseAnythingPipeline.from_pretrained(folder) for folder in (straight, resumed)]
     assert pipelines[0].config.reference_source == TINY.reference_source
     assert pipelines[0].model.config.prediction == "reference_delta"
-    for a, b in zip(pipelines[0].model.parameters(), pipelines[1].model.parameters()):
+    for a, b in zip(pipelines[0].model.parameters(), pipelines[1].model.parameters(), strict=True):
         torch.testing.assert_close(a, b)
 
 
