@@ -91,7 +91,8 @@ class BatchSettings:
     retries: int = 2
     ray: str | None = None
     """None: in this process, one shot after another. "auto" (the running cluster), "local" (a
-    throwaway one-machine cluster on loopback) or a cluster address (``ray://head:10001``)."""
+    throwaway cluster of this machine alone, node address 127.0.0.1) or a cluster address
+    (``ray://head:10001``)."""
     gpus_per_shot: float = 0.0
     cpus_per_shot: float = 1.0
     shared_fs: bool = True
@@ -749,7 +750,7 @@ def add_batch_command(commands: argparse._SubParsersAction) -> argparse.Argument
         "--ray",
         metavar="auto|local|ADDRESS",
         help="render as Ray tasks: auto = the running cluster (after `ray start`), local = a "
-        "one-machine cluster on loopback, or an address like ray://head:10001 "
+        "throwaway cluster of this machine alone, or an address like ray://head:10001 "
         "(default: in this process, one shot after another)",
     )
     batch.add_argument(
