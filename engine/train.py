@@ -65,6 +65,8 @@ class TrainConfig:
     codec_latent_channels: int = 8
     codec_hidden_channels: int = 64
     codec_factor: int = 4
+    patch: int = 2
+    """Transformer patch (pixels per token side = codec_factor x patch)."""
     codec_steps: int = 400
     codec_batch: int = 24
     codec_lr: float = 2e-3
@@ -190,7 +192,7 @@ class ClipStore:
         self.data = data
         self.cache = cache
         self.config = config
-        self.grid = config.codec_factor * 2  # codec factor x patch size: pixels per token
+        self.grid = config.codec_factor * config.patch  # pixels per token side
         self.clips: list[Path] = []
         self.latents: dict[str, dict[str, torch.Tensor]] = {}
         cache.mkdir(parents=True, exist_ok=True)
@@ -245,7 +247,7 @@ def build_models(config: TrainConfig) -> tuple[TinyVideoCodec, PoseAnythingTrans
     )
     model = PoseAnythingTransformer(
         latent_channels=config.codec_latent_channels,
-        patch_size=(1, 2, 2),
+        patch_size=(1, config.patch, config.patch),
         num_attention_heads=config.heads,
         attention_head_dim=config.head_dim,
         text_dim=128,
@@ -268,7 +270,7 @@ def pipeline_config(config: TrainConfig) -> PipelineConfig:
     return PipelineConfig(
         window_frames=config.window,
         pixel_area=config.size * config.size,
-        size_multiple=config.codec_factor * 2,
+        size_multiple=config.codec_factor * config.patch,
         steps=config.sample_steps,
         shift=config.shift,
         reference_source=config.reference_source,

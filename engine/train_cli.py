@@ -79,7 +79,8 @@ def train_command(args) -> int:
 
 
 def add_eval_command(commands) -> None:
-    """``poseanything eval [--rigs NAMES] [--clips N] [--clips-dir DIR] --out REPORT.md``."""
+    """``poseanything eval [--rigs NAMES | --blend FILE --armature NAME] [--clips N]
+    [--clips-dir DIR] --out REPORT.md``."""
     parser = commands.add_parser(
         "eval", help="evaluate a model on held-out metarig clips against baselines"
     )
@@ -90,8 +91,11 @@ def add_eval_command(commands) -> None:
         type=Path,
         help="evaluation clips already made (by `make-eval-clips`); default: build them",
     )
-    parser.add_argument("--rigs", help="comma-separated metarigs to build clips of (default all)")
-    parser.add_argument("--clips", type=int, default=1, help="clips per metarig (default 1)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--rigs", help="comma-separated metarigs to build clips of (default all)")
+    source.add_argument("--blend", type=Path, help="build clips of an armature in this .blend")
+    parser.add_argument("--armature", help="with --blend: the armature object's name")
+    parser.add_argument("--clips", type=int, default=1, help="clips per rig (default 1)")
     parser.add_argument("--seed", type=int, default=1000, help="seed of the built clips")
     parser.add_argument("--frames", type=int, default=24, help="frames per built clip (default 24)")
     parser.add_argument("--size", type=int, default=128, help="pixels of the built clips")
@@ -107,11 +111,19 @@ def build_eval_clips(args, folder: Path) -> list[Path]:
     """Render held-out clips in a child process (the bpy side; the engine never imports bpy)."""
     import subprocess
 
+    if args.blend is not None:
+        if not args.armature:
+            raise ValueError("--blend needs --armature NAME (the armature object in the file)")
+        rig = ["make-rig-clips", "--blend", str(args.blend), "--armature", args.armature]
+        names = None
+    else:
+        rig = ["make-eval-clips"] + (["--rigs", args.rigs] if args.rigs else [])
+        names = args.rigs.split(",") if args.rigs else None
     command = [
         sys.executable,
         "-m",
         "poseanything.poseanything_blender.synthetic.run",
-        "make-eval-clips",
+        *rig,
         "--out",
         str(folder),
         "--clips",
@@ -123,17 +135,15 @@ def build_eval_clips(args, folder: Path) -> list[Path]:
         "--size",
         str(args.size),
     ]
-    if args.rigs:
-        command += ["--rigs", args.rigs]
     result = subprocess.run(command, check=False)
     if result.returncode != 0:
         raise ValueError(f"building the evaluation clips failed (exit {result.returncode})")
-    rigs = args.rigs.split(",") if args.rigs else None
+    # The folder may hold clips of earlier runs: take the ones this command asked for.
     return [
         path
         for path in sorted(folder.iterdir())
         if (path / "clip.json").is_file()
-        and (rigs is None or path.name.rsplit("_", 1)[0] in rigs)
+        and (names is None or path.name.rsplit("_", 1)[0] in names)
         and int(path.name.rsplit("_", 1)[1]) < args.clips
     ]
 

@@ -1,0 +1,52 @@
+"""The bundled default model end to end: load, then render a 16-frame held-out clip, in one run.
+
+Prints seconds per frame, total seconds including the model load, and the process's peak
+resident memory, for the default render (working size 64x64, the model's steps, guidance 1.0,
+PTCM on, upscaled to the shot's 128x128). The clip is the test fixture
+``tests/data/eval_clip`` (Blender's human metarig, 16 frames).
+
+Run: ``.venv/bin/python benchmarks/default_model.py [--threads 1]`` (a fresh process each time:
+peak memory and load time are per process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+CLIP = Path(__file__).resolve().parent.parent / "tests" / "data" / "eval_clip"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    args = parser.parse_args()
+    began = time.perf_counter()
+    import torch
+
+    from poseanything.engine.pipeline import PoseAnythingPipeline
+    from poseanything.engine.shot import read_reference, read_shot
+
+    torch.set_num_threads(args.threads)
+    pipeline = PoseAnythingPipeline.from_pretrained(None, device="cpu")
+    loaded = time.perf_counter()
+    shot = read_shot(CLIP)
+    result = pipeline.render(shot, read_reference(CLIP))
+    done = time.perf_counter()
+    frames = len(result.frames)
+    width, height = result.report["working_size"]
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"default model {pipeline.model_id}: {frames} frames at {width}x{height} "
+        f"({pipeline.config.steps} steps, threads {args.threads})"
+    )
+    print(f"import + load     {loaded - began:6.2f} s")
+    print(f"render            {done - loaded:6.2f} s  ({(done - loaded) / frames:.3f} s/frame)")
+    print(f"total incl. load  {done - began:6.2f} s  ({(done - began) / frames:.3f} s/frame)")
+    print(f"peak memory       {peak_mib:6.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
