@@ -150,11 +150,15 @@ def transformer_peak(model, width: int, height: int, anchors: int) -> int:
 
 def vae_encode_peak(vae, width: int, height: int, anchors: int) -> int:
     """Tiled encode of the anchors' skeleton videos, as ``WanVAECodec.encode`` runs it (float32
-    frames in, a bf16 copy for the VAE)."""
-    video = (anchors, 3, FRAMES, height, width)
-    return activation_peak(
-        lambda: vae.encode(torch.randn(video).float().to(torch.bfloat16)).latent_dist.mode()
-    )
+    frames of all anchors in, each video encoded from a bf16 copy, one after the other)."""
+    videos = (anchors, 3, FRAMES, height, width)
+
+    def run() -> None:
+        frames = torch.randn(videos).float()
+        latents = [vae.encode(clip[None].to(torch.bfloat16)).latent_dist.mode() for clip in frames]
+        torch.cat(latents)
+
+    return activation_peak(run)
 
 
 def vae_decode_peak(vae, width: int, height: int) -> int:

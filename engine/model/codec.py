@@ -240,8 +240,13 @@ class WanVAECodec(nn.Module, CausalFrameLayout):
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         _check_video(video, self.spatial_factor)
         self.frames_to_latent(video.shape[2])
-        with self._resident():
-            latents = self.vae.encode(video.to(self.vae.dtype)).latent_dist.mode()
+        with self._resident():  # one video at a time: peak memory of one, not of all anchors
+            latents = torch.cat(
+                [
+                    self.vae.encode(clip[None].to(self.vae.dtype)).latent_dist.mode()
+                    for clip in video
+                ]
+            )
         return (latents.float() - self.latents_mean) / self.latents_std
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
