@@ -302,7 +302,14 @@ def download(
         source = sources.of(role)
         if is_folder_source(source):
             continue
-        info = HfApi().model_info(source, files_metadata=True)
+        try:
+            info = HfApi().model_info(source, files_metadata=True)
+        except Exception as error:  # offline mode, no network, unknown repo, refused token
+            raise WeightsMissingError(
+                f"cannot list {source} on the Hugging Face hub ({type(error).__name__}: {error}); "
+                "check the network (and that HF_HUB_OFFLINE is not set), or download the files "
+                "elsewhere and point to their folder with --poseanything-weights / --wan-weights"
+            ) from error
         remote = {sibling.rfilename: int(sibling.size or 0) for sibling in info.siblings}
         patterns = tuple(
             pattern

@@ -163,7 +163,7 @@ def add_models_command(commands) -> None:
 
 def models_command(args: argparse.Namespace) -> int:
     """``poseanything models``: what the full model needs and what is here; exit 0 if complete."""
-    from .hub import CheckpointError
+    from .hub import CheckpointError, WeightsMissingError
 
     sources = sources_from_args(args)
     try:
@@ -173,7 +173,7 @@ def models_command(args: argparse.Namespace) -> int:
                 report = lambda event, fields: _json_line(event, **fields)  # noqa: E731
             download(sources, report, confirm=None if args.download else lambda *sizes: False)
         found = inventory(sources)
-    except CheckpointError as error:
+    except (CheckpointError, WeightsMissingError) as error:
         print(str(error), file=sys.stderr)
         return 2
     rows = [

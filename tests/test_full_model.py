@@ -151,6 +151,12 @@ def test_unknown_and_missing_keys_are_listed(dit_copy):
     assert "missing tensor for model parameter blocks.1.ptcm.norm.weight" in str(error.value)
 
 
+def test_plan_without_network_says_what_to_do(fake_cache, capsys):
+    assert cli.main(["models", "--plan"]) == 2  # HF_HUB_OFFLINE=1 in this module
+    message = capsys.readouterr().err
+    assert "cannot list Ryan241005/PoseAnything" in message and "HF_HUB_OFFLINE" in message
+
+
 def test_download_plan_selects_exactly_the_needed_files():
     remote = {
         "vae/config.json": 1,
