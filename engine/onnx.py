@@ -11,8 +11,9 @@ sessions with the same calls, so the sampler, guidance and windows stay the torc
 - The codec's ``encode`` and ``decode`` are exported per (height, width), batch and frame count
   dynamic (the default codec codes frames independently).
 - Exports are cached in ``$POSEANYTHING_ONNX_CACHE``, else ``$XDG_CACHE_HOME/poseanything/onnx``
-  (``~/.cache/poseanything/onnx``), under a name that includes a hash of the weights, so a
-  retrained model never reuses a stale graph. Files are written under a temporary name first.
+  (``~/.cache/poseanything/onnx``), under a name that includes a hash of the weights and of
+  the model code, so a retrained or updated model never reuses a stale graph. Files are
+  written under a temporary name first.
 - Sessions ask for CUDA first, then the CPU; ``providers`` tells which one was taken (the CUDA
   provider needs CUDA and cuDNN libraries; without them ONNX Runtime falls back to the CPU).
 """
@@ -20,6 +21,7 @@ sessions with the same calls, so the sampler, guidance and windows stay the torc
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import tempfile
 from pathlib import Path
@@ -71,9 +73,12 @@ def make_session(path: Path, providers: tuple[str, ...] = PREFERRED_PROVIDERS, t
     return ort.InferenceSession(str(path), options, providers=wanted)
 
 
-def weights_hash(module: nn.Module) -> str:
-    """Short hash of a module's parameters and buffers (names, shapes, values)."""
-    digest = hashlib.sha256()
+def export_key(module: nn.Module) -> str:
+    """Short hash of what an export depends on: the weights (names, shapes, values), the source
+    of every module class in the tree, and the torch version."""
+    digest = hashlib.sha256(torch.__version__.encode())
+    for source in sorted({inspect.getfile(type(child)) for child in module.modules()}):
+        digest.update(Path(source).read_bytes())
     for name, tensor in module.state_dict().items():
         digest.update(name.encode())
         digest.update(str(tuple(tensor.shape)).encode())
@@ -147,7 +152,7 @@ class _Runtime:
         self.module = module
         self.kind = kind
         self.providers = providers
-        self.hash = weights_hash(module)
+        self.hash = export_key(module)
         self.sessions: dict[Path, object] = {}
 
     def session(self, shape_tag: str, build) -> object:
