@@ -193,7 +193,8 @@ def evaluate(
             per_clip.setdefault(clip.name, {})[row.name] = metrics
             if row.name in SHEET_ROWS:
                 videos[row.name] = video
-        contact_sheet(sheets / f"{clip.name}.png", videos, clip.frames)
+        ordered = {name: videos[name] for name in SHEET_ROWS if name in videos}
+        contact_sheet(sheets / f"{clip.name}.png", ordered, clip.frames)
         full = per_clip[clip.name].get(FULL, {})
         log(
             f"[{number}/{len(clip_dirs)}] {clip.name}: full PSNR {full.get('psnr', 0):.2f} "

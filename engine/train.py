@@ -64,10 +64,10 @@ class TrainConfig:
     window: int = 16
     codec_latent_channels: int = 8
     codec_hidden_channels: int = 64
-    codec_factor: int = 4
-    patch: int = 2
+    codec_factor: int = 2
+    patch: int = 4
     """Transformer patch (pixels per token side = codec_factor x patch)."""
-    codec_steps: int = 400
+    codec_steps: int = 300
     codec_batch: int = 24
     codec_lr: float = 2e-3
     heads: int = 4
@@ -461,8 +461,9 @@ class Trainer:
     def _take_codec(self, source: Path) -> None:
         """Start from the trained codec of another run (its model folder or checkpoint)."""
         if (source / "state.safetensors").is_file():
-            _, tensors = load_checkpoint(source)
+            source_state, tensors = load_checkpoint(source)
             self.codec.load_state_dict(_split(tensors, "codec"))
+            self.state.codec_losses = source_state.codec_losses  # the curve shows its training
         else:
             loaded = TinyVideoCodec.from_pretrained(source / "codec")
             self.codec.load_state_dict(loaded.state_dict())
