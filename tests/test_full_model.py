@@ -172,3 +172,17 @@ def test_download_plan_selects_exactly_the_needed_files():
         ("vae/config.json", True),
         ("vae/diffusion_pytorch_model.safetensors", False),
     ]
+
+
+def test_text_encoder_runs_once_per_prompt(fake_cache):
+    from poseanything.engine.full_model import OnDemandTextEncoder
+    from poseanything.engine.model import UMT5TextEncoder
+
+    umt5 = UMT5TextEncoder.from_pretrained(fake_cache["wan"], torch_dtype=torch.float32)
+    calls = []
+    umt5.encoder.register_forward_hook(lambda *args: calls.append(1))
+    encoder = OnDemandTextEncoder(umt5, "cpu", evict=(torch.nn.Linear(2, 2),))
+    first = encoder.encode(["a cat walks"])
+    assert torch.equal(encoder.encode(["a cat walks"]), first) and len(calls) == 1
+    assert first.shape == (1, umt5.max_length, umt5.dim)
+    assert next(umt5.encoder.parameters()).device.type == "cpu"
