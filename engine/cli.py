@@ -224,6 +224,7 @@ def render(args: argparse.Namespace, reporter: Reporter, cancel) -> dict:
         "model": pipeline.model_id,
         "device": device,
         "backend": args.backend,
+        "onnx_providers": getattr(pipeline.model, "providers", None),
         **result.report,
         "timings_s": {
             "load": round(loaded - started, 3),
