@@ -54,6 +54,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .files import write_bytes_atomic, write_json_atomic
+
 if TYPE_CHECKING:
     from .sampling import CancelToken
 
@@ -333,7 +335,6 @@ def _render_video(job: ShotJob, events: _RenderEvents, cancel: CancelToken | Non
 
 
 def write_done_marker(job: ShotJob, seconds: float) -> None:
-    from .cli import write_json_atomic
 
     marker = {
         "key": job.key,
@@ -427,21 +428,6 @@ def _ray_render_task(job: ShotJob, channel) -> tuple[ShotResult, dict[str, bytes
         return ShotResult(job.shot_dir, "cancelled"), None
 
 
-def _place_bytes(path: Path, data: bytes, overwrite: bool) -> None:
-    """Write ``data`` to ``path`` under a temporary name, then move it in place; without
-    ``overwrite`` a file that appeared meanwhile is kept (FileExistsError)."""
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        if overwrite:
-            os.replace(temp, path)
-        else:
-            os.link(temp, path)
-    finally:
-        Path(temp).unlink(missing_ok=True)
-
-
 def deliver_outputs(job: ShotJob, result: ShotResult, files: dict[str, bytes]) -> ShotResult:
     """Put a remote render's outputs in place: the video, engine.json, then the done marker."""
     from .cli import ENGINE_JSON
@@ -449,11 +435,11 @@ def deliver_outputs(job: ShotJob, result: ShotResult, files: dict[str, bytes]) -
     folder = Path(job.video).parent
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        _place_bytes(folder / VIDEO_NAME, files[VIDEO_NAME], job.options["overwrite"])
+        write_bytes_atomic(folder / VIDEO_NAME, files[VIDEO_NAME], job.options["overwrite"])
     except FileExistsError:
         message = f"{job.video} appeared during the render; pass --overwrite to replace it"
         return ShotResult(job.shot_dir, "failed", result.seconds, error=message)
-    _place_bytes(folder / ENGINE_JSON, files[ENGINE_JSON], overwrite=True)
+    write_bytes_atomic(folder / ENGINE_JSON, files[ENGINE_JSON], overwrite=True)
     write_done_marker(job, result.seconds)
     return result
 
@@ -804,7 +790,6 @@ def summary_path(args: argparse.Namespace) -> Path:
 
 def batch_command(args: argparse.Namespace) -> int:
     """Run ``poseanything batch``; Ctrl-C or SIGTERM cancel; returns the exit code."""
-    from .cli import write_json_atomic
     from .sampling import CancelToken
     from .weights import ModelNotFoundError
 

@@ -20,13 +20,13 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from .batch import add_batch_command
+from .files import write_json_atomic
 from .model_cli import add_model_options, add_models_command, load_render_pipeline
 from .train_cli import add_eval_command, add_train_command
 
@@ -146,13 +146,6 @@ class Reporter:
         temp = self.preview_path.with_name(f".{self.preview_path.name}.partial")
         write_png(temp, image)
         os.replace(temp, self.preview_path)
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        json.dump(data, stream, indent=2)
-    os.replace(temp, path)
 
 
 def resolve_device(name: str) -> str:

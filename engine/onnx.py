@@ -23,13 +23,13 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from .files import temporary_sibling
 from .model.ptcm import PartConditioning
 from .model.transformer import rotary_tables
 
@@ -93,8 +93,7 @@ def export_onnx(module: nn.Module, example: tuple, names: list[str], dynamic: di
     around it: a traced entry left behind would poison later eager calls of the same shape.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=path.parent)
-    os.close(handle)
+    temp = temporary_sibling(path, suffix=".onnx")
     rotary_tables.cache_clear()
     try:
         with torch.inference_mode(False), torch.no_grad():
@@ -114,7 +113,7 @@ def export_onnx(module: nn.Module, example: tuple, names: list[str], dynamic: di
         os.replace(temp, path)
     finally:
         rotary_tables.cache_clear()
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
     return path
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import move_into_place, temporary_sibling
+
 
 class OutputExistsError(FileExistsError):
     """The output already exists and overwriting was not asked for."""
@@ -65,12 +67,11 @@ def _finish(temp: Path, path: Path, overwrite: bool) -> None:
         temp.rename(path)
         return
     try:
-        os.link(temp, path)  # fails instead of replacing when ``path`` exists
+        move_into_place(temp, path, overwrite=False)
     except FileExistsError as error:
         raise OutputExistsError(
             f"{path} already exists; choose another output name or pass --overwrite to replace it"
         ) from error
-    temp.unlink()
 
 
 def write_video(
@@ -83,11 +84,7 @@ def write_video(
     _check_frames(frames)
     check_output_free(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=f".partial{path.suffix or '.mp4'}", dir=path.parent
-    )
-    os.close(handle)
-    temp = Path(temp_name)
+    temp = temporary_sibling(path, suffix=f".partial{path.suffix or '.mp4'}")
     try:
         writer = imageio.get_writer(
             temp,
