@@ -11,7 +11,7 @@ Numpy only, so the same projection runs in Blender's Python (shot export) and in
 
 import numpy as np
 
-CAMERA_TYPES = ("perspective", "orthographic")
+from .shot import CAMERA_TYPES
 
 # Points closer to the camera plane than this are "not in front". It also keeps the perspective
 # divide finite for points on the camera plane, so joints2d never holds inf or NaN.
