@@ -4,6 +4,9 @@
 def ensure_rigify() -> None:
     """Enable Rigify (bundled with Blender) for its metarig operators and rig generation.
 
+    Enabled for real (``default_set``): Rigify's register() reads its own preferences, which
+    exist only then.
+
     ``addon_utils`` is importable only once bpy is, so it is imported here, not at the top.
     """
     # isort: off

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import addon_utils
 import bmesh
 import bpy
 import numpy as np
 from mathutils import Vector
+
+from .addons import ensure_rigify
 
 FPS = 24
 NUM_FRAMES = 72
@@ -59,9 +60,7 @@ def build_demo_scene(scene: bpy.types.Scene) -> DemoScene:
 
 def _generate_rigify_human(scene: bpy.types.Scene) -> bpy.types.Object:
     """Rigify's human metarig, generated into a control rig; the metarig is removed after."""
-    if not addon_utils.check("rigify")[1]:
-        # Rigify's register() reads its own preferences, which only exist when enabled for real.
-        addon_utils.enable("rigify", default_set=True)
+    ensure_rigify()
     with bpy.context.temp_override(scene=scene, view_layer=scene.view_layers[0]):
         bpy.ops.object.armature_human_metarig_add()
         metarig = bpy.context.view_layer.objects.active

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-RIGIFY_METARIGS = ("human", "basic_human", "bird", "cat", "horse", "shark", "wolf")
-"""Every metarig that ships with Blender's Rigify; for tests and evaluation, never training."""
-
-
-def enable_rigify() -> None:
-    import addon_utils
-
-    addon_utils.enable("rigify", default_set=True, handle_error=None)
+from poseanything.poseanything_blender.addons import ensure_rigify
+from poseanything.poseanything_blender.synthetic import METARIGS as RIGIFY_METARIGS  # noqa: F401
 
 
 def add_metarig(name: str):
     """Add a shipped Rigify metarig to the current scene and return its object."""
     import bpy
 
-    enable_rigify()
+    ensure_rigify()
     getattr(bpy.ops.object, f"armature_{name}_metarig_add")()
     return bpy.context.object
 
