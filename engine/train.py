@@ -35,7 +35,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -82,12 +82,18 @@ class TrainConfig:
     reference_source: float | None = 0.5
     shift: float = 3.0
     sample_steps: int = 8
+    reference_detail: float | None = 0.2
+    """``PipelineConfig.reference_detail`` of the exported model (inference only)."""
     mask_weight: float = 4.0
     condition_probs: tuple[float, ...] = (0.7, 0.1, 0.1, 0.1)
     """Probability of each of ``CONDITIONS`` for a training sample."""
     sparse_prob: float = 0.3
     ptcm_prob: float = 0.5
     rescan_steps: int = 100
+    decoder_steps: int = 0
+    """Decoder-only codec steps after the transformer stage: the encoder stays frozen, so the
+    latent space the transformer learned is unchanged while reconstructions get sharper. The
+    resumed run may raise it (``RESUMABLE``)."""
     seed: int = 0
 
     @classmethod
@@ -106,6 +112,9 @@ class TrainState:
     config: TrainConfig
     codec_step: int = 0
     step: int = 0
+    decoder_step: int = 0
+    stats_fitted: bool = False
+    """The codec's latent statistics are set (fitted here, or came with a taken codec)."""
     seconds: float = 0.0
     codec_losses: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
@@ -114,6 +123,9 @@ class TrainState:
 
 
 LOG_EVERY = 10
+RESUMABLE = ("decoder_steps", "sample_steps", "reference_detail")
+"""Settings a resumed run may change: they only add work after what is done, or only change
+how the exported model samples."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,6 +286,7 @@ def pipeline_config(config: TrainConfig) -> PipelineConfig:
         steps=config.sample_steps,
         shift=config.shift,
         reference_source=config.reference_source,
+        reference_detail=config.reference_detail,
     )
 
 
@@ -412,6 +425,7 @@ class Trainer:
         init_codec: Path | None = None,
         progress: ProgressBar | None = None,
         cache: Path | None = None,
+        resume_overrides: dict | None = None,
     ) -> None:
         self.out = out
         self.device = torch.device(device)
@@ -424,6 +438,13 @@ class Trainer:
                     f"--resume: no checkpoint in {checkpoint}; start without --resume"
                 )
             self.state, tensors = load_checkpoint(checkpoint)
+            unknown = set(resume_overrides or {}) - set(RESUMABLE)
+            if unknown:
+                raise ValueError(
+                    f"a resumed run keeps its settings; only {', '.join(RESUMABLE)} may change "
+                    f"(not {', '.join(sorted(unknown))})"
+                )
+            self.state.config = replace(self.state.config, **(resume_overrides or {}))
             config = self.state.config
         elif (checkpoint / "state.json").is_file():
             raise FileExistsError(
@@ -468,6 +489,7 @@ class Trainer:
             loaded = TinyVideoCodec.from_pretrained(source / "codec")
             self.codec.load_state_dict(loaded.state_dict())
         self.state.codec_step = self.config.codec_steps
+        self.state.stats_fitted = True
 
     # --- stage 1 ----------------------------------------------------------------------------
 
@@ -615,8 +637,9 @@ class Trainer:
             save_if_due(force=True)
             return None
         self.codec.eval().requires_grad_(False)
-        if state.step == 0 and not state.losses:
+        if not state.stats_fitted and state.step == 0 and not state.losses:
             self.fit_codec_statistics()
+        state.stats_fitted = True
         black = torch.full((1, 3, 1, config.size, config.size), -1.0, device=self.device)
         self.blank_latent = self.codec.encode(black)[0].transpose(0, 1).half()
         self.model.train()
@@ -632,9 +655,20 @@ class Trainer:
                 window = []
             self._report(state.step, max_steps, deadline)
             save_if_due()
+        if state.decoder_step < config.decoder_steps:
+            self.codec.decoder.train().requires_grad_(True)
+            self._stage("decoder", state.decoder_step)
+            while state.decoder_step < config.decoder_steps and time.monotonic() < deadline:
+                state.codec_losses.append(self.codec_step())
+                state.decoder_step += 1
+                self._report(state.decoder_step, config.decoder_steps, deadline)
+                save_if_due()
+            self.codec.eval().requires_grad_(False)
         save_if_due(force=True)
         if self.progress is not None:
             sys.stderr.write("\n")
+        if state.decoder_step < config.decoder_steps:
+            return None
         return self.export(self.out / MODEL_DIR)
 
     def _stage(self, name: str, step: int) -> None:
@@ -644,7 +678,7 @@ class Trainer:
         """Progress: the ETA is the earlier of the step budget and the time budget."""
         if self.progress is None:
             return
-        codec = self._stage_name == "codec"
+        codec = self._stage_name != "transformer"
         losses = self.state.codec_losses if codec else self.state.losses
         loss = float(np.mean(losses[-10:])) if losses else 0.0
         rate = (time.monotonic() - self._stage_began) / max(1, step - self._stage_step)
@@ -702,11 +736,20 @@ def train(
     max_steps: int | None = None,
     progress: ProgressBar | None = None,
     cache: Path | None = None,
+    resume_overrides: dict | None = None,
 ) -> Path | None:
     """Train (or resume) a run in ``out``; returns the exported model folder, or None when the
-    time ran out inside the codec stage (resume to continue). ``cache``: where preprocessed
+    time ran out inside a codec stage (resume to continue). ``cache``: where preprocessed
     clips are kept (default ``out/cache``; runs on the same data and size can share one)."""
     trainer = Trainer(
-        data, out, config or TrainConfig(), resume, device, init_codec, progress, cache
+        data,
+        out,
+        config or TrainConfig(),
+        resume,
+        device,
+        init_codec,
+        progress,
+        cache,
+        resume_overrides,
     )
     return trainer.run(minutes, max_steps)

@@ -26,7 +26,8 @@ def add_train_command(commands) -> None:
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="training setting for a new run, e.g. --set batch=8 (JSON values; see TrainConfig)",
+        help="training setting, e.g. --set batch=8 (JSON values; see TrainConfig); a resumed "
+        "run takes only decoder_steps, sample_steps and reference_detail",
     )
     parser.set_defaults(handler=train_command)
 
@@ -52,9 +53,8 @@ def train_command(args) -> int:
     from .train import ProgressBar, TrainConfig, train
 
     try:
-        config = TrainConfig.from_dict({**asdict(TrainConfig()), **parse_overrides(args.set)})
-        if args.resume and args.set:
-            raise ValueError("--set applies to a new run; a resumed run keeps its settings")
+        overrides = parse_overrides(args.set)
+        config = TrainConfig.from_dict({**asdict(TrainConfig()), **overrides})
         torch.set_num_threads(args.threads)
         folder = train(
             args.data.expanduser(),
@@ -67,6 +67,7 @@ def train_command(args) -> int:
             args.max_steps,
             ProgressBar(),
             args.cache,
+            overrides if args.resume else None,
         )
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"poseanything train: {error}", file=sys.stderr)

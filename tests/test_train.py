@@ -118,3 +118,17 @@ def test_settings_from_the_command_line():
     }
     with pytest.raises(ValueError, match="unknown setting"):
         parse_overrides(["batchsize=8"])
+
+
+def test_a_resumed_run_may_sharpen_the_decoder_but_not_move_the_latents(dataset, tmp_path):
+    train(dataset, tmp_path, 5, config=TINY, max_steps=2)
+    _, before = load_checkpoint(tmp_path / CHECKPOINT_DIR)
+    with pytest.raises(ValueError, match="keeps its settings"):
+        train(dataset, tmp_path, 5, resume=True, max_steps=2, resume_overrides={"batch": 8})
+    train(dataset, tmp_path, 5, resume=True, max_steps=2, resume_overrides={"decoder_steps": 3})
+    state, after = load_checkpoint(tmp_path / CHECKPOINT_DIR)
+    assert state.decoder_step == 3 and state.step == 2
+    for name, value in before.items():
+        if name.startswith(("codec.encoder.", "codec.latents_", "model.", "ema.")):
+            torch.testing.assert_close(after[name], value, msg=name)
+    assert not torch.equal(after["codec.decoder.0.weight"], before["codec.decoder.0.weight"])
