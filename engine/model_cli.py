@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import traceback
 
 from .hub import (
     POSEANYTHING_REPO,
@@ -92,6 +93,9 @@ def load_render_pipeline(args: argparse.Namespace, device: str):
             raise ValueError(
                 "--backend onnx runs the default model; the full model runs with torch on a GPU"
             )
+        from .full_model import check_full_model_device
+
+        check_full_model_device(device, args.allow_cpu)  # before fetching gigabytes for nothing
         sources = sources_from_args(args)
         if args.online and not inventory(sources).complete:
             download(sources, report=_stderr_reporter)
@@ -171,10 +175,21 @@ def models_command(args: argparse.Namespace) -> int:
             report = _stderr_reporter
             if args.json:
                 report = lambda event, fields: _json_line(event, **fields)  # noqa: E731
-            download(sources, report, confirm=None if args.download else lambda *sizes: False)
+            try:
+                download(sources, report, confirm=None if args.download else lambda *sizes: False)
+            except (CheckpointError, WeightsMissingError):
+                raise
+            except Exception as error:  # network, disk full, refused: all end the download
+                traceback.print_exception(error, file=sys.stderr)
+                raise WeightsMissingError(
+                    f"the download failed ({type(error).__name__}: {error}); the files fetched "
+                    "so far stay in the cache, so running it again fetches only the rest"
+                ) from error
         found = inventory(sources)
     except (CheckpointError, WeightsMissingError) as error:
         print(str(error), file=sys.stderr)
+        if args.json:
+            _json_line("error", kind="bad_input", message=str(error))
         return 2
     rows = [
         {

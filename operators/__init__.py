@@ -3,9 +3,9 @@ and the ``--command poseanything`` command line of ``blender -b FILE.blend``."""
 
 import bpy
 
-from . import export, generate, preview
+from . import export, generate, models, preview
 
-CLASSES = (*export.CLASSES, *generate.CLASSES, *preview.CLASSES)
+CLASSES = (*export.CLASSES, *generate.CLASSES, *models.CLASSES, *preview.CLASSES)
 CLI_COMMAND = "poseanything"
 
 _cli_handle = None
@@ -22,9 +22,11 @@ def register() -> None:
 
 def unregister() -> None:
     global _cli_handle
+    from ..poseanything_blender import models
     from ..poseanything_blender.generate import stop_all
 
     stop_all()
+    models.stop()
     if _cli_handle is not None:
         bpy.utils.unregister_cli_command(_cli_handle)
         _cli_handle = None

@@ -21,6 +21,7 @@ exits with 1. bpy is imported only after the arguments check out.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -256,12 +257,14 @@ def generate_in_loaded_file(args: argparse.Namespace) -> int:
     _apply_options(scene, args)
     preferences = generate.addon_preferences()
     defaults = generate.engine_options(scene, preferences)
-    engine = generate.EngineOptions(
+    engine = dataclasses.replace(
+        defaults,
         python=args.python or defaults.python,
         model=str(args.model.expanduser().absolute()) if args.model else defaults.model,
         device=args.device or defaults.device,
         steps=defaults.steps,
         ray=args.ray or defaults.ray,
+        full=defaults.full and args.model is None,
     )
     view_layer = scene.view_layers[0] if scene != bpy.context.scene else bpy.context.view_layer
     try:

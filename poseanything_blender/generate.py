@@ -67,6 +67,29 @@ class EngineOptions:
     ray: str = ""
     """A Ray cluster for "Generate all shots" (auto, local or an address); empty: one shot
     after another on this machine."""
+    full: bool = False
+    """The official PoseAnything (Wan2.2-TI2V-5B) instead of ``model``."""
+    poseanything_weights: str | None = None
+    wan_weights: str | None = None
+    cpu_offload: bool = False
+    backend: str = "torch"
+    online: bool = False
+    """Blender's "Allow Online Access": the engine may fetch missing full-model weights."""
+
+    def settings(self, python: str) -> EngineSettings:
+        """The engine child's settings, run by ``python``."""
+        return EngineSettings(
+            python=python,
+            model=self.model,
+            device=self.device,
+            steps=self.steps,
+            full=self.full,
+            poseanything_weights=self.poseanything_weights,
+            wan_weights=self.wan_weights,
+            cpu_offload=self.cpu_offload,
+            backend=self.backend,
+            online=self.online,
+        )
 
 
 @dataclass(frozen=True)
@@ -99,16 +122,30 @@ def addon_preferences(context=None):
     return addon.preferences if addon is not None else None
 
 
+def _folder(path: str) -> str | None:
+    return bpy.path.abspath(path) if path else None
+
+
 def engine_options(scene: bpy.types.Scene, preferences=None) -> EngineOptions:
+    """The engine's options from the preferences' model choice (``scene`` gives the steps)."""
     steps = scene.poseanything.steps or None
+    online = bool(bpy.app.online_access)
     if preferences is None:
-        return EngineOptions(steps=steps)
+        return EngineOptions(steps=steps, online=online)
+    choice = preferences.model_choice
+    full = choice == "FULL"
     return EngineOptions(
-        python=bpy.path.abspath(preferences.engine_python) if preferences.engine_python else "",
-        model=bpy.path.abspath(preferences.model_folder) if preferences.model_folder else None,
+        python=_folder(preferences.engine_python) or "",
+        model=_folder(preferences.model_folder) if choice == "CUSTOM" else None,
         device=preferences.device.lower(),
         steps=steps,
         ray=preferences.ray_address.strip(),
+        full=full,
+        poseanything_weights=_folder(preferences.poseanything_weights) if full else None,
+        wan_weights=_folder(preferences.wan_weights) if full else None,
+        cpu_offload=full and preferences.cpu_offload,
+        backend="torch" if full else preferences.backend.lower(),
+        online=online,
     )
 
 
@@ -314,8 +351,9 @@ def job_for(scene: bpy.types.Scene) -> GenerateJob | None:
 
 def check_model(engine: EngineOptions, use_ray: bool = False) -> None:
     """Say at once, before any export, when there is no model to render with (a cluster's
-    workers have their own models, so a Ray batch is not checked here)."""
-    if use_ray and engine.ray:
+    workers have their own models, so a Ray batch is not checked here; the full model's
+    weights are checked by the engine, which can download them, and by Check Models)."""
+    if (use_ray and engine.ray) or engine.full:
         return
     try:
         resolve_model_dir(engine.model)
@@ -340,12 +378,7 @@ def start_generate(
             f"scene {scene.name!r} is already generating; wait for it or press Cancel"
         )
     check_model(engine, use_ray)
-    settings = EngineSettings(
-        python=resolve_engine_python(engine.python),
-        model=engine.model,
-        device=engine.device,
-        steps=engine.steps,
-    )
+    settings = engine.settings(resolve_engine_python(engine.python))
     job = GenerateJob(
         scene.session_uid,
         folder,
@@ -421,7 +454,8 @@ def _status_text(job: GenerateJob, status) -> str:
     position = len(job.outcomes) + len(job.export_failures) + 1
     where = f"{task.name} ({position}/{total})" if total > 1 else ""
     if not status.total:
-        return f"{where} loading the engine".strip()
+        loading = "loading the full model" if job.engine.full else "loading the engine"
+        return f"{where} {loading}".strip()
     window = f", window {status.window}/{status.windows}" if status.windows > 1 else ""
     return f"{where} step {status.step}/{status.total}{window}, {status.eta_s:.0f} s left".strip()
 

@@ -2,11 +2,12 @@
 
 Blender's UI must not freeze for the minutes a video takes, and the engine needs torch, which
 Blender's own Python may not have, so the engine runs as ``python -m poseanything.engine.cli
-render ... --progress json`` (or ``batch ... --ray ADDRESS`` for many shots on a Ray cluster) in
-the Python chosen in the preferences. A reader thread turns its
-stdout into events on a queue and never touches bpy; the main thread drains the queue in
-``EngineJob.poll()`` (called from a timer in Blender, directly in tests). stderr goes to a log
-file, whose path every failure message names.
+render ... --progress json`` (or ``batch ... --ray ADDRESS`` for many shots on a Ray cluster, or
+``models --json`` to check or download the full model's weights) in the Python chosen in the
+preferences. Unless Blender allows online access, the child runs with ``HF_HUB_OFFLINE=1``.
+A reader thread turns its stdout into events on a queue and never touches bpy; the main thread
+drains the queue in ``EngineJob.poll()`` (called from a timer in Blender, directly in tests).
+stderr goes to a log file, whose path every failure message names.
 """
 
 from __future__ import annotations
@@ -69,19 +70,46 @@ def resolve_engine_python(chosen: str) -> str:
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """How the engine renders; None values mean "the shot's" or "the model's"."""
+    """How the engine renders; None values mean "the shot's" or "the model's".
+
+    ``full`` renders with the official model, whose halves come from ``poseanything_weights`` /
+    ``wan_weights`` folders (None: the Hugging Face cache); ``online`` lets the engine fetch
+    missing weights (only ever set from Blender's "Allow Online Access").
+    """
 
     python: str
     model: str | None = None
     device: str = "auto"
     steps: int | None = None
+    full: bool = False
+    poseanything_weights: str | None = None
+    wan_weights: str | None = None
+    cpu_offload: bool = False
+    backend: str = "torch"
+    online: bool = False
+
+    def weights_options(self) -> list[str]:
+        """Where the full model's weights are, for ``render --full`` and ``models``."""
+        argv = []
+        for option, value in (
+            ("--poseanything-weights", self.poseanything_weights),
+            ("--wan-weights", self.wan_weights),
+        ):
+            if value:
+                argv += [option, value]
+        return argv
 
     def options(self) -> list[str]:
         argv = ["--progress", "json", "--device", self.device]
         for option, value in (("--model", self.model), ("--steps", self.steps)):
             if value is not None:
                 argv += [option, str(value)]
-        return argv
+        if self.full:
+            argv += ["--full", *self.weights_options()]
+            argv += ["--cpu-offload"] if self.cpu_offload else []
+        if self.backend != "torch":
+            argv += ["--backend", self.backend]
+        return argv + (["--online"] if self.online else [])
 
 
 @dataclass(frozen=True)
@@ -92,6 +120,7 @@ class RenderRequest:
     video: Path
     engine: EngineSettings
     ok_codes: tuple[int, ...] = (0,)
+    cancelled_message = "cancelled; no video was written"
 
     def argv(self) -> list[str]:
         command = ["render", str(self.shot_dir), "--out", str(self.video)]
@@ -118,6 +147,7 @@ class BatchRequest:
     ray: str
     engine: EngineSettings
     ok_codes: tuple[int, ...] = (0, 1)
+    cancelled_message = "cancelled; no video was written"
 
     def argv(self) -> list[str]:
         command = ["batch", *map(str, self.shot_dirs), "--ray", self.ray]
@@ -128,11 +158,42 @@ class BatchRequest:
         return None
 
 
-def _environment() -> dict[str, str]:
+MODELS_MODES = {"check": [], "plan": ["--plan"], "download": ["--download"]}
+
+
+@dataclass(frozen=True)
+class ModelsRequest:
+    """One ``poseanything models --json``: ``check`` lists the full model's files here (no
+    network), ``plan`` adds every file's size on the hub, ``download`` fetches the missing ones.
+
+    Exit code 1 means "incomplete", which is an answer, not a failure.
+    """
+
+    mode: str
+    engine: EngineSettings
+    ok_codes: tuple[int, ...] = (0, 1)
+
+    @property
+    def cancelled_message(self) -> str:
+        if self.mode == "download":
+            return "download cancelled; the files fetched so far stay in the cache"
+        return "cancelled"
+
+    def argv(self) -> list[str]:
+        command = ["models", "--json", *self.engine.weights_options(), *MODELS_MODES[self.mode]]
+        return [self.engine.python, "-m", ENGINE_MODULE, *command]
+
+    def missing_output(self) -> str | None:
+        return None
+
+
+def _environment(online: bool) -> dict[str, str]:
     """The child's environment: when this extension's folder is named ``poseanything`` (as
     Blender installs it), its parent goes on PYTHONPATH, so the engine Python imports this very
-    copy; a pip install is found as usual."""
+    copy; a pip install is found as usual. Without online access the Hugging Face hub is off."""
     env = dict(os.environ)
+    if not online:
+        env["HF_HUB_OFFLINE"] = "1"
     if EXTENSION_ROOT.name == "poseanything":
         paths = [str(EXTENSION_ROOT.parent), env.get("PYTHONPATH", "")]
         env["PYTHONPATH"] = os.pathsep.join(path for path in paths if path)
@@ -154,6 +215,8 @@ class JobStatus:
     """The engine loaded the model and began sampling (its ``start`` event)."""
     shots: dict[str, dict] = field(default_factory=dict)
     """Batch runs: the latest event of each shot folder (resolved path)."""
+    latest: dict[str, dict] = field(default_factory=dict)
+    """The latest event of each kind (``models`` runs read ``plan``, ``file`` and ``models``)."""
 
     @property
     def fraction(self) -> float:
@@ -167,7 +230,9 @@ class JobStatus:
 class EngineJob:
     """A running ``poseanything render``; ``poll()`` applies what it said so far."""
 
-    def __init__(self, request: RenderRequest | BatchRequest, log_path: Path) -> None:
+    def __init__(
+        self, request: RenderRequest | BatchRequest | ModelsRequest, log_path: Path
+    ) -> None:
         self.request = request
         self.log_path = Path(log_path)
         self.status = JobStatus()
@@ -181,7 +246,7 @@ class EngineJob:
                 stderr=self._log,
                 stdin=subprocess.DEVNULL,
                 text=True,
-                env=_environment(),
+                env=_environment(request.engine.online),
             )
         except OSError as error:
             self._log.close()
@@ -238,6 +303,7 @@ class EngineJob:
     def _apply(self, event: dict) -> None:
         kind = event.get("event")
         status = self.status
+        status.latest[str(kind)] = event
         if "shot" in event:
             status.shots[str(event["shot"])] = event
         if kind == "start":
@@ -264,7 +330,7 @@ class EngineJob:
         self._log.close()
         status = self.status
         if self._cancel_at is not None:
-            status.state, status.message = CANCELLED, "cancelled; no video was written"
+            status.state, status.message = CANCELLED, self.request.cancelled_message
         elif returncode in self.request.ok_codes:
             missing = self.request.missing_output()
             status.state = FAILED if missing else DONE
@@ -273,13 +339,14 @@ class EngineJob:
             status.state = FAILED
             if not status.message:
                 status.message = (
-                    f"the engine exited with code {returncode}: {self._log_tail()} "
+                    f"the engine exited with code {returncode}: {self.log_tail()} "
                     f"(log: {self.log_path})"
                 )
             elif returncode != EXIT_BAD_INPUT and str(self.log_path) not in status.message:
                 status.message += f" (log: {self.log_path})"
 
-    def _log_tail(self) -> str:
+    def log_tail(self) -> str:
+        """The last lines of the engine's stderr, for a failure it did not explain itself."""
         try:
             lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError:

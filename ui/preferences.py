@@ -1,5 +1,7 @@
 """Extension preferences, looked up under the extension's own package name: where the engine
-runs (its Python, model, device, an optional Ray cluster) and where unsaved files' outputs go."""
+runs (its Python, device, an optional Ray cluster), which model it uses (the bundled default,
+a custom folder, or the full official model, whose files Check Models lists and Download
+fetches) and where unsaved files' outputs go."""
 
 import bpy
 
@@ -18,10 +20,57 @@ class PoseAnythingPreferences(bpy.types.AddonPreferences):
             "'poseanything[engine]'). Empty: Blender's own Python, if it has torch"
         ),
     )
-    model_folder: bpy.props.StringProperty(
+    model_choice: bpy.props.EnumProperty(
         name="Model",
+        items=(
+            ("DEFAULT", "Default (bundled, CPU)", "The small model shipped with the engine"),
+            (
+                "FULL",
+                "Full (PoseAnything, Wan2.2-TI2V-5B, CUDA GPU)",
+                "The paper's model: 832-pixel videos; needs a CUDA GPU with 24 GB and about "
+                "30 GB of weights (Check Models, Download)",
+            ),
+            ("CUSTOM", "Custom folder", "A model folder of your own (poseanything train)"),
+        ),
+        default="DEFAULT",
+    )
+    model_folder: bpy.props.StringProperty(
+        name="Model Folder",
         subtype="DIR_PATH",
-        description="A PoseAnything model folder (empty: the bundled default model)",
+        description="A PoseAnything model folder, used when Model is Custom folder",
+    )
+    backend: bpy.props.EnumProperty(
+        name="Backend",
+        items=(
+            ("TORCH", "PyTorch", "Run the model with torch"),
+            (
+                "ONNX",
+                "ONNX Runtime",
+                "Export the model once per size and run it with ONNX Runtime (often faster on "
+                "a CPU; needs onnxruntime in the engine Python)",
+            ),
+        ),
+        default="TORCH",
+    )
+    poseanything_weights: bpy.props.StringProperty(
+        name="PoseAnything Weights",
+        subtype="DIR_PATH",
+        description=(
+            "A folder with the PoseAnything DiT shards and their index (empty: the Hugging Face "
+            "cache, repository Ryan241005/PoseAnything)"
+        ),
+    )
+    wan_weights: bpy.props.StringProperty(
+        name="Wan2.2 Weights",
+        subtype="DIR_PATH",
+        description=(
+            "A diffusers folder of Wan2.2-TI2V-5B with vae/, text_encoder/, tokenizer/ (empty: "
+            "the Hugging Face cache, repository Wan-AI/Wan2.2-TI2V-5B-Diffusers)"
+        ),
+    )
+    cpu_offload: bpy.props.BoolProperty(
+        name="CPU Offload",
+        description="Keep the VAE in host memory between uses: less GPU memory, a little slower",
     )
     device: bpy.props.EnumProperty(
         name="Device",
@@ -61,10 +110,45 @@ class PoseAnythingPreferences(bpy.types.AddonPreferences):
                 text="Blender's Python has no torch: set a Python with the engine installed",
                 icon="ERROR",
             )
-        layout.prop(self, "model_folder")
+        layout.prop(self, "model_choice")
+        if self.model_choice == "CUSTOM":
+            layout.prop(self, "model_folder")
+        if self.model_choice == "FULL":
+            layout.prop(self, "poseanything_weights")
+            layout.prop(self, "wan_weights")
+            layout.prop(self, "cpu_offload")
+        else:
+            layout.prop(self, "backend")
         layout.prop(self, "device")
         layout.prop(self, "ray_address")
         layout.prop(self, "unsaved_output_folder")
+        if self.model_choice == "FULL":
+            self.draw_models(layout.box())
+
+    def draw_models(self, box: bpy.types.UILayout) -> None:
+        """The full model's files: Check Models, the last answer, Download with its size."""
+        from ..poseanything_blender import models
+
+        state = models.STATE
+        box.use_property_split = False
+        box.label(text="Full Model Files", icon="FILE_BLEND")
+        row = box.row(align=True)
+        row.operator("poseanything.check_models", icon="VIEWZOOM")
+        plan = state.plan
+        if plan is not None and state.job is None and plan.download_bytes:
+            row.operator("poseanything.download_models", text=plan.button_text, icon="IMPORT")
+        else:
+            row.operator("poseanything.plan_download", text="Download...", icon="IMPORT")
+        if not bpy.app.online_access:
+            box.label(text=models.ONLINE_ACCESS_OFF, icon="INFO")
+        if state.job is not None:
+            box.progress(factor=state.progress, type="BAR", text=state.status)
+            box.operator("poseanything.cancel_models", icon="CANCEL")
+        column = box.column(align=True)
+        for text, icon in models.report_lines(state, bpy.app.online_access):
+            column.label(text=text, icon=icon)
+        if state.log:
+            column.label(text=f"Log: {state.log}", icon="TEXT")
 
 
 CLASSES = (PoseAnythingPreferences,)

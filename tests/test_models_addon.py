@@ -1,0 +1,196 @@
+"""The add-on's side of the full model: the model choice in the preferences becomes engine
+options; Check Models runs ``poseanything models --json`` as an engine job and shows what is
+present and missing; Download shows the size first and needs Blender's "Allow Online Access".
+
+No test contacts a host: Check Models reads a temporary Hugging Face cache with tiny fake
+official files (network off), and the Download plan is the engine's output replayed from
+``data/models_plan.jsonl`` by a stand-in engine Python (a shell script that prints it).
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+from rigs import build_armature, chain
+
+from poseanything.engine.hub import DIT_INDEX, DIT_SHARDS, POSEANYTHING_REPO, WAN_REPO
+
+PLAN_FIXTURE = Path(__file__).parent / "data" / "models_plan.jsonl"
+
+
+@pytest.fixture
+def preferences(fresh_scene, monkeypatch):
+    """The extension enabled as an add-on (so it has preferences), online access off."""
+    import bpy
+
+    from poseanything.poseanything_blender import models
+
+    system = bpy.context.preferences.system
+    online_before = system.use_online_access
+    system.use_online_access = False
+    assert bpy.ops.preferences.addon_enable(module="poseanything") == {"FINISHED"}
+    prefs = bpy.context.preferences.addons["poseanything"].preferences
+    prefs.engine_python = sys.executable
+    monkeypatch.setattr(models, "STATE", models.ModelsState())
+    yield prefs
+    bpy.ops.preferences.addon_disable(module="poseanything")
+    system.use_online_access = online_before
+
+
+def test_each_model_choice_becomes_the_engines_options(preferences, tmp_path):
+    import bpy
+
+    from poseanything.poseanything_blender.generate import engine_options
+    from poseanything.poseanything_blender.job import ModelsRequest
+
+    scene = bpy.context.scene
+
+    def options() -> list[str]:
+        return engine_options(scene, preferences).settings("python").options()
+
+    assert preferences.model_choice == "DEFAULT"
+    assert options() == ["--progress", "json", "--device", "auto"]
+    preferences.backend = "ONNX"
+    preferences.device = "CPU"
+    assert options() == ["--progress", "json", "--device", "cpu", "--backend", "onnx"]
+
+    preferences.model_folder = str(tmp_path / "mine")
+    assert "--model" not in options()  # the folder counts only when Custom folder is chosen
+    preferences.model_choice = "CUSTOM"
+    assert options()[4:] == ["--model", str(tmp_path / "mine"), "--backend", "onnx"]
+
+    preferences.model_choice = "FULL"
+    assert options()[4:] == ["--full"]  # ONNX Runtime is the default model's; Full is torch
+    preferences.poseanything_weights = str(tmp_path / "dit")
+    preferences.wan_weights = str(tmp_path / "wan")
+    preferences.cpu_offload = True
+    weights = [
+        "--poseanything-weights",
+        str(tmp_path / "dit"),
+        "--wan-weights",
+        str(tmp_path / "wan"),
+    ]
+    assert options()[4:] == ["--full", *weights, "--cpu-offload"]
+
+    # --online only when Blender allows online access.
+    bpy.context.preferences.system.use_online_access = True
+    assert bpy.app.online_access and options()[-1] == "--online"
+    settings = engine_options(scene, preferences).settings("python")
+    models_argv = ModelsRequest("plan", settings).argv()
+    assert models_argv[3:] == ["models", "--json", *weights, "--plan"]
+    assert ModelsRequest("check", settings).argv()[-1] == str(tmp_path / "wan")
+
+
+@pytest.fixture
+def half_cache(tmp_path, monkeypatch) -> Path:
+    """A Hugging Face cache with the tiny official PoseAnything checkpoint and no Wan2.2 files;
+    the engine child inherits the environment, network off."""
+    from fake_full_model import official_tensors, snapshot, write_official_checkpoint
+
+    cache = tmp_path / "hf" / "hub"
+    write_official_checkpoint(snapshot(cache, POSEANYTHING_REPO), official_tensors())
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache
+
+
+def test_check_models_lists_present_and_missing_files_with_sizes(preferences, half_cache):
+    import bpy
+
+    from poseanything.engine.hub import format_size
+    from poseanything.poseanything_blender import models
+
+    preferences.model_choice = "FULL"
+    assert bpy.ops.poseanything.check_models() == {"FINISHED"}
+    assert models.STATE.job is not None and models.STATE.status == "checking the model files"
+    with pytest.raises(RuntimeError, match="poll"):
+        bpy.ops.poseanything.check_models()  # one models job at a time
+    state = models.wait()
+    assert state.ok and state.message == "" and state.log == ""
+    report = state.report
+    assert report.cache == str(half_cache) and not report.complete
+    present = {item.file: item.size for item in report.files if item.present}
+    folder = half_cache / f"models--{POSEANYTHING_REPO.replace('/', '--')}" / "snapshots"
+    for name in (DIT_INDEX, *DIT_SHARDS):
+        assert present[name] == next(folder.glob(f"*/{name}")).stat().st_size > 0
+    missing = {item.file for item in report.missing}
+    assert {"vae/diffusion_pytorch_model.safetensors", "tokenizer/tokenizer_config.json"} <= missing
+
+    lines = [text for text, _icon in models.report_lines(state, online=False)]
+    shard_size = format_size(present[DIT_SHARDS[0]])
+    assert any(shard_size in line and DIT_SHARDS[0] in line for line in lines)
+    assert any(line.strip().startswith("missing") and "vae/config.json" in line for line in lines)
+    assert lines[0].endswith(f"present: {format_size(report.present_bytes)}")
+    hint = lines[-1]
+    assert (
+        "Allow Online Access in Preferences > System > Network" in hint and str(half_cache) in hint
+    )
+
+
+def test_download_refuses_while_online_access_is_off(preferences):
+    import bpy
+
+    from poseanything.poseanything_blender import models
+    from poseanything.poseanything_blender.generate import engine_options
+
+    preferences.model_choice = "FULL"
+    assert not bpy.app.online_access
+    for operator in (bpy.ops.poseanything.plan_download, bpy.ops.poseanything.download_models):
+        with pytest.raises(RuntimeError, match="Allow Online Access is off"):
+            operator()
+    settings = engine_options(bpy.context.scene, preferences).settings(sys.executable)
+    with pytest.raises(models.ModelsError, match="Preferences > System > Network"):
+        models.start("plan", settings)
+    assert models.STATE.job is None
+
+
+def test_the_plans_sizes_become_the_download_button(preferences, tmp_path):
+    """The engine's plan output (replayed) fills the confirmation: total and file list."""
+    import bpy
+
+    from poseanything.poseanything_blender import models
+
+    replay = tmp_path / "engine-python"
+    replay.write_text(f"#!/bin/sh\ncat '{PLAN_FIXTURE}'\n")
+    replay.chmod(replay.stat().st_mode | stat.S_IEXEC)
+    preferences.engine_python = str(replay)
+    preferences.model_choice = "FULL"
+    bpy.context.preferences.system.use_online_access = True
+    with pytest.raises(RuntimeError, match="press Download first"):
+        bpy.ops.poseanything.download_models()
+    assert bpy.ops.poseanything.plan_download() == {"FINISHED"}
+    state = models.wait()
+    assert state.ok, state.message
+    recorded = json.loads(PLAN_FIXTURE.read_text().splitlines()[0])
+    plan = state.plan
+    assert plan.total_bytes == recorded["total_bytes"] == sum(size for _, size, _ in plan.files)
+    assert plan.download_bytes == 24_369_221_451 and plan.button_text == "Download 24.4 GB"
+    assert len(plan.to_fetch) == 9 and len(plan.files) == 14
+    lines = [text for text, _icon in models.report_lines(state, online=True)]
+    assert "Download: 9 of 14 files, 24.4 GB of 24.4 GB" in lines
+    assert any(f"{WAN_REPO}/vae/diffusion_pytorch_model.safetensors" in line for line in lines)
+    assert not any("Allow Online Access" in line for line in lines)
+    assert bpy.ops.poseanything.download_models.poll()
+
+
+def test_generate_with_the_full_model_on_a_cpu_shows_the_engines_message(preferences, tmp_path):
+    import bpy
+
+    from poseanything.poseanything_blender import generate
+
+    scene = bpy.context.scene
+    build_armature("Rig", chain("arm", (0, 0, 0), (0, 0, 0.5), 3))
+    scene.render.resolution_x, scene.render.resolution_y = 64, 48
+    scene.frame_start, scene.frame_end = 1, 3
+    scene.poseanything.output_folder = str(tmp_path)
+    preferences.model_choice = "FULL"
+    assert bpy.ops.poseanything.generate() == {"FINISHED"}
+    job = generate.wait(scene, poll_s=0.05)
+    message = scene.poseanything.job_message
+    assert not job.outcomes[0].ok and not scene.poseanything.job_ok
+    assert "needs a CUDA GPU" in message and "--allow-cpu" in message
+    assert not list(tmp_path.rglob("*.mp4"))
