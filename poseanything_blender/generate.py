@@ -28,6 +28,7 @@ import bpy
 
 from ..engine.shot import Guidance
 from ..engine.weights import ModelNotFoundError, resolve_model_dir
+from . import models
 from .armature import SkeletonOptions
 from .job import (
     DONE,
@@ -353,7 +354,12 @@ def check_model(engine: EngineOptions, use_ray: bool = False) -> None:
     """Say at once, before any export, when there is no model to render with (a cluster's
     workers have their own models, so a Ray batch is not checked here; the full model's
     weights are checked by the engine, which can download them, and by Check Models)."""
-    if (use_ray and engine.ray) or engine.full:
+    if use_ray and engine.ray:
+        return
+    if engine.full:
+        missing = models.missing_weights(engine.settings(engine.python))
+        if missing:
+            raise GenerateError(missing)
         return
     try:
         resolve_model_dir(engine.model)

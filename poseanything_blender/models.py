@@ -97,6 +97,8 @@ class ModelsState:
     """What the preferences show: the last answers, the running job and its progress."""
 
     report: ModelsReport | None = None
+    report_sources: tuple[str, ...] = ()
+    """The weights options the report was made for (a report of other folders is stale)."""
     plan: DownloadPlan | None = None
     job: EngineJob | None = None
     mode: str = ""
@@ -126,6 +128,7 @@ def start(mode: str, engine: EngineSettings) -> EngineJob:
     except EngineSetupError as error:
         raise ModelsError(str(error)) from error
     STATE.job, STATE.mode, STATE.log = job, mode, str(log)
+    STATE.report_sources = tuple(engine.weights_options())
     STATE.progress, STATE.message, STATE.ok = 0.0, "", True
     STATE.status = {
         "check": "checking the model files",
@@ -211,6 +214,24 @@ def stop() -> None:
         STATE.job = None
     if bpy.app.timers.is_registered(tick):
         bpy.app.timers.unregister(tick)
+
+
+def missing_weights(engine: EngineSettings) -> str | None:
+    """Why the full model cannot render, when the last Check Models of these weights folders
+    found files missing and Blender may not download them; None when it may or nothing says so.
+    """
+    report = STATE.report
+    if engine.online or report is None or report.complete:
+        return None
+    if STATE.report_sources != tuple(engine.weights_options()):
+        return None
+    count = len(report.missing) + len(report.unknown)
+    return (
+        f"the full model's weights are incomplete ({count} files missing, see Check Models in "
+        "the PoseAnything preferences): turn on Allow Online Access in Preferences > System > "
+        f"Network and press Download, or put the files in {report.cache} or in the weights "
+        "folders set in the preferences"
+    )
 
 
 def report_lines(state: ModelsState, online: bool) -> list[tuple[str, str]]:

@@ -102,7 +102,7 @@ def test_check_models_lists_present_and_missing_files_with_sizes(preferences, ha
     import bpy
 
     from poseanything.engine.hub import format_size
-    from poseanything.poseanything_blender import models
+    from poseanything.poseanything_blender import generate, models
 
     preferences.model_choice = "FULL"
     assert bpy.ops.poseanything.check_models() == {"FINISHED"}
@@ -126,9 +126,31 @@ def test_check_models_lists_present_and_missing_files_with_sizes(preferences, ha
     assert any(line.strip().startswith("missing") and "vae/config.json" in line for line in lines)
     assert lines[0].endswith(f"present: {format_size(report.present_bytes)}")
     hint = lines[-1]
-    assert (
-        "Allow Online Access in Preferences > System > Network" in hint and str(half_cache) in hint
-    )
+    assert "Allow Online Access in Preferences > System > Network" in hint
+    assert str(half_cache) in hint
+
+    # Generate with these weights missing and online access off: said at once, nothing starts.
+    build_armature("Rig", chain("arm", (0, 0, 0), (0, 0, 0.5), 3))
+    with pytest.raises(RuntimeError, match="incomplete .*turn on Allow Online Access in Pref"):
+        bpy.ops.poseanything.generate()
+    assert generate.job_for(bpy.context.scene) is None
+
+
+def test_a_download_that_cannot_reach_the_hub_says_why(preferences, half_cache):
+    """Online access on in Blender, but the hub is unreachable (offline mode here): the
+    engine's own message reaches the preferences; nothing was fetched."""
+    import bpy
+
+    from poseanything.poseanything_blender import models
+
+    preferences.model_choice = "FULL"
+    bpy.context.preferences.system.use_online_access = True
+    assert bpy.ops.poseanything.plan_download() == {"FINISHED"}
+    state = models.wait()
+    assert not state.ok and state.plan is None
+    assert state.message.startswith(f"cannot list {POSEANYTHING_REPO} on the Hugging Face hub")
+    assert "check the network" in state.message
+    assert models.report_lines(state, online=True)[-1] == (state.message, "ERROR")
 
 
 def test_download_refuses_while_online_access_is_off(preferences):
@@ -148,16 +170,40 @@ def test_download_refuses_while_online_access_is_off(preferences):
     assert models.STATE.job is None
 
 
+FIRST_FILE = {
+    "event": "file",
+    "file": f"{POSEANYTHING_REPO}/{DIT_SHARDS[0]}",
+    "index": 1,
+    "count": 9,
+    "bytes_done": 4_993_950_944,
+    "bytes_total": 24_369_221_451,
+}
+
+
+def replaying_engine(folder: Path) -> Path:
+    """A stand-in engine Python that prints the recorded ``models --json`` output: with
+    ``--download``, the plan and the first file's event, then it keeps downloading (sleeps)."""
+    replay = folder / "engine-python"
+    replay.write_text(
+        "#!/bin/sh\n"
+        f"head -n 1 '{PLAN_FIXTURE}'\n"
+        'case "$*" in\n'
+        f"  *--download*) echo '{json.dumps(FIRST_FILE)}'; exec sleep 60;;\n"
+        f"  *) tail -n 1 '{PLAN_FIXTURE}';;\n"
+        "esac\n"
+    )
+    replay.chmod(replay.stat().st_mode | stat.S_IEXEC)
+    return replay
+
+
 def test_the_plans_sizes_become_the_download_button(preferences, tmp_path):
-    """The engine's plan output (replayed) fills the confirmation: total and file list."""
+    """The engine's plan output (replayed) fills the confirmation: total and file list; the
+    download then shows its progress and can be cancelled."""
     import bpy
 
     from poseanything.poseanything_blender import models
 
-    replay = tmp_path / "engine-python"
-    replay.write_text(f"#!/bin/sh\ncat '{PLAN_FIXTURE}'\n")
-    replay.chmod(replay.stat().st_mode | stat.S_IEXEC)
-    preferences.engine_python = str(replay)
+    preferences.engine_python = str(replaying_engine(tmp_path))
     preferences.model_choice = "FULL"
     bpy.context.preferences.system.use_online_access = True
     with pytest.raises(RuntimeError, match="press Download first"):
@@ -175,6 +221,17 @@ def test_the_plans_sizes_become_the_download_button(preferences, tmp_path):
     assert any(f"{WAN_REPO}/vae/diffusion_pytorch_model.safetensors" in line for line in lines)
     assert not any("Allow Online Access" in line for line in lines)
     assert bpy.ops.poseanything.download_models.poll()
+
+    assert bpy.ops.poseanything.download_models("EXEC_DEFAULT") == {"FINISHED"}
+    while "files" not in models.STATE.status:
+        models.tick()
+    assert models.STATE.status == "1/9 files, 5.0 GB of 24.4 GB"
+    assert round(models.STATE.progress, 2) == 0.2
+    assert not bpy.ops.poseanything.plan_download.poll()  # one models job at a time
+    assert bpy.ops.poseanything.cancel_models() == {"FINISHED"}
+    state = models.wait()
+    assert not state.ok and state.job is None
+    assert state.message == "download cancelled; the files fetched so far stay in the cache"
 
 
 def test_generate_with_the_full_model_on_a_cpu_shows_the_engines_message(preferences, tmp_path):
