@@ -217,20 +217,24 @@ def stop() -> None:
 
 
 def missing_weights(engine: EngineSettings) -> str | None:
-    """Why the full model cannot render, when the last Check Models of these weights folders
-    found files missing and Blender may not download them; None when it may or nothing says so.
-    """
+    """Why the full model cannot render yet, when the last Check Models of these weights folders
+    found files missing (a render would otherwise fetch gigabytes unannounced, or fail); None
+    when nothing is known to be missing."""
     report = STATE.report
-    if engine.online or report is None or report.complete:
+    if report is None or report.complete:
         return None
     if STATE.report_sources != tuple(engine.weights_options()):
         return None
     count = len(report.missing) + len(report.unknown)
-    return (
+    head = (
         f"the full model's weights are incomplete ({count} files missing, see Check Models in "
-        "the PoseAnything preferences): turn on Allow Online Access in Preferences > System > "
-        f"Network and press Download, or put the files in {report.cache} or in the weights "
-        "folders set in the preferences"
+        "the PoseAnything preferences): "
+    )
+    if engine.online:
+        return head + "press Download there (it shows the size first), then Generate again"
+    return head + (
+        "turn on Allow Online Access in Preferences > System > Network and press Download, or "
+        f"put the files in {report.cache} or in the weights folders set in the preferences"
     )
 
 

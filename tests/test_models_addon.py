@@ -133,6 +133,9 @@ def test_check_models_lists_present_and_missing_files_with_sizes(preferences, ha
     build_armature("Rig", chain("arm", (0, 0, 0), (0, 0, 0.5), 3))
     with pytest.raises(RuntimeError, match="incomplete .*turn on Allow Online Access in Pref"):
         bpy.ops.poseanything.generate()
+    bpy.context.preferences.system.use_online_access = True  # no unannounced 24 GB either
+    with pytest.raises(RuntimeError, match="press Download there .*shows the size first"):
+        bpy.ops.poseanything.generate()
     assert generate.job_for(bpy.context.scene) is None
 
 

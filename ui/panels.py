@@ -28,6 +28,17 @@ def _wrapped_labels(layout, context, text: str, icon: str) -> None:
         column.label(text=line, icon=icon if index == 0 else "BLANK1")
 
 
+def _draw_models_job(layout) -> None:
+    """A model check or download started in the preferences, with its progress and Cancel."""
+    from ..poseanything_blender import models
+
+    state = models.STATE
+    if state.job is None:
+        return
+    layout.progress(factor=state.progress, type="BAR", text=f"Full model: {state.status}")
+    layout.operator("poseanything.cancel_models", text=f"Cancel {state.mode.title()}")
+
+
 class _Sidebar:
     bl_region_type = "UI"
     bl_category = "PoseAnything"
@@ -65,6 +76,7 @@ class _MainPanel(_Sidebar):
             _wrapped_labels(layout, context, settings.job_message, icon)
             if settings.job_log:
                 layout.prop(settings, "job_log")
+        _draw_models_job(layout)
         row = layout.row(align=True)
         row.operator("poseanything.export_shot", text="Export Shot Only", icon="EXPORT")
         row.operator("poseanything.open_output_folder", text="", icon="FILE_FOLDER")
