@@ -1,0 +1,70 @@
+"""The committed default model: it loads, is deterministic for a seed, and follows the pose.
+
+The pose test is a metric on a held-out clip (Blender's human metarig, never trained on), not a
+snapshot: the subject-region PSNR of the full model must beat the same model with the skeleton
+blanked, so the pose input measurably drives the subject. The committed model does not pass it
+yet (its model card says so), so it is a strict expected failure.
+"""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_models import one_torch_thread  # noqa: F401
+
+from poseanything.engine.evaluate import FULL, NO_POSE, load_clip, render_row, table_rows
+from poseanything.engine.metrics import masked_psnr, psnr
+from poseanything.engine.pipeline import PoseAnythingPipeline, RenderSettings
+from poseanything.engine.shot import read_shot
+from poseanything.engine.weights import DEFAULT_MODEL_DIR
+
+EVAL_CLIP = Path(__file__).parent / "data" / "eval_clip"
+MAX_WEIGHT_BYTES = 60 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return PoseAnythingPipeline.from_pretrained()
+
+
+@pytest.fixture(scope="module")
+def clip(pipeline):
+    return load_clip(EVAL_CLIP, *pipeline.working_size(read_shot(EVAL_CLIP)))
+
+
+@pytest.fixture(scope="module")
+def renders(pipeline, clip):
+    rows = {row.name: row for row in table_rows(ablations=False)}
+    return {name: render_row(pipeline, clip, rows[name]) for name in (FULL, NO_POSE)}
+
+
+def test_the_bundled_weights_load_within_budget(pipeline):
+    weights = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.rglob("*.safetensors"))
+    assert 0 < weights <= MAX_WEIGHT_BYTES
+    assert not list(DEFAULT_MODEL_DIR.rglob("*.bin")) and not list(DEFAULT_MODEL_DIR.rglob("*.pt"))
+    assert (DEFAULT_MODEL_DIR / "README.md").is_file()
+    assert pipeline.config.window_frames >= 16
+    assert pipeline.config.pixel_area >= 64 * 64
+
+
+def test_a_seed_gives_the_same_frames(pipeline, clip, renders):
+    settings = RenderSettings(upscale=False)
+    again = pipeline.render(clip.shot, clip.reference, settings).frames
+    np.testing.assert_array_equal(again, renders[FULL])
+    other = pipeline.render(clip.shot, clip.reference, dataclasses.replace(settings, seed=7))
+    assert not np.array_equal(other.frames, renders[FULL])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the shipped preview model does not yet follow the pose measurably (subject PSNR "
+    "19.82 dB vs 19.86 dB without pose on this clip; see engine/weights/default/README.md); "
+    "strict, so a model that does makes this test fail until the mark is removed",
+)
+def test_the_pose_drives_the_subject(clip, renders):
+    truth, subject = clip.frames[1:], clip.subject[1:]
+    full = masked_psnr(renders[FULL][1:], truth, subject)
+    no_pose = masked_psnr(renders[NO_POSE][1:], truth, subject)
+    assert full > no_pose + 0.5, f"subject PSNR {full:.2f} dB vs no pose {no_pose:.2f} dB"
+    assert psnr(renders[FULL][1:], truth) > psnr(renders[NO_POSE][1:], truth)
