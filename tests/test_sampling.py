@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny_models import one_torch_thread  # noqa: F401
+from tiny_models import one_torch_thread, tiny_transformer  # noqa: F401
 
 from poseanything.engine import sampling
 from poseanything.engine.guidance import anchors_needed
@@ -112,22 +112,6 @@ def test_guided_velocity_is_one_batched_forward():
     out = velocity(torch.zeros(1, 2, 3, 1, 1), torch.zeros(1, 3), 0)
     assert calls == [(3, 3, (3, 3), (3, 4, 8))]
     torch.testing.assert_close(out, torch.full((1, 2, 3, 1, 1), 1 + 1.5 * 2 + 1.0 * 4))
-
-
-def tiny_transformer(seed: int = 0):
-    from poseanything.engine.model import PoseAnythingTransformer
-
-    torch.manual_seed(seed)
-    model = PoseAnythingTransformer(
-        latent_channels=4,
-        num_attention_heads=2,
-        attention_head_dim=8,
-        text_dim=16,
-        freq_dim=16,
-        ffn_dim=32,
-        num_layers=2,
-    )
-    return model.eval()
 
 
 def ptcm_inputs():

@@ -13,9 +13,10 @@ from poseanything.engine.pipeline import PipelineConfig, PoseAnythingPipeline
 TINY_PIPELINE = PipelineConfig(window_frames=8, pixel_area=32 * 32, size_multiple=8, steps=2)
 
 
-def tiny_pipeline(config: PipelineConfig = TINY_PIPELINE, seed: int = 0) -> PoseAnythingPipeline:
+def tiny_transformer(seed: int = 0) -> PoseAnythingTransformer:
+    """The real transformer with two blocks of two 8-dim heads: milliseconds a forward."""
     torch.manual_seed(seed)
-    model = PoseAnythingTransformer(
+    return PoseAnythingTransformer(
         latent_channels=4,
         num_attention_heads=2,
         attention_head_dim=8,
@@ -23,7 +24,11 @@ def tiny_pipeline(config: PipelineConfig = TINY_PIPELINE, seed: int = 0) -> Pose
         freq_dim=16,
         ffn_dim=32,
         num_layers=2,
-    )
+    ).eval()
+
+
+def tiny_pipeline(config: PipelineConfig = TINY_PIPELINE, seed: int = 0) -> PoseAnythingPipeline:
+    model = tiny_transformer(seed)
     for block in model.blocks:  # a trained-looking part attention, so PTCM changes the output
         torch.nn.init.normal_(block.ptcm.to_out.weight, std=0.2)
     codec = TinyVideoCodec(latent_channels=4, spatial_factor=4, hidden_channels=16)
