@@ -24,34 +24,19 @@ from functools import partial
 import torch
 
 from poseanything.engine.model import (
-    TINY_CONFIG,
-    HashTextEncoder,
     PartConditioning,
     PoseAnythingTransformer,
-    TinyVideoCodec,
 )
 from poseanything.engine.onnx import OnnxDenoiser
-from poseanything.engine.pipeline import PipelineConfig, PoseAnythingPipeline
-from poseanything.engine.weights import ModelNotFoundError
+from poseanything.engine.pipeline import PoseAnythingPipeline
 
 FRAMES, SIZE, ANCHORS, PARTS = 16, 64, 3, 5
 
 
-def default_model() -> tuple[PoseAnythingTransformer, int, str]:
-    """(transformer, codec spatial factor, where the weights came from)."""
-    try:
-        pipeline = PoseAnythingPipeline.from_pretrained(None, device="cpu")
-        return pipeline.model, pipeline.codec.spatial_factor, "bundled weights"
-    except ModelNotFoundError:
-        torch.manual_seed(0)
-        codec = TinyVideoCodec(latent_channels=TINY_CONFIG["latent_channels"])
-        pipeline = PoseAnythingPipeline(
-            PoseAnythingTransformer(**TINY_CONFIG),
-            codec,
-            HashTextEncoder(dim=TINY_CONFIG["text_dim"]).eval(),
-            PipelineConfig(),
-        )
-        return pipeline.model, codec.spatial_factor, "random weights, default configuration"
+def default_model() -> tuple[PoseAnythingTransformer, int]:
+    """The bundled model's transformer and its codec's spatial factor."""
+    pipeline = PoseAnythingPipeline.from_pretrained(None, device="cpu")
+    return pipeline.model, pipeline.codec.spatial_factor
 
 
 def seconds_per_step(step, repeats: int) -> float:
@@ -71,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    model, factor, origin = default_model()
+    model, factor = default_model()
     model.eval()
     onnx_model = OnnxDenoiser(model, providers=("CPUExecutionProvider",))
     config = model.config
@@ -89,7 +74,7 @@ def main() -> None:
         masks[:, part, :, :, part::PARTS] = True
     parts = PartConditioning(masks)
 
-    print(f"default model ({origin}), {FRAMES} frames at {SIZE}x{SIZE}, {ANCHORS} anchors,")
+    print(f"bundled default model, {FRAMES} frames at {SIZE}x{SIZE}, {ANCHORS} anchors,")
     print(f"{args.threads} thread(s), median of {args.repeats} steps")
     for label, ptcm in (("plain step", None), ("PTCM step", parts)):
         inputs = (latents, pose, timestep, text)

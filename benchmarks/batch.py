@@ -30,36 +30,12 @@ import ray
 import torch
 
 from poseanything.engine.batch import BatchSettings, run_batch
-from poseanything.engine.model import (
-    TINY_CONFIG,
-    HashTextEncoder,
-    PoseAnythingTransformer,
-    TinyVideoCodec,
-)
-from poseanything.engine.pipeline import PipelineConfig, PoseAnythingPipeline
-from poseanything.engine.weights import ModelNotFoundError, resolve_model_dir
+from poseanything.engine.weights import resolve_model_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from synthetic_shots import write_synthetic_shot  # noqa: E402 - the tests' walking figure
 
 SHOTS = 4
-
-
-def model_folder(scratch: Path) -> tuple[Path, str]:
-    """The bundled default model, else a random model of its configuration under ``scratch``."""
-    try:
-        return resolve_model_dir(None), "bundled weights"
-    except ModelNotFoundError:
-        torch.manual_seed(0)
-        pipeline = PoseAnythingPipeline(
-            PoseAnythingTransformer(**TINY_CONFIG),
-            TinyVideoCodec(latent_channels=TINY_CONFIG["latent_channels"]),
-            HashTextEncoder(dim=TINY_CONFIG["text_dim"]).eval(),
-            PipelineConfig(),
-            model_id="default-config-untrained",
-        )
-        folder = pipeline.save_pretrained(scratch / "model")
-        return folder, "random weights, default configuration (bundled model not found)"
 
 
 def timed_batch(shots: list[Path], settings: BatchSettings) -> float:
@@ -80,13 +56,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="poseanything-batch-bench-") as scratch_name:
         scratch = Path(scratch_name)
-        model, source = model_folder(scratch)
+        model = resolve_model_dir(None)
         shots = [
             write_synthetic_shot(scratch / "shots" / f"shot{i}", num_frames=args.frames, seed=i)
             for i in range(SHOTS)
         ]
         options = {"model": model, "steps": args.steps}
-        print(f"model: {source}; {SHOTS} shots of {args.frames} frames at 64x64")
+        print(f"model: {model}; {SHOTS} shots of {args.frames} frames at 64x64")
 
         threads = torch.get_num_threads()
         serial = timed_batch(

@@ -27,36 +27,14 @@ from pathlib import Path
 import torch
 
 from poseanything.engine.guidance import anchors_needed, combine
-from poseanything.engine.model import (
-    TINY_CONFIG,
-    HashTextEncoder,
-    PoseAnythingTransformer,
-    TinyVideoCodec,
-)
-from poseanything.engine.pipeline import PipelineConfig, PoseAnythingPipeline, RenderSettings
+from poseanything.engine.pipeline import PoseAnythingPipeline, RenderSettings
 from poseanything.engine.sampling import guided_velocity
-from poseanything.engine.weights import ModelNotFoundError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from synthetic_shots import make_shot, reference_image  # noqa: E402 - the tests' walking figure
 
 FRAMES = 16
 REPEATS = 5
-
-
-def load_default() -> tuple[PoseAnythingPipeline, str]:
-    try:
-        return PoseAnythingPipeline.from_pretrained(None, device="cpu"), "bundled weights"
-    except ModelNotFoundError:
-        torch.manual_seed(0)
-        pipeline = PoseAnythingPipeline(
-            PoseAnythingTransformer(**TINY_CONFIG),
-            TinyVideoCodec(latent_channels=TINY_CONFIG["latent_channels"]),
-            HashTextEncoder(dim=TINY_CONFIG["text_dim"]).eval(),
-            PipelineConfig(),
-            model_id="default-config-untrained",
-        )
-        return pipeline, "random weights, default configuration (bundled model not found)"
 
 
 def seconds_per_frame(pipeline, shot, reference, settings) -> float:
@@ -108,12 +86,12 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    pipeline, source = load_default()
+    pipeline = PoseAnythingPipeline.from_pretrained(None, device="cpu")
     load_s = time.perf_counter() - started
     shot = make_shot(num_frames=FRAMES, width=64, height=64, pan=0.03)
     reference = reference_image(64, 64)
     width, height = pipeline.working_size(shot)
-    print(f"model: {pipeline.model_id} ({source}); torch threads {torch.get_num_threads()}")
+    print(f"model: {pipeline.model_id}; torch threads {torch.get_num_threads()}")
     print(f"load: {load_s:.2f} s")
     print(f"shot: {FRAMES} frames at {width}x{height}, {pipeline.config.steps} steps, PTCM on")
     seconds_per_frame(pipeline, shot, reference, RenderSettings(steps=2))  # warm-up
