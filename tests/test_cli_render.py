@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,3 +197,18 @@ def test_video_writer_pads_odd_sizes_and_never_replaces_silently(tmp_path):
     write_frames(tmp_path / "frames", frames[:1], overwrite=True)
     assert os.listdir(tmp_path / "frames") == ["0001.png"]
     assert sorted(os.listdir(tmp_path)) == ["clip.mp4", "frames"]  # no temporary names left
+
+
+def test_bundled_model_renders_a_shot_the_add_on_exported(tmp_path, capsys):
+    """The committed held-out clip was exported by the add-on (a Rigify metarig through
+    export_shot); the bundled model renders it with the shot's frame count, size and fps."""
+    shot_dir = Path(__file__).parent / "data" / "eval_clip"
+    out = tmp_path / "take.mp4"
+    assert cli.main(["render", str(shot_dir), "--out", str(out), "--progress", "none"]) == 0
+    frames, fps = read_video(out)
+    assert frames.shape == (16, 128, 128, 3) and fps == 24.0
+    report = json.loads((tmp_path / "engine.json").read_text())
+    assert report["model"] and report["num_frames"] == 16
+    assert sorted(p.name for p in shot_dir.iterdir()) == [
+        "clip.json", "frames", "masks", "poses", "poses.npz", "reference.png", "shot.json"
+    ]  # fmt: skip
