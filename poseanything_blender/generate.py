@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import bpy
@@ -40,6 +40,7 @@ from .job import (
     RenderRequest,
     resolve_engine_python,
 )
+from .redraw import redraw_areas
 from .sequencer import StripError, add_movie_strip
 from .shot_export import ExportError, ExportSettings, export_shot
 from .shots import ShotRange, batch_shots, pose_frames, scene_range
@@ -50,6 +51,10 @@ ADDON_PACKAGE = __package__.rpartition(".")[0]
 DEFORM_ONLY = {"AUTO": None, "ON": True, "OFF": False}
 PREVIEW_IMAGE = "PoseAnything Preview"
 TICK_INTERVAL_S = 0.25
+
+
+PROGRESS_AREAS = frozenset({"VIEW_3D", "SEQUENCE_EDITOR", "STATUSBAR"})
+"""Editors showing a Generate's progress bar and preview: sidebars and the status bar."""
 
 
 class GenerateError(ValueError):
@@ -78,19 +83,9 @@ class EngineOptions:
     """Blender's "Allow Online Access": the engine may fetch missing full-model weights."""
 
     def settings(self, python: str) -> EngineSettings:
-        """The engine child's settings, run by ``python``."""
-        return EngineSettings(
-            python=python,
-            model=self.model,
-            device=self.device,
-            steps=self.steps,
-            full=self.full,
-            poseanything_weights=self.poseanything_weights,
-            wan_weights=self.wan_weights,
-            cpu_offload=self.cpu_offload,
-            backend=self.backend,
-            online=self.online,
-        )
+        """The engine child's settings, run by ``python``: every other field as set here."""
+        shared = {f.name: getattr(self, f.name) for f in fields(EngineSettings)}
+        return EngineSettings(**{**shared, "python": python})
 
 
 @dataclass(frozen=True)
@@ -432,7 +427,7 @@ def tick() -> float | None:
         if job.finished:
             _finish(scene, job)
             del _JOBS[uid]
-    _redraw()
+    redraw_areas(PROGRESS_AREAS)
     return TICK_INTERVAL_S if _JOBS else None
 
 
@@ -612,16 +607,6 @@ def _remove_preview(job: GenerateJob) -> None:
     if image is not None:
         bpy.data.images.remove(image)
     job.preview_file.unlink(missing_ok=True)
-
-
-def _redraw() -> None:
-    window_manager = bpy.context.window_manager
-    if window_manager is None:
-        return
-    for window in window_manager.windows:
-        for area in window.screen.areas:
-            if area.type in {"VIEW_3D", "SEQUENCE_EDITOR", "STATUSBAR"}:
-                area.tag_redraw()
 
 
 def _register_timer() -> None:

@@ -19,6 +19,7 @@ import bpy
 
 from ..engine.hub import format_size
 from .job import DONE, EngineJob, EngineSettings, EngineSetupError, ModelsRequest
+from .redraw import redraw_areas
 
 TICK_INTERVAL_S = 0.25
 ONLINE_ACCESS_OFF = (
@@ -171,7 +172,7 @@ def tick() -> float | None:
         STATE.report = ModelsReport.from_event(latest["models"])
     if status.finished:
         _finish(job)
-    _redraw()
+    redraw_areas({"PREFERENCES"})
     return TICK_INTERVAL_S if STATE.job is not None else None
 
 
@@ -287,13 +288,3 @@ def report_lines(state: ModelsState, online: bool) -> list[tuple[str, str]]:
     if state.message:
         lines.append((state.message, "CHECKMARK" if state.ok else "ERROR"))
     return lines
-
-
-def _redraw() -> None:
-    window_manager = bpy.context.window_manager
-    if window_manager is None:
-        return
-    for window in window_manager.windows:
-        for area in window.screen.areas:
-            if area.type == "PREFERENCES":
-                area.tag_redraw()

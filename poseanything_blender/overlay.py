@@ -15,6 +15,7 @@ from ..engine.skeleton import PART_COLORS
 from .armature import ExtractedSkeleton, SkeletonOptions, extract_skeleton
 from .generate import GenerateError, resolve_armature, skeleton_options
 from .motion import JointReader
+from .redraw import redraw_areas
 
 LINE_WIDTH = 3.0
 POINT_SIZE = 7.0
@@ -85,10 +86,7 @@ def refresh() -> None:
     elif not wanted and _handle is not None:
         bpy.types.SpaceView3D.draw_handler_remove(_handle, "WINDOW")
         _handle = None
-    for window in getattr(bpy.context.window_manager, "windows", ()):
-        for area in window.screen.areas:
-            if area.type == "VIEW_3D":
-                area.tag_redraw()
+    redraw_areas({"VIEW_3D"})
 
 
 def is_drawing() -> bool:
