@@ -6,13 +6,15 @@ Rigify metarigs, never seen in training): a shot folder plus ``frames/`` (ground
 the model's working size and compares frames 1.. (frame 0 is the given reference):
 
 - full model (the shot as exported, guidance 1.0, PTCM on);
-- baselines: the reference frame repeated; the same model with the skeleton blanked (no pose);
+- baselines: the reference frame repeated; the reference moved along the skeleton and the
+  camera with no network (``engine.warp``, the default model's flow base: what the network adds
+  is the difference); the same model with the skeleton blanked (no pose);
 - ablations: PTCM off; sparse poses (every 4th frame, first and last only); subject guidance
   1.2 / 1.5 / 2.0.
 
 Columns: PSNR, SSIM, L1 (the paper's metrics) and subject-region PSNR (inside the union of the
 ground-truth and reference masks). A contact sheet per clip (rows: ground truth, full model,
-no pose, repeated reference; columns: frames) is written beside the report.
+no pose, warp only, repeated reference; columns: frames) is written beside the report.
 """
 
 from __future__ import annotations
@@ -25,22 +27,26 @@ from pathlib import Path
 
 import numpy as np
 
+from .guidance import SkeletonTrack, full_track, rectangle_track
 from .metrics import video_metrics
 from .pipeline import PoseAnythingPipeline, RenderSettings, fit_image
 from .shot import Shot, read_reference, read_shot
+from .warp import flow_base
 
 FULL, REPEAT, NO_POSE = "full model", "repeated reference", "no pose"
-SHEET_ROWS = (FULL, NO_POSE, REPEAT)
+WARP = "warp only (no network)"
+SHEET_ROWS = (FULL, NO_POSE, WARP, REPEAT)
 
 
 @dataclass(frozen=True)
 class Row:
-    """One line of the table: how to render (settings, shot change), or a model-free baseline."""
+    """One line of the table: how to render (settings, shot change), or a model-free baseline
+    ("repeat" or "warp")."""
 
     name: str
     settings: RenderSettings = RenderSettings(upscale=False)
     pose_frames: Callable[[int], tuple[int, ...]] | None = None
-    baseline: bool = False
+    baseline: str | None = None
 
 
 def _every_fourth(frames: int) -> tuple[int, ...]:
@@ -56,7 +62,8 @@ def table_rows(ablations: bool = True) -> list[Row]:
     base = RenderSettings(upscale=False)
     rows = [
         Row(FULL, base),
-        Row(REPEAT, baseline=True),
+        Row(REPEAT, baseline="repeat"),
+        Row(WARP, baseline="warp"),
         Row(NO_POSE, replace(base, blank_pose=True)),
     ]
     if ablations:
@@ -116,12 +123,26 @@ def load_clip(folder: Path, width: int, height: int) -> EvalClip:
 
 def render_row(pipeline: PoseAnythingPipeline, clip: EvalClip, row: Row) -> np.ndarray:
     """The (F,h,w,3) uint8 video of ``row`` for ``clip``."""
-    if row.baseline:
+    if row.baseline == "repeat":
         return np.repeat(clip.frames[:1], len(clip.frames), axis=0)
+    if row.baseline == "warp":
+        return np.rint(warp_along_shot(clip.shot, clip.frames[0])).astype(np.uint8)
     shot = clip.shot
     if row.pose_frames is not None:
         shot = replace(shot, pose_frames=row.pose_frames(shot.num_frames))
     return pipeline.render(shot, clip.reference, row.settings).frames
+
+
+def warp_along_shot(shot: Shot, reference: np.ndarray) -> np.ndarray:
+    """``reference`` (h,w,3), at any size of the shot's aspect, moved along the shot's
+    skeleton and camera over all its frames: (F,h,w,3) float."""
+    height, width = reference.shape[:2]
+    scale = np.array([width / shot.width, height / shot.height])
+    tracks = {"full": full_track(shot), "camera": rectangle_track(shot)}
+    skeleton, rectangle = (
+        SkeletonTrack(t.joints2d * scale, t.in_front, t.edges) for t in tracks.values()
+    )
+    return flow_base(reference, "full", skeleton, rectangle, shot.num_frames)
 
 
 def contact_sheet(path: Path, videos: dict[str, np.ndarray], ground_truth: np.ndarray) -> None:

@@ -25,16 +25,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .guidance import CameraAnchorKind, anchor_tracks, anchors_needed
+from .guidance import (
+    CameraAnchorKind,
+    SkeletonTrack,
+    anchor_tracks,
+    anchor_weights,
+    anchors_needed,
+    rectangle_track,
+)
 from .model import PoseAnythingTransformer, TextEncoder, VideoCodec
 from .model.ptcm import pool_part_masks_to_latent_frames
 from .sampling import DEFAULT_SHIFT, CancelToken, initial_noise, ptcm_steps, sample_with_ptcm
 from .shot import Shot, ShotError
 from .skeleton import part_masks, render_skeleton_frames
+from .warp import flow_base
 from .weights import MODEL_INDEX, resolve_model_dir
 
 DEFAULT_OVERLAP = 4
 """Frames two consecutive windows share: the cross-fade that hides the seam (>= 1)."""
+FLOW_BASES = ("reference", "warp")
 MIN_SUBJECT_PIXELS = 4.0
 """Below this extent (pixels, at the model's working size) a skeleton is a dot, not a pose."""
 
@@ -127,10 +136,21 @@ class PipelineConfig:
     latent repeated over the window plus s x noise, for a model trained that way (a small model
     then only learns the change from the reference)."""
     reference_detail: float | None = None
-    """None: frames are the codec's decode. A number tau: the reference frame's detail that the
-    codec loses (reference pixels minus their decode) is added back wherever a frame's latent
-    is close to the reference's, with weight exp(-d / tau), d the per-cell mean squared latent
-    difference; a small lossy codec otherwise blurs what did not even move."""
+    """None: frames are the codec's decode. A number tau: the flow base's detail that the
+    codec loses (its pixels minus their decode) is added back wherever a frame's latent is
+    close to the base's, with weight exp(-d / tau), d the per-cell mean squared latent
+    difference; a small lossy codec otherwise blurs what the model did not change."""
+    flow_base: str = "reference"
+    """With ``reference_source``: what the flow starts from and a ``reference_delta`` model's
+    change is measured from. "reference": the reference repeated over the window. "warp": the
+    reference moved along each anchor's skeleton and camera (``engine.warp``), for a model
+    trained that way."""
+
+    def __post_init__(self) -> None:
+        if self.flow_base not in FLOW_BASES:
+            raise ValueError(f"flow_base {self.flow_base!r} is not one of {FLOW_BASES}")
+        if self.flow_base == "warp" and self.reference_source is None:
+            raise ValueError("flow_base 'warp' needs reference_source (a flow from the base)")
 
     @classmethod
     def from_dict(cls, data: dict) -> PipelineConfig:
@@ -503,6 +523,9 @@ class PoseAnythingPipeline:
         scale = np.array([plan.width / shot.width, plan.height / shot.height])
         check_subject_size(shot.joints2d, shot.in_front, scale)
         tracks = anchor_tracks(shot, plan.anchors, plan.settings.camera_anchor)
+        rectangle = rectangle_track(shot) if self.config.flow_base == "warp" else None
+        weights = anchor_weights(plan.subject, plan.camera)
+        mix = torch.tensor([weights[name] for name in plan.anchors], device=self.device)
         text = self.text_encoder.encode([shot.prompt]).to(self.device)
         num_frames = shot.num_frames
         pose_set = None if shot.pose_frames is None else set(shot.pose_frames)
@@ -535,7 +558,18 @@ class PoseAnythingPipeline:
             ]
             pose_latents = self._encode(pose_videos)
             reference_latent = self._encode([reference_frame[None]])
-            flow_start = self._flow_start(reference_latent, pose_latents, plan.seed + index)
+            bases = self._flow_bases(
+                reference_frame, plan, tracks, rectangle, frames, local_poses, scale
+            )
+            if bases is None:
+                base_latents = reference_latent.expand_as(pose_latents)
+                base = np.broadcast_to(reference_frame, (plan.length, *reference_frame.shape))
+            else:
+                base_latents = self._encode([np.rint(b).astype(np.uint8) for b in bases])
+                base = sum(w * b for w, b in zip(mix.tolist(), bases, strict=True))
+            # The guidance mix of the anchors' bases: where the mixed prediction starts from.
+            base_latent = (base_latents * mix.view(-1, 1, 1, 1, 1)).sum(0, keepdim=True)
+            flow_start = self._flow_start(base_latent, plan.seed + index)
             masks = (
                 self._part_masks(shot, frames, local_poses, scale, plan, pose_latents)
                 if plan.ptcm
@@ -555,12 +589,13 @@ class PoseAnythingPipeline:
                 masks,
                 on_step=clock.window(index),
                 cancel=cancel,
+                base_offsets=None if bases is None else base_latents - reference_latent,
             )
             if correspondence is not None:
                 correspondences.append(correspondence.cpu().tolist())
             generated = self._decode(latents)
             if self.config.reference_detail is not None:
-                generated = self._restore_detail(generated, latents, reference_frame)
+                generated = self._restore_detail(generated, latents, base, base_latent)
             generated = generated[: min(plan.length, num_frames - start)]
             stitch_window(video, generated, start, done)
             done = start + len(generated)
@@ -572,14 +607,52 @@ class PoseAnythingPipeline:
             frames_out = upscale_frames(frames_out, shot.width, shot.height)
         return RenderResult(frames_out, plan.report(self.config.shift, num_frames, correspondences))
 
+    def _flow_bases(
+        self,
+        reference: np.ndarray,
+        plan: RenderPlan,
+        tracks: dict[str, SkeletonTrack],
+        rectangle: SkeletonTrack | None,
+        frames: np.ndarray,
+        local_poses: list[int] | None,
+        scale: np.ndarray,
+    ) -> list[np.ndarray] | None:
+        """Each anchor's flow base for this window, (T,H,W,3) float (None: the reference)."""
+        if self.config.flow_base != "warp":
+            return None
+
+        def window(track: SkeletonTrack | None) -> SkeletonTrack | None:
+            if track is None:
+                return None
+            joints = track.joints2d[frames] * scale
+            return SkeletonTrack(joints, track.in_front[frames], track.edges)
+
+        posed = None
+        if local_poses is not None:
+            posed = np.zeros(len(frames), dtype=bool)
+            posed[local_poses] = True
+        camera_moves = plan.settings.camera_anchor == "rectangle"
+        return [
+            flow_base(
+                reference,
+                "blank" if plan.settings.blank_pose else name,
+                window(tracks.get(name)) if name != "camera" else None,
+                window(rectangle) if name != "camera" or camera_moves else None,
+                len(frames),
+                posed,
+            )
+            for name in plan.anchors
+        ]
+
     def _restore_detail(
-        self, generated: np.ndarray, latents: torch.Tensor, reference: np.ndarray
+        self, generated: np.ndarray, latents: torch.Tensor, base: np.ndarray, base_latent
     ) -> np.ndarray:
-        """Add back the reference's lost detail where the latents did not change (see
-        ``PipelineConfig.reference_detail``); frame 0 becomes the reference exactly."""
+        """Add back the flow base's detail that the codec loses (its pixels minus their decode)
+        where the latents stayed close to the base's (see ``PipelineConfig.reference_detail``);
+        frame 0 becomes the reference exactly."""
         if self.codec.temporal_factor != 1:
             raise ValueError("reference_detail needs a codec that codes frames one by one")
-        change = (latents[0] - latents[0, :, :1]).float().pow(2).mean(0)  # (T,h,w)
+        change = (latents[0] - base_latent[0]).float().pow(2).mean(0)  # (T,h,w)
         weight = torch.exp(-change / self.config.reference_detail)[:, None]
         weight = (
             torch.nn.functional.interpolate(
@@ -588,15 +661,14 @@ class PoseAnythingPipeline:
             .cpu()
             .numpy()
         )
-        detail = reference.astype(np.float32) - generated[0]
-        return np.clip(generated + weight * detail, 0.0, 255.0)
+        return np.clip(generated + weight * (base - self._decode(base_latent)), 0.0, 255.0)
 
-    def _flow_start(self, reference_latent, pose_latents, seed: int) -> torch.Tensor:
-        """The window's latents at sigma = 1: seeded noise, or the reference plus noise."""
-        noise = initial_noise((1, *pose_latents.shape[1:]), seed, self.device)
+    def _flow_start(self, base_latent: torch.Tensor, seed: int) -> torch.Tensor:
+        """The window's latents at sigma = 1: seeded noise, or the flow base plus noise."""
+        noise = initial_noise(base_latent.shape, seed, self.device)
         if self.config.reference_source is None:
             return noise
-        return reference_latent.expand_as(noise) + self.config.reference_source * noise
+        return base_latent + self.config.reference_source * noise
 
     def _part_masks(
         self,

@@ -135,6 +135,22 @@ def flow_match_sample(
     return latents
 
 
+def rebase_velocity(
+    velocity: torch.Tensor, offsets: torch.Tensor, timestep: torch.Tensor
+) -> torch.Tensor:
+    """A ``reference_delta`` model's velocity, its clean estimate moved by ``offsets``.
+
+    The model's clean estimate is ``reference + delta``; with a flow base ``reference +
+    offsets`` (the reference warped along the skeleton, ``engine.warp``) it becomes ``base +
+    delta``, and on the straight flow ``v = (x_t - x0) / sigma`` that subtracts
+    ``offsets / sigma``. Frames at timestep 0 (the clean reference) do not move."""
+    sigma = (timestep.float() / NUM_TRAIN_TIMESTEPS)[:, None, :, None, None]
+    shift = offsets.float() / sigma.clamp(min=1e-3)
+    return (velocity.float() - torch.where(sigma > 0, shift, torch.zeros_like(shift))).to(
+        velocity.dtype
+    )
+
+
 def guided_velocity(
     model,
     pose_latents: torch.Tensor,
@@ -143,13 +159,16 @@ def guided_velocity(
     camera: float,
     text_embeds: torch.Tensor,
     conditioning: ConditioningFn | None = None,
+    base_offsets: torch.Tensor | None = None,
 ) -> VelocityFn:
     """A velocity function that runs all guidance anchors in ONE batched model forward.
 
     ``pose_latents`` (A,C,T,h,w) holds the anchors ``names`` in order; the noisy latents, the
     timesteps and the text are repeated A times along the batch, and the A predictions are mixed
     by ``engine.guidance.combine``. ``conditioning(step)`` gives the PTCM input for that step
-    (None = part attention off).
+    (None = part attention off). ``base_offsets`` (A,C,T,h,w): each anchor's flow base minus the
+    reference, for a ``reference_delta`` model whose change is measured from a moved reference
+    (``rebase_velocity``).
     """
     count = len(names)
 
@@ -162,6 +181,12 @@ def guided_velocity(
             text_embeds.expand(batch, -1, -1).repeat(count, 1, 1),
             ptcm=None if conditioning is None else conditioning(step),
         )
+        if base_offsets is not None:
+            predictions = rebase_velocity(
+                predictions,
+                base_offsets.repeat_interleave(batch, dim=0),
+                timestep.repeat(count, 1),
+            )
         return combine(predictions, names, subject, camera)
 
     return velocity
@@ -181,6 +206,7 @@ def sample_with_ptcm(
     part_masks: torch.Tensor | None = None,
     on_step: StepFn | None = None,
     cancel: CancelToken | None = None,
+    base_offsets: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sample one window; with ``part_masks`` (1,P,T,gh,gw), PTCM as the paper runs it.
 
@@ -188,13 +214,16 @@ def sample_with_ptcm(
     model's late-block self-attention (``model.part_affinity`` then ``match_parts``) under the
     shot's own skeleton, then restart from the SAME noise with part attention on for the first
     ``active`` steps. ``on_step`` counts the read-out steps too (``ptcm_steps(steps)[0] + steps``
-    in all). Returns (latents, correspondence (T,P) or None).
+    in all). ``base_offsets``: see ``guided_velocity``. Returns (latents, correspondence (T,P)
+    or None).
     """
     correspondence = None
     conditioning = None
     if part_masks is not None:
         capture, active = ptcm_steps(steps)
-        plain = guided_velocity(model, pose_latents, names, subject, camera, text_embeds)
+        plain = guided_velocity(
+            model, pose_latents, names, subject, camera, text_embeds, None, base_offsets
+        )
         early = flow_match_sample(
             plain,
             noise,
@@ -231,7 +260,7 @@ def sample_with_ptcm(
                 report_early(capture + done, x0)
 
     velocity = guided_velocity(
-        model, pose_latents, names, subject, camera, text_embeds, conditioning
+        model, pose_latents, names, subject, camera, text_embeds, conditioning, base_offsets
     )
     latents = flow_match_sample(
         velocity, noise, reference, steps, shift, on_step=on_step, cancel=cancel

@@ -42,16 +42,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .guidance import rectangle_track, subject_track
+from .guidance import (
+    RECTANGLE_EDGES,
+    SkeletonTrack,
+    full_track,
+    rectangle_track,
+    subject_track,
+)
 from .model import HashTextEncoder, PartConditioning, PoseAnythingTransformer, TinyVideoCodec
 from .pipeline import PipelineConfig, PoseAnythingPipeline, fit_image, working_size
+from .sampling import rebase_velocity
 from .shot import read_shot
 from .skeleton import part_masks, render_skeleton_frames
+from .warp import flow_base
 
 CHECKPOINT_DIR = "checkpoint"
 MODEL_DIR = "model"
 LOSS_PNG = "loss.png"
 CACHE_DIR = "cache"
+CACHE_VERSION = 2
+"""Bumped when ``preprocess_clip`` changes what it stores (2: the tracks' joints, for warps)."""
 MAX_PARTS = 5
 CONDITIONS = ("full", "subject", "camera", "blank")
 
@@ -80,6 +90,9 @@ class TrainConfig:
     ema_decay: float = 0.998
     prediction: str = "reference_delta"
     reference_source: float | None = 0.5
+    flow_base: str = "reference"
+    """``PipelineConfig.flow_base``: "warp" starts each window's flow from the reference moved
+    along the sample's skeleton and camera (``engine.warp``) and learns the change from it."""
     shift: float = 3.0
     sample_steps: int = 8
     reference_detail: float | None = 0.2
@@ -123,9 +136,11 @@ class TrainState:
 
 
 LOG_EVERY = 10
-RESUMABLE = ("decoder_steps", "sample_steps", "reference_detail")
-"""Settings a resumed run may change: they only add work after what is done, or only change
-how the exported model samples."""
+RESUMABLE = ("decoder_steps", "sample_steps", "reference_detail", "flow_base")
+"""Settings a resumed run may change: they only add work after what is done, only change how
+the exported model samples, or (``flow_base``) turn the steps that follow into a fine-tune
+towards another flow base: the transformer's output layer is then zeroed, so the fine-tune
+starts from exactly the new base instead of from changes measured against the old one."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,13 +189,18 @@ def preprocess_clip(clip: Path, size: int, grid: int) -> dict[str, np.ndarray]:
             for i in range(1, count + 1)
         ]
     )
-    out = {"frames": frames, "masks": masks}
-    tracks = {"full": None, "subject": subject_track(shot), "camera": rectangle_track(shot)}
+    out = {"frames": frames, "masks": masks, "edges": shot.skeleton.edges}
+    tracks = {
+        "full": full_track(shot),
+        "subject": subject_track(shot),
+        "camera": rectangle_track(shot),
+    }
     for name, track in tracks.items():
-        joints2d = shot.joints2d if track is None else track.joints2d
-        in_front = shot.in_front if track is None else track.in_front
-        edges = shot.skeleton.edges if track is None else track.edges
-        out[name] = render_skeleton_frames(joints2d * scale, in_front, edges, width, height)
+        out[name] = render_skeleton_frames(
+            track.joints2d * scale, track.in_front, track.edges, width, height
+        )
+        out[f"{name}_joints"] = (track.joints2d * scale).astype(np.float32)
+        out[f"{name}_in_front"] = track.in_front
     parts = part_masks(
         shot.joints2d * scale,
         shot.in_front,
@@ -220,7 +240,7 @@ class ClipStore:
         return len(self.clips)
 
     def pixels(self, clip: Path) -> dict[str, np.ndarray]:
-        path = self.cache / f"{clip.name}_{self.config.size}.npz"
+        path = self.cache / f"{clip.name}_{self.config.size}_{CACHE_VERSION}.npz"
         if path.is_file():
             with np.load(path) as stored:
                 return dict(stored)
@@ -243,6 +263,14 @@ class ClipStore:
         coverage = torch.from_numpy(arrays["masks"]).float()[:, None] / 255.0
         out["coverage"] = F.avg_pool2d(coverage, self.config.codec_factor)[:, 0].half()
         out["parts"] = torch.from_numpy(arrays["parts"])
+        if self.config.flow_base == "warp":
+            out["pixels"] = arrays["frames"]
+            edges = arrays["edges"]
+            for name in ("full", "subject", "camera"):
+                track_edges = RECTANGLE_EDGES if name == "camera" else edges
+                out[f"{name}_track"] = SkeletonTrack(
+                    arrays[f"{name}_joints"], arrays[f"{name}_in_front"], track_edges
+                )
         self.latents[clip.name] = out
         return out
 
@@ -287,6 +315,7 @@ def pipeline_config(config: TrainConfig) -> PipelineConfig:
         shift=config.shift,
         reference_source=config.reference_source,
         reference_detail=config.reference_detail,
+        flow_base=config.flow_base,
     )
 
 
@@ -432,6 +461,7 @@ class Trainer:
         self.progress = progress
         checkpoint = out / CHECKPOINT_DIR
         tensors: dict[str, torch.Tensor] = {}
+        rebase = False
         if resume:
             if not (checkpoint / "state.json").is_file():
                 raise FileNotFoundError(
@@ -444,8 +474,10 @@ class Trainer:
                     f"a resumed run keeps its settings; only {', '.join(RESUMABLE)} may change "
                     f"(not {', '.join(sorted(unknown))})"
                 )
+            previous_base = self.state.config.flow_base
             self.state.config = replace(self.state.config, **(resume_overrides or {}))
             config = self.state.config
+            rebase = config.flow_base != previous_base
         elif (checkpoint / "state.json").is_file():
             raise FileExistsError(
                 f"{checkpoint} holds a checkpoint; pass --resume to continue it or choose "
@@ -468,6 +500,10 @@ class Trainer:
             self.ema.load_state_dict(_split(tensors, "ema"))
             _load_optimizer(self.codec_optimizer, tensors, "codec_opt")
             _load_optimizer(self.optimizer, tensors, "opt")
+            if rebase:
+                for model in (self.model, self.ema):
+                    torch.nn.init.zeros_(model.proj_out.weight)
+                    torch.nn.init.zeros_(model.proj_out.bias)
         else:
             self.ema.load_state_dict(self.model.state_dict())
             if init_codec is not None:
@@ -558,12 +594,38 @@ class Trainer:
         parts[~posed] = False
         coverage = latents["coverage"][window]
         weight = 1.0 + config.mask_weight * torch.maximum(coverage, coverage[:1])
+        x0 = latents["frames"][window].transpose(0, 1).float()
         return {
-            "x0": latents["frames"][window].transpose(0, 1).float(),
+            "x0": x0,
+            "base": self._flow_base(latents, condition, window, keep)
+            if "pixels" in latents
+            else x0[:, :1].expand_as(x0),
             "pose": pose.transpose(0, 1).float(),
             "parts": parts.transpose(0, 1),
             "weight": weight.float(),
         }
+
+    @torch.no_grad()
+    def _flow_base(
+        self, latents: dict, condition: str, window: slice, keep: torch.Tensor
+    ) -> torch.Tensor:
+        """The sample's flow base latent (C,T,h,w): its first frame moved along what the
+        condition's skeleton video shows, as the pipeline does at inference."""
+
+        def cut(name: str) -> SkeletonTrack:
+            track = latents[f"{name}_track"]
+            return SkeletonTrack(track.joints2d[window], track.in_front[window], track.edges)
+
+        pixels = flow_base(
+            latents["pixels"][window.start],
+            condition,
+            cut(condition) if condition in ("full", "subject") else None,
+            cut("camera"),
+            self.config.window,
+            None if bool(keep.all()) else keep.numpy(),
+        )
+        video = torch.from_numpy(np.rint(pixels)).permute(3, 0, 1, 2)[None] / 127.5 - 1.0
+        return self.codec.encode(video.to(self.device))[0].float()
 
     def transformer_step(self) -> float:
         config = self.config
@@ -574,10 +636,11 @@ class Trainer:
         batch, _, frames = x0.shape[:3]
         sigma = sample_sigmas(batch, config.shift, self.generator).to(self.device)
         noise = torch.randn(x0.shape, generator=self.generator).to(self.device)
+        base = torch.stack([s["base"] for s in samples]).to(self.device)
         reference = x0[:, :, :1]
         source = noise
         if config.reference_source is not None:
-            source = reference.expand_as(x0) + config.reference_source * noise
+            source = base + config.reference_source * noise
         s = sigma.view(-1, 1, 1, 1, 1)
         noisy = (1 - s) * x0 + s * source
         noisy = torch.cat([reference, noisy[:, :, 1:]], dim=2)
@@ -588,6 +651,8 @@ class Trainer:
         if self.python_rng.random() < config.ptcm_prob:
             ptcm = PartConditioning(torch.stack([s["parts"] for s in samples]).to(self.device))
         velocity = self.model(noisy, pose, timestep, text, ptcm=ptcm)
+        if config.flow_base == "warp":
+            velocity = rebase_velocity(velocity, base - reference, timestep)
         predicted = noisy - s * velocity
         error = (predicted - x0)[:, :, 1:].pow(2) * weight[:, :, 1:]
         loss = error.mean() / weight[:, :, 1:].mean()

@@ -33,7 +33,7 @@ def add_train_command(commands) -> None:
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """``FIELD=VALUE`` items (JSON values) as a dict of ``TrainConfig`` fields."""
+    """``FIELD=VALUE`` items (JSON values, or plain strings) as a dict of ``TrainConfig`` fields."""
     from .train import TrainConfig
 
     known = {f.name for f in fields(TrainConfig)}
@@ -42,7 +42,10 @@ def parse_overrides(items: list[str]) -> dict:
         name, _, value = item.partition("=")
         if name not in known:
             raise ValueError(f"--set {item}: unknown setting {name!r}; known: {sorted(known)}")
-        overrides[name] = json.loads(value)
+        try:
+            overrides[name] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[name] = value  # a bare word: --set flow_base=warp
     return overrides
 
 

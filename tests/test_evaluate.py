@@ -13,6 +13,7 @@ from poseanything.engine.evaluate import (
     FULL,
     NO_POSE,
     REPEAT,
+    WARP,
     evaluate,
     load_clip,
     summary_line,
@@ -67,7 +68,7 @@ def test_ssim_falls_with_noise_and_is_symmetric():
 def test_eval_writes_a_table_sheets_and_the_summary(tmp_path):
     pipeline = tiny_pipeline()
     rows = table_rows(ablations=False)
-    assert [row.name for row in rows] == [FULL, REPEAT, NO_POSE]
+    assert [row.name for row in rows] == [FULL, REPEAT, WARP, NO_POSE]
     report = tmp_path / "report.md"
     results = evaluate(pipeline, [EVAL_CLIP], report, rows, log=lambda line: None)
     text = report.read_text()
@@ -80,11 +81,13 @@ def test_eval_writes_a_table_sheets_and_the_summary(tmp_path):
         metrics.psnr(np.repeat(clip.frames[:1], len(clip.frames) - 1, 0), clip.frames[1:])
     )
     assert all(len(values) == 1 for values in results.values())
+    # The model-free warp follows the skeleton: it beats the still reference on this clip.
+    assert results[WARP][0]["subject_psnr"] > results[REPEAT][0]["subject_psnr"] + 1.0
 
 
 def test_all_table_rows_are_named_once():
     names = [row.name for row in table_rows()]
-    assert len(names) == len(set(names)) == 9
+    assert len(names) == len(set(names)) == 10
     assert "PTCM off" in names and "guidance 2.0" in names
 
 

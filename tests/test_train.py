@@ -8,7 +8,7 @@ import torch
 from synthetic_shots import make_shot
 from tiny_models import one_torch_thread  # noqa: F401
 
-from poseanything.engine.pipeline import PoseAnythingPipeline
+from poseanything.engine.pipeline import PoseAnythingPipeline, RenderSettings
 from poseanything.engine.shot import write_shot
 from poseanything.engine.skeleton import render_skeleton_frames, write_png
 from poseanything.engine.train import (
@@ -132,3 +132,32 @@ def test_a_resumed_run_may_sharpen_the_decoder_but_not_move_the_latents(dataset,
         if name.startswith(("codec.encoder.", "codec.latents_", "model.", "ema.")):
             torch.testing.assert_close(after[name], value, msg=name)
     assert not torch.equal(after["codec.decoder.0.weight"], before["codec.decoder.0.weight"])
+
+
+def test_a_run_can_switch_to_the_warped_flow_base_and_fine_tune(dataset, tmp_path):
+    train(dataset, tmp_path, 5, config=TINY, max_steps=4)
+    _, before = load_checkpoint(tmp_path / CHECKPOINT_DIR)
+    assert before["model.proj_out.weight"].abs().sum() > 0
+    # Switching the base zeroes the output layer: the fine-tune starts at exactly the warp.
+    train(dataset, tmp_path, 5, resume=True, max_steps=4, resume_overrides={"flow_base": "warp"})
+    state, switched = load_checkpoint(tmp_path / CHECKPOINT_DIR)
+    assert state.config.flow_base == "warp" and state.step == 4
+    for name in ("model.proj_out.weight", "ema.proj_out.bias"):
+        assert not switched[name].any(), name
+    torch.testing.assert_close(
+        switched["model.blocks.0.ffn.net.2.weight"], before["model.blocks.0.ffn.net.2.weight"]
+    )
+    folder = train(dataset, tmp_path, 5, resume=True, max_steps=8)
+    state, tuned = load_checkpoint(tmp_path / CHECKPOINT_DIR)
+    assert state.step == 8 and np.isfinite(state.losses).all()
+    assert tuned["model.proj_out.weight"].any()  # it learned a change from the warp
+    pipeline = PoseAnythingPipeline.from_pretrained(folder)
+    assert pipeline.config.flow_base == "warp"
+    shot = make_shot(num_frames=4, width=32, height=32)
+    reference = np.full((32, 32, 3), 90, dtype=np.uint8)
+    frames = pipeline(shot, reference, RenderSettings(overlap=1))
+    assert frames.shape == (4, 32, 32, 3)
+
+
+def test_a_bare_word_setting_is_a_string():
+    assert parse_overrides(["flow_base=warp"]) == {"flow_base": "warp"}

@@ -1,0 +1,152 @@
+"""engine.warp: the reference moved along the skeleton and the camera, and the pipeline and
+trainer built on it (the default model's flow base)."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import TINY_PIPELINE, one_torch_thread, tiny_pipeline  # noqa: F401
+
+from poseanything.engine import warp
+from poseanything.engine.evaluate import load_clip, warp_along_shot
+from poseanything.engine.guidance import RECTANGLE_EDGES, SkeletonTrack
+from poseanything.engine.pipeline import PoseAnythingPipeline, RenderSettings, fit_image
+from poseanything.engine.sampling import rebase_velocity
+
+EVAL_CLIP = Path(__file__).parent / "data" / "eval_clip"
+SIZE = 48
+EDGES = np.array([[0, 1]])
+
+
+def scene_with_a_bar(center_x: float = 16.0) -> np.ndarray:
+    """A grey gradient backdrop with a red bar along the bone (x = center_x, y 14..34)."""
+    image = np.zeros((SIZE, SIZE, 3), dtype=np.uint8)
+    image[..., 1] = np.linspace(40, 200, SIZE, dtype=np.uint8)[None, :]
+    image[..., 2] = 90
+    x = int(center_x)
+    image[14:34, x - 2 : x + 2] = (230, 20, 20)
+    return image
+
+
+def bone_track(offsets: list[tuple[float, float]], x: float = 16.0) -> SkeletonTrack:
+    """A one-bone skeleton (pixel centres of the bar) shifted by ``offsets`` frame by frame."""
+    joints = np.array([[[x, 14.0], [x, 34.0]]]) + np.array(offsets)[:, None, :]
+    return SkeletonTrack(joints, np.ones(joints.shape[:2], dtype=bool), EDGES)
+
+
+def rectangle(shifts: list[float]) -> SkeletonTrack:
+    corners = np.array([[8.0, 8.0], [40.0, 8.0], [40.0, 40.0], [8.0, 40.0]])
+    joints = corners[None] + np.array([[dx, 0.0] for dx in shifts])[:, None, :]
+    return SkeletonTrack(joints, np.ones(joints.shape[:2], dtype=bool), RECTANGLE_EDGES)
+
+
+def test_without_motion_every_frame_is_the_reference():
+    reference = scene_with_a_bar()
+    still = warp.warp_reference(reference, 3, None, None)
+    assert still.shape == (3, SIZE, SIZE, 3) and (still == reference).all()
+    held = warp.warp_reference(reference, 3, bone_track([(0, 0)] * 3), rectangle([0, 0, 0]))
+    assert np.abs(held - reference).mean() < 1.0
+    assert (held[0] == reference).all()
+
+
+def test_the_subject_follows_its_bone_and_leaves_background_behind():
+    reference = scene_with_a_bar(16)
+    moved = warp.warp_reference(reference, 2, bone_track([(0, 0), (12, 0)]), None)[1]
+    expected = scene_with_a_bar(28)
+    body = (slice(18, 30), slice(27, 29))
+    assert np.abs(moved[body] - expected[body]).max() < 12  # the bar arrived
+    vacated = moved[18:30, 15:17]
+    assert vacated[..., 0].max() < 120  # no red ghost where the bar was: filled backdrop
+    far = (slice(0, 8), slice(0, SIZE))
+    assert np.abs(moved[far] - reference[far]).max() < 1  # the backdrop stayed
+
+
+def test_a_turning_bone_turns_its_pixels():
+    reference = scene_with_a_bar(24)
+    # The bone turns 90 degrees about its head at (24, 14): its tail goes to (4, 14).
+    joints = np.array([[[24.0, 14.0], [24.0, 34.0]], [[24.0, 14.0], [4.0, 14.0]]])
+    track = SkeletonTrack(joints, np.ones((2, 2), dtype=bool), EDGES)
+    turned = warp.warp_reference(reference, 2, track, None)[1]
+    assert turned[14, 8:20, 0].min() > 150  # red now lies along the row
+    assert turned[28:33, 23:25, 0].max() < 120  # and no longer down the column
+
+
+def test_the_camera_rectangle_moves_the_whole_backdrop():
+    reference = scene_with_a_bar()
+    panned = warp.warp_reference(reference, 2, None, rectangle([0.0, -4.0]))[1]
+    # The world moved 4 px left in the image: what was at x + 4 is now at x.
+    assert np.abs(panned[:, 8:40] - reference[:, 12:44]).max() < 1
+
+
+def test_homography_fit_recovers_a_known_one():
+    truth = np.array([[1.1, 0.05, 3.0], [-0.02, 0.95, -2.0], [1e-3, -5e-4, 1.0]])
+    source = np.array([[0.0, 0.0], [40.0, 2.0], [38.0, 41.0], [-1.0, 39.0]])
+    mapped = np.c_[source, np.ones(4)] @ truth.T
+    fitted = warp.fit_homography(source, mapped[:, :2] / mapped[:, 2:])
+    assert np.allclose(fitted, truth, atol=1e-6)
+
+
+def test_sparse_poses_interpolate_between_the_shown_frames():
+    track = bone_track([(0, 0), (4, 0), (8, 0), (2, 0), (10, 0), (7, 0)])
+    posed = np.array([True, False, False, True, False, False])
+    shown = warp.shown_frames_only(track, posed).joints2d[:, 0, 0] - 16.0
+    assert np.allclose(shown, [0, 2 / 3, 4 / 3, 2, 2, 2])  # held after the last shown frame
+    assert warp.shown_frames_only(track, None) is track
+
+
+def test_each_anchor_base_moves_what_its_skeleton_video_shows():
+    reference = scene_with_a_bar()
+    skeleton, camera = bone_track([(0, 0), (6, 0)]), rectangle([0.0, -4.0])
+    bases = {a: warp.flow_base(reference, a, skeleton, camera, 2)[1] for a in warp.ANCHOR_MOTIONS}
+    assert (bases["blank"] == reference).all()
+    assert np.allclose(bases["camera"], warp.warp_reference(reference, 2, None, camera)[1])
+    assert np.allclose(bases["subject"], warp.warp_reference(reference, 2, skeleton, None)[1])
+    assert np.allclose(bases["full"], warp.warp_reference(reference, 2, skeleton, camera)[1])
+    assert len({bases[a].tobytes() for a in bases}) == 4
+
+
+def test_rebased_velocity_moves_the_clean_estimate_to_the_base():
+    latents = torch.randn(1, 2, 3, 4, 4)
+    velocity = torch.randn_like(latents)
+    offsets = torch.randn_like(latents)
+    offsets[:, :, 0] = 0
+    timestep = torch.tensor([[0.0, 400.0, 700.0]])
+    sigma = timestep[:, None, :, None, None] / 1000
+    rebased = rebase_velocity(velocity, offsets, timestep)
+    clean, clean_rebased = latents - sigma * velocity, latents - sigma * rebased
+    assert torch.allclose(clean_rebased[:, :, 1:], (clean + offsets)[:, :, 1:], atol=1e-5)
+    assert torch.equal(rebased[:, :, 0], velocity[:, :, 0])
+
+
+def warp_pipeline() -> PoseAnythingPipeline:
+    """A tiny pipeline that predicts no change from its flow base (output layer zeroed)."""
+    config = replace(TINY_PIPELINE, window_frames=16, reference_source=0.5, flow_base="warp")
+    pipeline = tiny_pipeline(config)
+    pipeline.model.register_to_config(prediction="reference_delta")
+    torch.nn.init.zeros_(pipeline.model.proj_out.weight)
+    torch.nn.init.zeros_(pipeline.model.proj_out.bias)
+    return pipeline
+
+
+def test_the_pipeline_starts_and_ends_at_the_warped_reference():
+    pipeline = warp_pipeline()
+    clip = load_clip(EVAL_CLIP, *pipeline.working_size(load_clip(EVAL_CLIP, 32, 32).shot))
+    settings = RenderSettings(upscale=False, ptcm=False)
+    frames = pipeline.render(clip.shot, clip.reference, settings).frames
+    reference = fit_image(clip.reference, *frames.shape[2:0:-1])
+    base = np.rint(warp_along_shot(clip.shot, reference)).astype(np.uint8)
+    assert np.abs(base[1:].astype(float) - base[:1]).mean() > 1.0  # the pose moves the base
+    expected = pipeline._decode(pipeline._encode([base]))
+    assert np.abs(frames.astype(float) - np.rint(expected)).max() <= 1.0
+    blank = pipeline.render(clip.shot, clip.reference, replace(settings, blank_pose=True)).frames
+    still = pipeline._decode(pipeline._encode([np.repeat(reference[None], len(frames), 0)]))
+    assert np.abs(blank.astype(float) - np.rint(still)).max() <= 1.0  # no pose: the reference
+
+
+def test_a_warp_model_refuses_a_flow_from_pure_noise():
+    with pytest.raises(ValueError, match="reference_source"):
+        replace(TINY_PIPELINE, flow_base="warp")
+    with pytest.raises(ValueError, match="flow_base"):
+        replace(TINY_PIPELINE, reference_source=0.5, flow_base="sideways")
