@@ -40,7 +40,7 @@ from .job import (
     RenderRequest,
     resolve_engine_python,
 )
-from .redraw import redraw_areas
+from .redraw import SIDEBAR_AREAS, redraw_areas
 from .sequencer import StripError, add_movie_strip
 from .shot_export import ExportError, ExportSettings, export_shot
 from .shots import ShotRange, batch_shots, pose_frames, scene_range
@@ -53,7 +53,7 @@ PREVIEW_IMAGE = "PoseAnything Preview"
 TICK_INTERVAL_S = 0.25
 
 
-PROGRESS_AREAS = frozenset({"VIEW_3D", "SEQUENCE_EDITOR", "STATUSBAR"})
+PROGRESS_AREAS = SIDEBAR_AREAS | {"STATUSBAR"}
 """Editors showing a Generate's progress bar and preview: sidebars and the status bar."""
 
 

@@ -19,7 +19,7 @@ import bpy
 
 from ..engine.hub import format_size
 from .job import DONE, EngineJob, EngineSettings, EngineSetupError, ModelsRequest
-from .redraw import redraw_areas
+from .redraw import SIDEBAR_AREAS, redraw_areas
 
 TICK_INTERVAL_S = 0.25
 ONLINE_ACCESS_OFF = (
@@ -172,7 +172,7 @@ def tick() -> float | None:
         STATE.report = ModelsReport.from_event(latest["models"])
     if status.finished:
         _finish(job)
-    redraw_areas({"PREFERENCES"})
+    redraw_areas(SIDEBAR_AREAS | {"PREFERENCES"})  # the sidebar tab shows the job too
     return TICK_INTERVAL_S if STATE.job is not None else None
 
 

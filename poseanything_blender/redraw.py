@@ -6,6 +6,9 @@ from collections.abc import Collection
 
 import bpy
 
+SIDEBAR_AREAS = frozenset({"VIEW_3D", "SEQUENCE_EDITOR"})
+"""Editors whose PoseAnything sidebar tab shows a job's progress (Generate, model downloads)."""
+
 
 def redraw_areas(area_types: Collection[str]) -> None:
     """Tag every open area of these types for redraw (none exist in the bpy module)."""
