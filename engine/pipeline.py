@@ -533,7 +533,7 @@ class PoseAnythingPipeline:
             pose_set = set()
 
         video = np.zeros((num_frames, plan.height, plan.width, 3), dtype=np.float32)
-        reference_frame = fit_image(reference, plan.width, plan.height)
+        reference_frame = shot_reference = fit_image(reference, plan.width, plan.height)
         correspondences = []
         clock = _ProgressClock(plan, callback, self._decode)
         done = 0
@@ -559,7 +559,7 @@ class PoseAnythingPipeline:
             pose_latents = self._encode(pose_videos)
             reference_latent = self._encode([reference_frame[None]])
             bases = self._flow_bases(
-                reference_frame, plan, tracks, rectangle, frames, local_poses, scale
+                shot_reference, plan, tracks, rectangle, frames, local_poses, scale
             )
             if bases is None:
                 base_latents = reference_latent.expand_as(pose_latents)
@@ -617,20 +617,24 @@ class PoseAnythingPipeline:
         local_poses: list[int] | None,
         scale: np.ndarray,
     ) -> list[np.ndarray] | None:
-        """Each anchor's flow base for this window, (T,H,W,3) float (None: the reference)."""
+        """Each anchor's flow base for this window, (T,H,W,3) float (None: the reference).
+
+        Every window warps the shot's own reference (its pose is frame 0's), not the frame the
+        previous window generated: a long shot then does not blur or drift window by window."""
         if self.config.flow_base != "warp":
             return None
+        origin = np.concatenate([[0], frames])  # the shot's reference, then this window
 
         def window(track: SkeletonTrack | None) -> SkeletonTrack | None:
             if track is None:
                 return None
-            joints = track.joints2d[frames] * scale
-            return SkeletonTrack(joints, track.in_front[frames], track.edges)
+            joints = track.joints2d[origin] * scale
+            return SkeletonTrack(joints, track.in_front[origin], track.edges)
 
         posed = None
         if local_poses is not None:
-            posed = np.zeros(len(frames), dtype=bool)
-            posed[local_poses] = True
+            posed = np.zeros(len(origin), dtype=bool)
+            posed[[0, *(i + 1 for i in local_poses)]] = True
         camera_moves = plan.settings.camera_anchor == "rectangle"
         return [
             flow_base(
@@ -638,9 +642,9 @@ class PoseAnythingPipeline:
                 "blank" if plan.settings.blank_pose else name,
                 window(tracks.get(name)) if name != "camera" else None,
                 window(rectangle) if name != "camera" or camera_moves else None,
-                len(frames),
+                len(origin),
                 posed,
-            )
+            )[1:]
             for name in plan.anchors
         ]
 

@@ -136,11 +136,12 @@ class TrainState:
 
 
 LOG_EVERY = 10
-RESUMABLE = ("decoder_steps", "sample_steps", "reference_detail", "flow_base")
+RESUMABLE = ("decoder_steps", "sample_steps", "reference_detail", "flow_base", "reference_source")
 """Settings a resumed run may change: they only add work after what is done, only change how
-the exported model samples, or (``flow_base``) turn the steps that follow into a fine-tune
-towards another flow base: the transformer's output layer is then zeroed, so the fine-tune
-starts from exactly the new base instead of from changes measured against the old one."""
+the exported model samples, or (``flow_base``, ``reference_source``) turn the steps that follow
+into a fine-tune towards another flow start. A new ``flow_base`` also zeroes the transformer's
+output layer, so the fine-tune starts from exactly the new base instead of from changes
+measured against the old one."""
 
 
 # ---------------------------------------------------------------------------------------------
