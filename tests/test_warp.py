@@ -11,9 +11,15 @@ from tiny_models import TINY_PIPELINE, one_torch_thread, tiny_pipeline  # noqa: 
 
 from poseanything.engine import warp
 from poseanything.engine.evaluate import load_clip, warp_along_shot
-from poseanything.engine.guidance import RECTANGLE_EDGES, SkeletonTrack
+from poseanything.engine.guidance import (
+    RECTANGLE_EDGES,
+    SkeletonTrack,
+    full_track,
+    rectangle_track,
+)
 from poseanything.engine.pipeline import PoseAnythingPipeline, RenderSettings, fit_image
 from poseanything.engine.sampling import rebase_velocity
+from poseanything.engine.shot import read_reference, read_shot
 
 EVAL_CLIP = Path(__file__).parent / "data" / "eval_clip"
 SIZE = 48
@@ -122,7 +128,7 @@ def test_rebased_velocity_moves_the_clean_estimate_to_the_base():
 
 def warp_pipeline() -> PoseAnythingPipeline:
     """A tiny pipeline that predicts no change from its flow base (output layer zeroed)."""
-    config = replace(TINY_PIPELINE, window_frames=16, reference_source=0.5, flow_base="warp")
+    config = replace(TINY_PIPELINE, reference_source=0.5, flow_base="warp")  # 8-frame windows
     pipeline = tiny_pipeline(config)
     pipeline.model.register_to_config(prediction="reference_delta")
     torch.nn.init.zeros_(pipeline.model.proj_out.weight)
@@ -130,7 +136,7 @@ def warp_pipeline() -> PoseAnythingPipeline:
     return pipeline
 
 
-def test_the_pipeline_starts_and_ends_at_the_warped_reference():
+def test_every_window_starts_and_ends_at_the_warped_shot_reference():
     pipeline = warp_pipeline()
     clip = load_clip(EVAL_CLIP, *pipeline.working_size(load_clip(EVAL_CLIP, 32, 32).shot))
     settings = RenderSettings(upscale=False, ptcm=False)
@@ -150,3 +156,22 @@ def test_a_warp_model_refuses_a_flow_from_pure_noise():
         replace(TINY_PIPELINE, flow_base="warp")
     with pytest.raises(ValueError, match="flow_base"):
         replace(TINY_PIPELINE, reference_source=0.5, flow_base="sideways")
+
+
+def test_later_windows_warp_the_shots_own_reference():
+    """A long shot's windows all start from the shot's reference moved to their frames, never
+    from a generated frame, so blur and drift do not compound window by window."""
+    pipeline = warp_pipeline()
+    shot = read_shot(EVAL_CLIP)
+    plan = pipeline.plan(shot, RenderSettings(upscale=False))
+    assert len(plan.starts) > 1
+    reference = fit_image(read_reference(EVAL_CLIP), plan.width, plan.height)
+    scale = np.array([plan.width / shot.width, plan.height / shot.height])
+    tracks = {"full": full_track(shot)}
+    start = plan.starts[1]
+    frames = np.arange(start, start + plan.length)
+    (base,) = pipeline._flow_bases(
+        reference, plan, tracks, rectangle_track(shot), frames, None, scale
+    )
+    whole = warp_along_shot(shot, reference)
+    np.testing.assert_allclose(base, whole[frames], atol=1e-3)
