@@ -97,6 +97,10 @@ class TrainConfig:
     sample_steps: int = 8
     reference_detail: float | None = 0.2
     """``PipelineConfig.reference_detail`` of the exported model (inference only)."""
+    loss_space: str = "latent"
+    """Where the x0 loss is measured: "latent" (the codec's normalised latents) or "pixels"
+    (the prediction decoded by the frozen codec against the ground-truth frames, the space the
+    evaluation measures; a change that helps in latent space can still blur pixels)."""
     mask_weight: float = 4.0
     condition_probs: tuple[float, ...] = (0.7, 0.1, 0.1, 0.1)
     """Probability of each of ``CONDITIONS`` for a training sample."""
@@ -136,12 +140,19 @@ class TrainState:
 
 
 LOG_EVERY = 10
-RESUMABLE = ("decoder_steps", "sample_steps", "reference_detail", "flow_base", "reference_source")
+RESUMABLE = (
+    "decoder_steps",
+    "sample_steps",
+    "reference_detail",
+    "flow_base",
+    "reference_source",
+    "loss_space",
+)
 """Settings a resumed run may change: they only add work after what is done, only change how
-the exported model samples, or (``flow_base``, ``reference_source``) turn the steps that follow
-into a fine-tune towards another flow start. A new ``flow_base`` also zeroes the transformer's
-output layer, so the fine-tune starts from exactly the new base instead of from changes
-measured against the old one."""
+the exported model samples, or (``flow_base``, ``reference_source``, ``loss_space``) turn the
+steps that follow into a fine-tune towards another flow start or loss. A new ``flow_base`` also
+zeroes the transformer's output layer, so the fine-tune starts from exactly the new base
+instead of from changes measured against the old one."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +275,7 @@ class ClipStore:
         coverage = torch.from_numpy(arrays["masks"]).float()[:, None] / 255.0
         out["coverage"] = F.avg_pool2d(coverage, self.config.codec_factor)[:, 0].half()
         out["parts"] = torch.from_numpy(arrays["parts"])
-        if self.config.flow_base == "warp":
+        if self.config.flow_base == "warp" or self.config.loss_space == "pixels":
             out["pixels"] = arrays["frames"]
             edges = arrays["edges"]
             for name in ("full", "subject", "camera"):
@@ -596,15 +607,19 @@ class Trainer:
         coverage = latents["coverage"][window]
         weight = 1.0 + config.mask_weight * torch.maximum(coverage, coverage[:1])
         x0 = latents["frames"][window].transpose(0, 1).float()
-        return {
+        sample = {
             "x0": x0,
             "base": self._flow_base(latents, condition, window, keep)
-            if "pixels" in latents
+            if config.flow_base == "warp"
             else x0[:, :1].expand_as(x0),
             "pose": pose.transpose(0, 1).float(),
             "parts": parts.transpose(0, 1),
             "weight": weight.float(),
         }
+        if config.loss_space == "pixels":
+            frames = torch.from_numpy(latents["pixels"][window]).permute(3, 0, 1, 2)
+            sample["target"] = frames.float() / 127.5 - 1.0
+        return sample
 
     @torch.no_grad()
     def _flow_base(
@@ -655,7 +670,13 @@ class Trainer:
         if config.flow_base == "warp":
             velocity = rebase_velocity(velocity, base - reference, timestep)
         predicted = noisy - s * velocity
-        error = (predicted - x0)[:, :, 1:].pow(2) * weight[:, :, 1:]
+        target = x0
+        if config.loss_space == "pixels":
+            predicted = self.codec.decode_unclamped(predicted)
+            target = torch.stack([s["target"] for s in samples]).to(self.device)
+            factor = config.codec_factor
+            weight = weight.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
+        error = (predicted - target)[:, :, 1:].pow(2) * weight[:, :, 1:]
         loss = error.mean() / weight[:, :, 1:].mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

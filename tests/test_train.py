@@ -159,5 +159,19 @@ def test_a_run_can_switch_to_the_warped_flow_base_and_fine_tune(dataset, tmp_pat
     assert frames.shape == (4, 32, 32, 3)
 
 
+def test_a_run_can_measure_its_loss_on_decoded_pixels(dataset, tmp_path):
+    train(dataset, tmp_path, 5, config=TINY, max_steps=3)
+    _, before = load_checkpoint(tmp_path / CHECKPOINT_DIR)
+    overrides = {"loss_space": "pixels"}
+    train(dataset, tmp_path, 5, resume=True, max_steps=6, resume_overrides=overrides)
+    state, after = load_checkpoint(tmp_path / CHECKPOINT_DIR)
+    assert state.config.loss_space == "pixels" and state.step == 6
+    assert np.isfinite(state.losses).all()
+    for name, value in before.items():  # the codec decodes the loss but stays frozen
+        if name.startswith("codec."):
+            torch.testing.assert_close(after[name], value, msg=name)
+    assert not torch.equal(after["model.proj_out.weight"], before["model.proj_out.weight"])
+
+
 def test_a_bare_word_setting_is_a_string():
     assert parse_overrides(["flow_base=warp"]) == {"flow_base": "warp"}
