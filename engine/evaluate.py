@@ -142,7 +142,7 @@ def warp_along_shot(shot: Shot, reference: np.ndarray) -> np.ndarray:
     skeleton, rectangle = (
         SkeletonTrack(t.joints2d * scale, t.in_front, t.edges) for t in tracks.values()
     )
-    return flow_base(reference, "full", skeleton, rectangle, shot.num_frames)
+    return flow_base(reference, "full", skeleton, rectangle, shot.num_frames).frames
 
 
 def contact_sheet(path: Path, videos: dict[str, np.ndarray], ground_truth: np.ndarray) -> None:

@@ -38,7 +38,7 @@ from .model.ptcm import pool_part_masks_to_latent_frames
 from .sampling import DEFAULT_SHIFT, CancelToken, initial_noise, ptcm_steps, sample_with_ptcm
 from .shot import Shot, ShotError
 from .skeleton import part_masks, render_skeleton_frames
-from .warp import flow_base
+from .warp import WarpedReference, flow_base
 from .weights import MODEL_INDEX, resolve_model_dir
 
 DEFAULT_OVERLAP = 4
@@ -140,6 +140,11 @@ class PipelineConfig:
     codec loses (its pixels minus their decode) is added back wherever a frame's latent is
     close to the base's, with weight exp(-d / tau), d the per-cell mean squared latent
     difference; a small lossy codec otherwise blurs what the model did not change."""
+    warp_outside_region: bool = False
+    """With ``flow_base`` "warp": keep the warped reference's own pixels outside the region
+    where the warp is a guess (``WarpedReference.region``: around the moved skeleton and where
+    the subject uncovered background) and the network's frames inside it. Outside, a still
+    scene under the moving camera is the warp exactly, which a small codec can only blur."""
     flow_base: str = "reference"
     """With ``reference_source``: what the flow starts from and a ``reference_delta`` model's
     change is measured from. "reference": the reference repeated over the window. "warp": the
@@ -296,6 +301,13 @@ class _ProgressClock:
             )
 
         return on_step
+
+
+def _guess_region(bases: list[WarpedReference], anchors: tuple[str, ...]) -> np.ndarray:
+    """(T,H,W) where the network paints: the guess region of the anchor that carries the
+    subject's skeleton (the shot's own, else the camera-free one); all of it without one."""
+    carrier = next((anchors.index(n) for n in ("full", "subject") if n in anchors), 0)
+    return bases[carrier].region
 
 
 def to_unit_range(frames: np.ndarray, device) -> torch.Tensor:
@@ -565,8 +577,8 @@ class PoseAnythingPipeline:
                 base_latents = reference_latent.expand_as(pose_latents)
                 base = np.broadcast_to(reference_frame, (plan.length, *reference_frame.shape))
             else:
-                base_latents = self._encode([np.rint(b).astype(np.uint8) for b in bases])
-                base = sum(w * b for w, b in zip(mix.tolist(), bases, strict=True))
+                base_latents = self._encode([np.rint(b.frames).astype(np.uint8) for b in bases])
+                base = sum(w * b.frames for w, b in zip(mix.tolist(), bases, strict=True))
             # The guidance mix of the anchors' bases: where the mixed prediction starts from.
             base_latent = (base_latents * mix.view(-1, 1, 1, 1, 1)).sum(0, keepdim=True)
             flow_start = self._flow_start(base_latent, plan.seed + index)
@@ -596,6 +608,9 @@ class PoseAnythingPipeline:
             generated = self._decode(latents)
             if self.config.reference_detail is not None:
                 generated = self._restore_detail(generated, latents, base, base_latent)
+            if bases is not None and self.config.warp_outside_region:
+                region = _guess_region(bases, plan.anchors)[..., None]
+                generated = region * generated + (1.0 - region) * base
             generated = generated[: min(plan.length, num_frames - start)]
             stitch_window(video, generated, start, done)
             done = start + len(generated)
@@ -616,8 +631,8 @@ class PoseAnythingPipeline:
         frames: np.ndarray,
         local_poses: list[int] | None,
         scale: np.ndarray,
-    ) -> list[np.ndarray] | None:
-        """Each anchor's flow base for this window, (T,H,W,3) float (None: the reference).
+    ) -> list[WarpedReference] | None:
+        """Each anchor's flow base for this window (None: the reference).
 
         Every window warps the shot's own reference (its pose is frame 0's), not the frame the
         previous window generated: a long shot then does not blur or drift window by window."""
@@ -636,7 +651,7 @@ class PoseAnythingPipeline:
             posed = np.zeros(len(origin), dtype=bool)
             posed[[0, *(i + 1 for i in local_poses)]] = True
         camera_moves = plan.settings.camera_anchor == "rectangle"
-        return [
+        bases = [
             flow_base(
                 reference,
                 "blank" if plan.settings.blank_pose else name,
@@ -644,9 +659,10 @@ class PoseAnythingPipeline:
                 window(rectangle) if name != "camera" or camera_moves else None,
                 len(origin),
                 posed,
-            )[1:]
+            )
             for name in plan.anchors
         ]
+        return [WarpedReference(b.frames[1:], b.region[1:]) for b in bases]
 
     def _restore_detail(
         self, generated: np.ndarray, latents: torch.Tensor, base: np.ndarray, base_latent

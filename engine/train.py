@@ -97,6 +97,8 @@ class TrainConfig:
     sample_steps: int = 8
     reference_detail: float | None = 0.2
     """``PipelineConfig.reference_detail`` of the exported model (inference only)."""
+    warp_outside_region: bool = False
+    """``PipelineConfig.warp_outside_region`` of the exported model (inference only)."""
     loss_space: str = "latent"
     """Where the x0 loss is measured: "latent" (the codec's normalised latents) or "pixels"
     (the prediction decoded by the frozen codec against the ground-truth frames, the space the
@@ -144,6 +146,7 @@ RESUMABLE = (
     "decoder_steps",
     "sample_steps",
     "reference_detail",
+    "warp_outside_region",
     "flow_base",
     "reference_source",
     "loss_space",
@@ -328,6 +331,7 @@ def pipeline_config(config: TrainConfig) -> PipelineConfig:
         reference_source=config.reference_source,
         reference_detail=config.reference_detail,
         flow_base=config.flow_base,
+        warp_outside_region=config.warp_outside_region,
     )
 
 
@@ -639,7 +643,7 @@ class Trainer:
             cut("camera"),
             self.config.window,
             None if bool(keep.all()) else keep.numpy(),
-        )
+        ).frames
         video = torch.from_numpy(np.rint(pixels)).permute(3, 0, 1, 2)[None] / 127.5 - 1.0
         return self.codec.encode(video.to(self.device))[0].float()
 

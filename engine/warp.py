@@ -19,6 +19,8 @@ to the network. Without a skeleton (the blank / no-pose condition) the warp is t
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -112,8 +114,8 @@ def bone_coordinates(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Where each of frame t's pixels was in the reference if it rode on the skeleton.
 
-    Returns (H*W,2) reference coordinates (a soft blend over the nearest bones) and the (H*W,)
-    subject weight (1 on the body, falling to 0 past ``radius``)."""
+    Returns (H*W,2) reference coordinates (a soft blend over the bones nearer than about
+    ``radius``) and each pixel's (H*W,) distance to the nearest bone (inf without bones)."""
     ys, xs = torch.meshgrid(
         torch.arange(height, dtype=torch.float32) + 0.5,
         torch.arange(width, dtype=torch.float32) + 0.5,
@@ -122,7 +124,7 @@ def bone_coordinates(
     pixels = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=-1)
     keep = valid[edges[:, 0]] & valid[edges[:, 1]]
     if not keep.any():
-        return pixels, torch.zeros(len(pixels))
+        return pixels, torch.full((len(pixels),), torch.inf)
     edges = edges[keep]
     ref = torch.from_numpy(joints_ref).float()
     cur = torch.from_numpy(joints).float()
@@ -137,9 +139,12 @@ def bone_coordinates(
     source = along + _rotate(offset, torch.cos(angle)[None], torch.sin(angle)[None])
     nearest = distance.min(dim=1).values
     weights = torch.softmax(-(distance - nearest[:, None]) / (0.3 * radius), dim=1)
-    coords = (weights[..., None] * source).sum(1)
-    subject = torch.sigmoid((radius - nearest) / (0.2 * radius))
-    return coords, subject
+    return (weights[..., None] * source).sum(1), nearest
+
+
+def _inside(distance: torch.Tensor, radius: float) -> torch.Tensor:
+    """Soft membership of a band of ``radius`` around the skeleton: 1 inside, 0 outside."""
+    return torch.sigmoid((radius - distance) / (0.2 * radius))
 
 
 def _sample(image: torch.Tensor, coords: torch.Tensor, width: int, height: int) -> torch.Tensor:
@@ -151,22 +156,36 @@ def _sample(image: torch.Tensor, coords: torch.Tensor, width: int, height: int) 
     return sampled[0, :, 0]
 
 
+class WarpedReference(NamedTuple):
+    frames: np.ndarray
+    """(F,H,W,3) float32 in 0..255: the reference moved frame by frame."""
+    region: np.ndarray
+    """(F,H,W) float32 in 0..1: where the warp is a guess, which the network should repaint:
+    around the moved skeleton (``REGION_RADII`` subject radii) and the background the subject
+    uncovered. Outside it a still scene seen by the moving camera is the warp exactly. Ones
+    when there is no skeleton: then nothing says where the subject is."""
+
+
+REGION_RADII = 2.0
+
+
 def warp_reference(
     reference: np.ndarray,
     num_frames: int,
     skeleton: SkeletonTrack | None,
     camera: SkeletonTrack | None,
-) -> np.ndarray:
-    """The reference (H,W,3) uint8 carried through ``num_frames``: (F,H,W,3) float32, 0..255.
+) -> WarpedReference:
+    """The reference (H,W,3) uint8 carried through ``num_frames``, with its guess region.
 
     ``skeleton``: the subject's joints at the reference's size, frame 0 in the reference's pose
     (None: the subject holds still). ``camera``: the camera rectangle's 4 corners (None: the
     camera holds still). Frame 0 is the reference itself; with neither, every frame is."""
     height, width = reference.shape[:2]
-    out = np.empty((num_frames, height, width, 3), dtype=np.float32)
-    out[:] = reference
+    frames = np.empty((num_frames, height, width, 3), dtype=np.float32)
+    frames[:] = reference
+    region = np.ones((num_frames, height, width), dtype=np.float32)
     if skeleton is None and camera is None:
-        return out
+        return WarpedReference(frames, region)
     image = torch.from_numpy(np.array(reference, dtype=np.float32)).permute(2, 0, 1)
     homographies = (
         np.repeat(np.eye(3)[None], num_frames, axis=0)
@@ -179,21 +198,32 @@ def warp_reference(
     if skeleton is not None:
         joints, in_front, edges = skeleton.joints2d, skeleton.in_front, skeleton.edges
         radius = subject_radius(joints[0], in_front[0])
-        _, on_reference = bone_coordinates(
+        _, distance = bone_coordinates(
             joints[0], joints[0], in_front[0], edges, width, height, radius
         )
-        background = fill_holes(image, (on_reference < 0.05).reshape(1, height, width))
-    for t in range(1, num_frames):
+        on_reference = _inside(distance, radius).reshape(1, height, width)
+        background = fill_holes(image, on_reference < 0.05)
+        # Where the reference's subject (with a margin) was: the background there is a guess.
+        uncovered = _inside(distance, REGION_RADII * radius).reshape(1, height, width)
+    for t in range(num_frames):
         mapped = pixels @ homographies[t].T
         back = torch.from_numpy(mapped[:, :2] / mapped[:, 2:3]).float()
         frame = _sample(background, back, width, height)
         if skeleton is not None:
-            coords, subject = bone_coordinates(
+            coords, distance = bone_coordinates(
                 joints[0], joints[t], in_front[0] & in_front[t], edges, width, height, radius
             )
-            frame = torch.lerp(frame, _sample(image, coords, width, height), subject[None])
-        out[t] = frame.T.reshape(height, width, 3).numpy()
-    return out
+            frame = torch.lerp(
+                frame, _sample(image, coords, width, height), _inside(distance, radius)[None]
+            )
+            guess = torch.maximum(
+                _inside(distance, REGION_RADII * radius),
+                _sample(uncovered, back, width, height)[0],
+            )
+            region[t] = guess.reshape(height, width).numpy()
+        if t > 0:
+            frames[t] = frame.T.reshape(height, width, 3).numpy()
+    return WarpedReference(frames, region)
 
 
 def shown_frames_only(track: SkeletonTrack, posed: np.ndarray | None) -> SkeletonTrack:
@@ -219,7 +249,7 @@ def flow_base(
     rectangle: SkeletonTrack | None,
     num_frames: int,
     posed: np.ndarray | None = None,
-) -> np.ndarray:
+) -> WarpedReference:
     """The flow base of a guidance anchor (or the "blank" no-pose condition): the reference
     moved by what that anchor's skeleton video shows (``ANCHOR_MOTIONS``).
 

@@ -50,16 +50,17 @@ def rectangle(shifts: list[float]) -> SkeletonTrack:
 
 def test_without_motion_every_frame_is_the_reference():
     reference = scene_with_a_bar()
-    still = warp.warp_reference(reference, 3, None, None)
+    still, everywhere = warp.warp_reference(reference, 3, None, None)
     assert still.shape == (3, SIZE, SIZE, 3) and (still == reference).all()
-    held = warp.warp_reference(reference, 3, bone_track([(0, 0)] * 3), rectangle([0, 0, 0]))
+    assert (everywhere == 1).all()  # no skeleton: nothing says where the subject is
+    held = warp.warp_reference(reference, 3, bone_track([(0, 0)] * 3), rectangle([0, 0, 0])).frames
     assert np.abs(held - reference).mean() < 1.0
     assert (held[0] == reference).all()
 
 
 def test_the_subject_follows_its_bone_and_leaves_background_behind():
     reference = scene_with_a_bar(16)
-    moved = warp.warp_reference(reference, 2, bone_track([(0, 0), (12, 0)]), None)[1]
+    moved = warp.warp_reference(reference, 2, bone_track([(0, 0), (12, 0)]), None).frames[1]
     expected = scene_with_a_bar(28)
     body = (slice(18, 30), slice(27, 29))
     assert np.abs(moved[body] - expected[body]).max() < 12  # the bar arrived
@@ -69,19 +70,27 @@ def test_the_subject_follows_its_bone_and_leaves_background_behind():
     assert np.abs(moved[far] - reference[far]).max() < 1  # the backdrop stayed
 
 
+def test_the_guess_region_covers_the_moved_subject_and_what_it_uncovered():
+    reference = scene_with_a_bar(16)
+    region = warp.warp_reference(reference, 2, bone_track([(0, 0), (12, 0)]), None).region[1]
+    assert region[24, 28] > 0.95  # the bar's new place
+    assert region[24, 16] > 0.95  # the backdrop it uncovered
+    assert region[2, 2] < 0.01 and region[24, 45] < 0.01  # far from both: the warp is exact
+
+
 def test_a_turning_bone_turns_its_pixels():
     reference = scene_with_a_bar(24)
     # The bone turns 90 degrees about its head at (24, 14): its tail goes to (4, 14).
     joints = np.array([[[24.0, 14.0], [24.0, 34.0]], [[24.0, 14.0], [4.0, 14.0]]])
     track = SkeletonTrack(joints, np.ones((2, 2), dtype=bool), EDGES)
-    turned = warp.warp_reference(reference, 2, track, None)[1]
+    turned = warp.warp_reference(reference, 2, track, None).frames[1]
     assert turned[14, 8:20, 0].min() > 150  # red now lies along the row
     assert turned[28:33, 23:25, 0].max() < 120  # and no longer down the column
 
 
 def test_the_camera_rectangle_moves_the_whole_backdrop():
     reference = scene_with_a_bar()
-    panned = warp.warp_reference(reference, 2, None, rectangle([0.0, -4.0]))[1]
+    panned = warp.warp_reference(reference, 2, None, rectangle([0.0, -4.0])).frames[1]
     # The world moved 4 px left in the image: what was at x + 4 is now at x.
     assert np.abs(panned[:, 8:40] - reference[:, 12:44]).max() < 1
 
@@ -105,11 +114,17 @@ def test_sparse_poses_interpolate_between_the_shown_frames():
 def test_each_anchor_base_moves_what_its_skeleton_video_shows():
     reference = scene_with_a_bar()
     skeleton, camera = bone_track([(0, 0), (6, 0)]), rectangle([0.0, -4.0])
-    bases = {a: warp.flow_base(reference, a, skeleton, camera, 2)[1] for a in warp.ANCHOR_MOTIONS}
+    bases = {
+        a: warp.flow_base(reference, a, skeleton, camera, 2).frames[1] for a in warp.ANCHOR_MOTIONS
+    }
+
+    def moved(skeleton, camera):
+        return warp.warp_reference(reference, 2, skeleton, camera).frames[1]
+
     assert (bases["blank"] == reference).all()
-    assert np.allclose(bases["camera"], warp.warp_reference(reference, 2, None, camera)[1])
-    assert np.allclose(bases["subject"], warp.warp_reference(reference, 2, skeleton, None)[1])
-    assert np.allclose(bases["full"], warp.warp_reference(reference, 2, skeleton, camera)[1])
+    assert np.allclose(bases["camera"], moved(None, camera))
+    assert np.allclose(bases["subject"], moved(skeleton, None))
+    assert np.allclose(bases["full"], moved(skeleton, camera))
     assert len({bases[a].tobytes() for a in bases}) == 4
 
 
@@ -158,6 +173,24 @@ def test_a_warp_model_refuses_a_flow_from_pure_noise():
         replace(TINY_PIPELINE, reference_source=0.5, flow_base="sideways")
 
 
+def test_outside_the_guess_region_the_frames_are_the_warp_itself():
+    pipeline = warp_pipeline()
+    pipeline.config = replace(pipeline.config, warp_outside_region=True)
+    shot = read_shot(EVAL_CLIP)
+    frames = pipeline.render(shot, read_reference(EVAL_CLIP), RenderSettings(upscale=False)).frames
+    reference = fit_image(read_reference(EVAL_CLIP), *frames.shape[2:0:-1])
+    scale = np.array([frames.shape[2] / shot.width, frames.shape[1] / shot.height])
+    tracks = (full_track(shot), rectangle_track(shot))
+    skeleton, camera = (SkeletonTrack(t.joints2d * scale, t.in_front, t.edges) for t in tracks)
+    warped = warp.flow_base(reference, "full", skeleton, camera, shot.num_frames)
+    outside = warped.region < 1e-3
+    assert outside[1:].mean() > 0.1  # the subject leaves part of the frame to the warp alone
+    difference = np.abs(frames.astype(float) - warped.frames)[outside]
+    assert difference.max() <= 1.0  # the random network's blur never reaches it
+    inside = warped.region > 0.95
+    assert np.abs(frames.astype(float) - warped.frames)[inside].mean() > 5.0
+
+
 def test_later_windows_warp_the_shots_own_reference():
     """A long shot's windows all start from the shot's reference moved to their frames, never
     from a generated frame, so blur and drift do not compound window by window."""
@@ -174,4 +207,4 @@ def test_later_windows_warp_the_shots_own_reference():
         reference, plan, tracks, rectangle_track(shot), frames, None, scale
     )
     whole = warp_along_shot(shot, reference)
-    np.testing.assert_allclose(base, whole[frames], atol=1e-3)
+    np.testing.assert_allclose(base.frames, whole[frames], atol=1e-3)
