@@ -1,9 +1,8 @@
 """The committed default model: it loads, is deterministic for a seed, and follows the pose.
 
 The pose test is a metric on a held-out clip (Blender's human metarig, never trained on), not a
-snapshot: the subject-region PSNR of the full model must beat the same model with the skeleton
-blanked, so the pose input measurably drives the subject. The committed model does not pass it
-yet (its model card says so), so it is a strict expected failure.
+snapshot: the full model must beat the same model with the skeleton blanked, in the subject
+region and on the whole frame, so the pose input measurably drives the video.
 """
 
 import dataclasses
@@ -56,15 +55,12 @@ def test_a_seed_gives_the_same_frames(pipeline, clip, renders):
     assert not np.array_equal(other.frames, renders[FULL])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the shipped preview model does not yet follow the pose measurably (subject PSNR "
-    "19.82 dB vs 19.86 dB without pose on this clip; see engine/weights/default/README.md); "
-    "strict, so a model that does makes this test fail until the mark is removed",
-)
 def test_the_pose_drives_the_subject(clip, renders):
+    """On this held-out clip the shipped model scores 26.2 / 22.9 dB (whole / subject) against
+    23.2 / 20.1 dB without the pose: 1 dB of margin each is a real, robust bar."""
     truth, subject = clip.frames[1:], clip.subject[1:]
     full = masked_psnr(renders[FULL][1:], truth, subject)
     no_pose = masked_psnr(renders[NO_POSE][1:], truth, subject)
-    assert full > no_pose + 0.5, f"subject PSNR {full:.2f} dB vs no pose {no_pose:.2f} dB"
-    assert psnr(renders[FULL][1:], truth) > psnr(renders[NO_POSE][1:], truth)
+    assert full > no_pose + 1.0, f"subject PSNR {full:.2f} dB vs no pose {no_pose:.2f} dB"
+    whole, whole_no_pose = psnr(renders[FULL][1:], truth), psnr(renders[NO_POSE][1:], truth)
+    assert whole > whole_no_pose + 1.0, f"PSNR {whole:.2f} dB vs no pose {whole_no_pose:.2f} dB"
