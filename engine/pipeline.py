@@ -669,7 +669,7 @@ class PoseAnythingPipeline:
     ) -> np.ndarray:
         """Add back the flow base's detail that the codec loses (its pixels minus their decode)
         where the latents stayed close to the base's (see ``PipelineConfig.reference_detail``);
-        frame 0 becomes the reference exactly."""
+        the first window's frame 0 becomes the reference exactly."""
         if self.codec.temporal_factor != 1:
             raise ValueError("reference_detail needs a codec that codes frames one by one")
         change = (latents[0] - base_latent[0]).float().pow(2).mean(0)  # (T,h,w)

@@ -14,10 +14,12 @@ Two stages, one command, one checkpoint that resumes either:
    half the batches with the rig's own part labels (identity correspondence).
 
 Departures from the 5B recipe, for a 2-core CPU budget (see the model card):
-- The flow starts from the reference latent repeated over the window plus noise
-  (``reference_source``), and the transformer predicts the change from the reference
-  (``prediction="reference_delta"``); the loss is on the clean latent (x0), up-weighted inside the
-  subject's mask, where whole-frame error under-counts the pose.
+- The flow starts from a base plus noise (``reference_source``): the reference latent repeated
+  over the window, or (``flow_base="warp"``) the reference moved along the sample's skeleton and
+  camera (``engine.warp``), and the transformer predicts the change from that base
+  (``prediction="reference_delta"``); the loss is on the clean estimate (x0), in latent space or
+  on decoded pixels (``loss_space``), up-weighted inside the subject's mask, where whole-frame
+  error under-counts the pose.
 - Preprocessed clips (frames at working size, skeleton images re-rendered at that size from
   ``joints2d``, masks, part masks) are cached as .npz per clip, and once the codec is frozen
   their latents are kept in memory, so a step costs only the transformer.
