@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .guidance import SkeletonTrack, full_track, rectangle_track
+from .guidance import full_track, rectangle_track
 from .metrics import video_metrics
 from .pipeline import PoseAnythingPipeline, RenderSettings, fit_image
 from .shot import Shot, read_reference, read_shot
@@ -139,9 +139,7 @@ def warp_along_shot(shot: Shot, reference: np.ndarray) -> np.ndarray:
     height, width = reference.shape[:2]
     scale = np.array([width / shot.width, height / shot.height])
     tracks = {"full": full_track(shot), "camera": rectangle_track(shot)}
-    skeleton, rectangle = (
-        SkeletonTrack(t.joints2d * scale, t.in_front, t.edges) for t in tracks.values()
-    )
+    skeleton, rectangle = (track.select(scale=scale) for track in tracks.values())
     return flow_base(reference, "full", skeleton, rectangle, shot.num_frames).frames
 
 

@@ -47,6 +47,10 @@ class SkeletonTrack:
     in_front: np.ndarray  # (F, J) bool, joint in front of the camera
     edges: np.ndarray  # (E, 2) int
 
+    def select(self, frames=slice(None), scale: float | np.ndarray = 1.0) -> SkeletonTrack:
+        """The track over ``frames`` (a slice or indices), its pixels scaled by ``scale``."""
+        return SkeletonTrack(self.joints2d[frames] * scale, self.in_front[frames], self.edges)
+
 
 def anchor_weights(subject: float, camera: float) -> dict[str, float]:
     """The weight of each anchor's prediction in the decoupled-CFG mix (they sum to one)."""

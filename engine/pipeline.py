@@ -641,10 +641,7 @@ class PoseAnythingPipeline:
         origin = np.concatenate([[0], frames])  # the shot's reference, then this window
 
         def window(track: SkeletonTrack | None) -> SkeletonTrack | None:
-            if track is None:
-                return None
-            joints = track.joints2d[origin] * scale
-            return SkeletonTrack(joints, track.in_front[origin], track.edges)
+            return None if track is None else track.select(origin, scale)
 
         posed = None
         if local_poses is not None:

@@ -635,8 +635,7 @@ class Trainer:
         condition's skeleton video shows, as the pipeline does at inference."""
 
         def cut(name: str) -> SkeletonTrack:
-            track = latents[f"{name}_track"]
-            return SkeletonTrack(track.joints2d[window], track.in_front[window], track.edges)
+            return latents[f"{name}_track"].select(window)
 
         pixels = flow_base(
             latents["pixels"][window.start],

@@ -181,7 +181,7 @@ def test_outside_the_guess_region_the_frames_are_the_warp_itself():
     reference = fit_image(read_reference(EVAL_CLIP), *frames.shape[2:0:-1])
     scale = np.array([frames.shape[2] / shot.width, frames.shape[1] / shot.height])
     tracks = (full_track(shot), rectangle_track(shot))
-    skeleton, camera = (SkeletonTrack(t.joints2d * scale, t.in_front, t.edges) for t in tracks)
+    skeleton, camera = (track.select(scale=scale) for track in tracks)
     warped = warp.flow_base(reference, "full", skeleton, camera, shot.num_frames)
     outside = warped.region < 1e-3
     assert outside[1:].mean() > 0.1  # the subject leaves part of the frame to the warp alone
