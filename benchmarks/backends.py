@@ -23,12 +23,12 @@ from functools import partial
 
 import torch
 
+from poseanything.engine.checkpoints.onnx import OnnxDenoiser
+from poseanything.engine.inference.pipeline import PoseAnythingPipeline
 from poseanything.engine.model import (
     PartConditioning,
     PoseAnythingTransformer,
 )
-from poseanything.engine.onnx import OnnxDenoiser
-from poseanything.engine.pipeline import PoseAnythingPipeline
 
 FRAMES, SIZE, ANCHORS, PARTS = 16, 64, 3, 5
 

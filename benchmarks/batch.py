@@ -29,8 +29,8 @@ from pathlib import Path
 import ray
 import torch
 
-from poseanything.engine.batch import BatchSettings, run_batch
-from poseanything.engine.weights import resolve_model_dir
+from poseanything.engine.batch.runners import BatchSettings, run_batch
+from poseanything.engine.checkpoints.weights import resolve_model_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from synthetic_shots import write_synthetic_shot  # noqa: E402 - the tests' walking figure

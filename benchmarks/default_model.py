@@ -26,8 +26,8 @@ def main() -> None:
     began = time.perf_counter()
     import torch
 
-    from poseanything.engine.pipeline import PoseAnythingPipeline
-    from poseanything.engine.shot import read_reference, read_shot
+    from poseanything.engine.contract.shot import read_reference, read_shot
+    from poseanything.engine.inference.pipeline import PoseAnythingPipeline
 
     torch.set_num_threads(args.threads)
     pipeline = PoseAnythingPipeline.from_pretrained(None, device="cpu")

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import torch
 
-from poseanything.engine.guidance import anchors_needed, combine
-from poseanything.engine.pipeline import PoseAnythingPipeline, RenderSettings
-from poseanything.engine.sampling import guided_velocity
+from poseanything.engine.inference.guidance import anchors_needed, combine
+from poseanything.engine.inference.pipeline import PoseAnythingPipeline, RenderSettings
+from poseanything.engine.inference.sampling import guided_velocity
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from synthetic_shots import make_shot, reference_image  # noqa: E402 - the tests' walking figure

@@ -32,9 +32,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakIdKeyDictionary
 
+from poseanything.engine.checkpoints.official import parameter_dtype
 from poseanything.engine.model import PartConditioning, PoseAnythingTransformer
 from poseanything.engine.model.transformer import WAN22_TI2V_5B_CONFIG
-from poseanything.engine.official import parameter_dtype
 
 FRAMES = 81
 TEXT_TOKENS = 512

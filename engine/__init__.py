@@ -1,5 +1,13 @@
 """The PoseAnything engine: shot folder in, video out. Never imports bpy.
 
-Submodules that need torch import it themselves, so reading and writing shot folders
-(``engine.shot``, ``engine.skeleton``, ``engine.camera``) works inside Blender's Python.
+Rooms, lowest first (a room imports only rooms above it in this list, and nothing imports
+``cli``):
+
+- ``contract``: the shot folder and what is drawn from it (numpy only: Blender imports it)
+- ``model``: the pose-conditioned video DiT with PTCM, codecs, text encoders
+- ``inference``: the pipeline, sampler, guidance anchors and the reference warp
+- ``checkpoints``: where models come from: the bundled one, Hugging Face, official weights, ONNX
+- ``training``: training the default model and evaluating models
+- ``batch``: many shot folders, in this process or on a Ray cluster
+- ``cli``: the ``poseanything`` command
 """

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..engine.shot import SkeletonGraph
-from ..engine.skeleton import segment_parts
+from ..engine.contract.shot import SkeletonGraph
+from ..engine.contract.skeleton import segment_parts
 
 JOINT_MERGE_FRACTION = 1e-3
 """A child's head within this fraction of the shorter bone's length of its parent's tail (or

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine.shot import CameraPath
+from ..engine.contract.shot import CameraPath
 
 # Columns of a camera state row, in order; enum settings are stored as their index.
 CAMERA_STATE_FIELDS = (

@@ -322,7 +322,7 @@ def _generate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import bpy
 
-    from ..engine.weights import ModelNotFoundError, resolve_model_dir
+    from ..engine.checkpoints.weights import ModelNotFoundError, resolve_model_dir
     from .demo_scene import build_demo_scene
 
     out = args.out.expanduser().absolute()

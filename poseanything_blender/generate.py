@@ -26,8 +26,8 @@ from pathlib import Path
 
 import bpy
 
-from ..engine.shot import Guidance
-from ..engine.weights import ModelNotFoundError, resolve_model_dir
+from ..engine.checkpoints.weights import ModelNotFoundError, resolve_model_dir
+from ..engine.contract.shot import Guidance
 from . import models
 from .armature import SkeletonOptions
 from .job import (

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import bpy
 
-from ..engine.hub import format_size
+from ..engine.checkpoints.hub import format_size
 from .job import DONE, EngineJob, EngineSettings, EngineSetupError, ModelsRequest
 from .redraw import SIDEBAR_AREAS, redraw_areas
 

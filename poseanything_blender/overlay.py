@@ -11,7 +11,7 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
-from ..engine.skeleton import PART_COLORS
+from ..engine.contract.skeleton import PART_COLORS
 from .armature import ExtractedSkeleton, SkeletonOptions, extract_skeleton
 from .generate import GenerateError, resolve_armature, skeleton_options
 from .motion import JointReader

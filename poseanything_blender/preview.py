@@ -10,8 +10,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..engine.shot import read_shot
-from ..engine.skeleton import write_png
+from ..engine.contract.shot import read_shot
+from ..engine.contract.skeleton import write_png
 
 
 def write_skeleton_preview(

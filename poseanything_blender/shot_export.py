@@ -16,8 +16,8 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from ..engine.camera import project_points
-from ..engine.shot import Guidance, Shot, ShotError, write_shot
+from ..engine.contract.camera import project_points
+from ..engine.contract.shot import Guidance, Shot, ShotError, write_shot
 from .armature import SkeletonOptions, extract_skeleton
 from .camera_path import camera_path, gather_render_size
 from .motion import sample_motion

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from poseanything.engine.hub import DIT_INDEX, DIT_SHARDS, POSEANYTHING_REPO, WAN_REPO
+from poseanything.engine.checkpoints.hub import DIT_INDEX, DIT_SHARDS, POSEANYTHING_REPO, WAN_REPO
 
 DIM = 256  # two heads of Wan's 128
 LATENT_CHANNELS = 4

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from poseanything.engine.camera import project_points
-from poseanything.engine.shot import CameraPath, Guidance, Shot, SkeletonGraph, write_shot
-from poseanything.engine.skeleton import segment_parts
+from poseanything.engine.contract.camera import project_points
+from poseanything.engine.contract.shot import CameraPath, Guidance, Shot, SkeletonGraph, write_shot
+from poseanything.engine.contract.skeleton import segment_parts
 
 JOINTS = (
     "pelvis",

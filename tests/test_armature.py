@@ -11,7 +11,7 @@ from rigs import (
     tentacle_tree,
 )
 
-from poseanything.engine.skeleton import MAX_PARTS, joint_degrees
+from poseanything.engine.contract.skeleton import MAX_PARTS, joint_degrees
 from poseanything.poseanything_blender.armature import SkeletonOptions, extract_skeleton
 
 

@@ -16,11 +16,11 @@ import pytest
 from synthetic_shots import write_synthetic_shot
 from test_pipeline import tiny_pipeline
 
-from poseanything.engine import batch
-from poseanything.engine.batch import BatchError, BatchSettings, run_batch
+from poseanything.engine.batch import runners as batch
+from poseanything.engine.batch.runners import BatchError, BatchSettings, run_batch
 from poseanything.engine.cli import main
-from poseanything.engine.sampling import CancelToken
-from poseanything.engine.video import read_video
+from poseanything.engine.contract.video import read_video
+from poseanything.engine.inference.sampling import CancelToken
 
 SHOT_FRAMES = 6
 LONG_SHOT_FRAMES = 40

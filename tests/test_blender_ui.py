@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from rigs import build_armature, chain
 
-from poseanything.engine.shot import read_shot
+from poseanything.engine.contract.shot import read_shot
 
 
 @pytest.fixture
@@ -225,7 +225,7 @@ def test_preview_skeleton_adds_an_image_sequence_strip(registered, tmp_path):
 def test_overlay_lines_follow_the_pose_coloured_by_part(registered):
     import bpy
 
-    from poseanything.engine.skeleton import PART_COLORS
+    from poseanything.engine.contract.skeleton import PART_COLORS
     from poseanything.poseanything_blender.armature import SkeletonOptions
     from poseanything.poseanything_blender.overlay import skeleton_lines
 

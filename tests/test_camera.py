@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from poseanything.engine.camera import project_points
+from poseanything.engine.contract.camera import project_points
 
 
 def _pinhole(focal: float, cx: float, cy: float, frames: int = 1) -> np.ndarray:

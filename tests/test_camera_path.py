@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from poseanything.engine.camera import project_points
+from poseanything.engine.contract.camera import project_points
 from poseanything.poseanything_blender.camera_path import (
     RenderSize,
     camera_path,

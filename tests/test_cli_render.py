@@ -13,7 +13,7 @@ from synthetic_shots import write_synthetic_shot
 from tiny_models import one_torch_thread, tiny_model_folder  # noqa: F401
 
 from poseanything.engine import cli
-from poseanything.engine.video import read_video
+from poseanything.engine.contract.video import read_video
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +180,7 @@ def test_console_script_streams_json_and_cancels_without_a_partial_video(tmp_pat
 
 
 def test_video_writer_pads_odd_sizes_and_never_replaces_silently(tmp_path):
-    from poseanything.engine.video import OutputExistsError, write_frames, write_video
+    from poseanything.engine.contract.video import OutputExistsError, write_frames, write_video
 
     frames = np.random.default_rng(0).integers(0, 255, (4, 33, 47, 3), dtype=np.uint8)
     path = write_video(tmp_path / "clip.mp4", frames, fps=24)

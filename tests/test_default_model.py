@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from tiny_models import one_torch_thread  # noqa: F401
 
-from poseanything.engine.evaluate import FULL, NO_POSE, load_clip, render_row, table_rows
-from poseanything.engine.metrics import masked_psnr, psnr
-from poseanything.engine.pipeline import PoseAnythingPipeline, RenderSettings
-from poseanything.engine.shot import read_shot
-from poseanything.engine.weights import DEFAULT_MODEL_DIR
+from poseanything.engine.checkpoints.weights import DEFAULT_MODEL_DIR
+from poseanything.engine.contract.shot import read_shot
+from poseanything.engine.inference.pipeline import PoseAnythingPipeline, RenderSettings
+from poseanything.engine.training.evaluate import FULL, NO_POSE, load_clip, render_row, table_rows
+from poseanything.engine.training.metrics import masked_psnr, psnr
 
 EVAL_CLIP = Path(__file__).parent / "data" / "eval_clip"
 MAX_WEIGHT_BYTES = 60 * 1024 * 1024

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from tiny_models import one_torch_thread, tiny_pipeline  # noqa: F401
 
-from poseanything.engine import metrics
 from poseanything.engine.cli import build_parser
-from poseanything.engine.evaluate import (
+from poseanything.engine.training import metrics
+from poseanything.engine.training.evaluate import (
     FULL,
     NO_POSE,
     REPEAT,

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from rigs import RIGIFY_METARIGS, add_metarig, build_armature, chain, tentacle_tree
 
-from poseanything.engine.shot import read_reference, read_shot
-from poseanything.engine.skeleton import write_png
+from poseanything.engine.contract.shot import read_reference, read_shot
+from poseanything.engine.contract.skeleton import write_png
 
 WIDTH, HEIGHT = 96, 64
 FRAMES = (1, 6)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from poseanything.engine.shot import read_shot
+from poseanything.engine.contract.shot import read_shot
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODULE = "bl_ext.user_default.poseanything"
@@ -95,7 +95,7 @@ def test_zip_holds_the_extension_and_none_of_the_development_files(extension_zip
         "operators/__init__.py",
         "ui/__init__.py",
         "poseanything_blender/shot_export.py",
-        "engine/shot.py",
+        "engine/contract/shot.py",
     ):
         assert required in names
     kept_out = ("tests/", "tools/", "benchmarks/", ".venv/", ".git/", ".ci/", "__pycache__/")

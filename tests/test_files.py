@@ -7,8 +7,8 @@ import stat
 import numpy as np
 import pytest
 
-from poseanything.engine.files import write_bytes_atomic, write_json_atomic
-from poseanything.engine.video import OutputExistsError, write_video
+from poseanything.engine.contract.files import write_bytes_atomic, write_json_atomic
+from poseanything.engine.contract.video import OutputExistsError, write_video
 
 
 def test_outputs_get_the_umask_permissions_not_owner_only(tmp_path):

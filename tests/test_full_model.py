@@ -10,7 +10,7 @@ from synthetic_shots import write_synthetic_shot
 from tiny_models import one_torch_thread  # noqa: F401
 
 from poseanything.engine import cli
-from poseanything.engine.hub import (
+from poseanything.engine.checkpoints.hub import (
     DIT_INDEX,
     DIT_SHARDS,
     CheckpointError,
@@ -20,8 +20,8 @@ from poseanything.engine.hub import (
     plan_download,
     require_complete,
 )
-from poseanything.engine.official import load_official_transformer, official_to_ours
-from poseanything.engine.video import read_video
+from poseanything.engine.checkpoints.official import load_official_transformer, official_to_ours
+from poseanything.engine.contract.video import read_video
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,7 @@ def test_download_plan_selects_exactly_the_needed_files():
 
 
 def test_text_encoder_runs_once_per_prompt(fake_cache):
-    from poseanything.engine.full_model import OnDemandTextEncoder
+    from poseanything.engine.checkpoints.full_model import OnDemandTextEncoder
     from poseanything.engine.model import UMT5TextEncoder
 
     umt5 = UMT5TextEncoder.from_pretrained(fake_cache["wan"], torch_dtype=torch.float32)

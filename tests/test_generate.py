@@ -22,7 +22,7 @@ from rigs import save_generated_rigify
 from test_export import scene_fingerprint
 from tiny_models import tiny_model_folder
 
-from poseanything.engine.video import read_video
+from poseanything.engine.contract.video import read_video
 
 WIDTH, HEIGHT = 64, 48
 FRAMES = (1, 5)

@@ -5,8 +5,8 @@ import pytest
 import torch
 from synthetic_shots import make_shot
 
-from poseanything.engine import guidance
-from poseanything.engine.camera import project_points
+from poseanything.engine.contract.camera import project_points
+from poseanything.engine.inference import guidance
 
 
 def stub_predictions(names):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from rigs import build_armature, chain
 
-from poseanything.engine.hub import DIT_INDEX, DIT_SHARDS, POSEANYTHING_REPO, WAN_REPO
+from poseanything.engine.checkpoints.hub import DIT_INDEX, DIT_SHARDS, POSEANYTHING_REPO, WAN_REPO
 
 PLAN_FIXTURE = Path(__file__).parent / "data" / "models_plan.jsonl"
 
@@ -101,7 +101,7 @@ def half_cache(tmp_path, monkeypatch) -> Path:
 def test_check_models_lists_present_and_missing_files_with_sizes(preferences, half_cache):
     import bpy
 
-    from poseanything.engine.hub import format_size
+    from poseanything.engine.checkpoints.hub import format_size
     from poseanything.poseanything_blender import generate, models
 
     preferences.model_choice = "FULL"

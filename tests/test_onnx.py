@@ -13,15 +13,15 @@ from synthetic_shots import make_shot, reference_image, write_synthetic_shot
 from tiny_models import one_torch_thread, tiny_model_folder, tiny_pipeline  # noqa: F401
 
 from poseanything.engine import cli
-from poseanything.engine.model import PartConditioning
-from poseanything.engine.onnx import (
+from poseanything.engine.checkpoints.onnx import (
     CACHE_ENV_VAR,
     OnnxDenoiser,
     make_session,
     onnx_cache_dir,
     use_onnx_runtime,
 )
-from poseanything.engine.video import read_video
+from poseanything.engine.contract.video import read_video
+from poseanything.engine.model import PartConditioning
 
 WIDTH, HEIGHT, FRAMES = 48, 32, 10
 

@@ -15,9 +15,9 @@ from tiny_models import (  # noqa: F401
     tiny_wan_codec,
 )
 
-from poseanything.engine import pipeline as pl
-from poseanything.engine.sampling import Cancelled, CancelToken
-from poseanything.engine.shot import ShotError
+from poseanything.engine.contract.shot import ShotError
+from poseanything.engine.inference import pipeline as pl
+from poseanything.engine.inference.sampling import Cancelled, CancelToken
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,7 @@ def test_save_and_load_round_trip(tmp_path, pipeline):
 
 
 def test_missing_model_says_how_to_get_one(tmp_path):
-    from poseanything.engine.weights import ModelNotFoundError
+    from poseanything.engine.checkpoints.weights import ModelNotFoundError
 
     with pytest.raises(ModelNotFoundError, match="poseanything train"):
         pl.PoseAnythingPipeline.from_pretrained(tmp_path / "nowhere")

@@ -4,8 +4,8 @@ import pytest
 import torch
 from tiny_models import one_torch_thread, tiny_transformer  # noqa: F401
 
-from poseanything.engine import sampling
-from poseanything.engine.guidance import anchors_needed
+from poseanything.engine.inference import sampling
+from poseanything.engine.inference.guidance import anchors_needed
 
 
 def exact_flow_velocity(target: torch.Tensor):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from poseanything.engine.shot import (
+from poseanything.engine.contract.shot import (
     SCHEMA_VERSION,
     CameraPath,
     Guidance,

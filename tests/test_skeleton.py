@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from poseanything.engine.skeleton import (
+from poseanything.engine.contract.skeleton import (
     ENDPOINT_COLOR,
     JUNCTION_COLOR,
     bone_width,

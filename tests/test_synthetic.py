@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from poseanything.engine.shot import read_reference, read_shot
+from poseanything.engine.contract.shot import read_reference, read_shot
 
 SIZE = 32
 FRAMES = 4
@@ -239,7 +239,7 @@ def test_make_dataset_command_checks_arguments_and_writes_clips(fresh_scene, tmp
 
 @pytest.mark.parametrize("kind", ["static", "pan", "orbit", "dolly", "zoom"])
 def test_camera_moves_do_what_they_say_and_start_with_the_subject_in_frame(fresh_scene, kind):
-    from poseanything.engine.camera import project_points
+    from poseanything.engine.contract.camera import project_points
     from poseanything.poseanything_blender.camera_path import (
         camera_path,
         gather_render_size,

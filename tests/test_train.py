@@ -8,10 +8,11 @@ import torch
 from synthetic_shots import make_shot
 from tiny_models import one_torch_thread  # noqa: F401
 
-from poseanything.engine.pipeline import PoseAnythingPipeline, RenderSettings
-from poseanything.engine.shot import write_shot
-from poseanything.engine.skeleton import render_skeleton_frames, write_png
-from poseanything.engine.train import (
+from poseanything.engine.cli.train import parse_overrides
+from poseanything.engine.contract.shot import write_shot
+from poseanything.engine.contract.skeleton import render_skeleton_frames, write_png
+from poseanything.engine.inference.pipeline import PoseAnythingPipeline, RenderSettings
+from poseanything.engine.training.train import (
     CHECKPOINT_DIR,
     LOG_EVERY,
     LOSS_PNG,
@@ -20,7 +21,6 @@ from poseanything.engine.train import (
     load_checkpoint,
     train,
 )
-from poseanything.engine.train_cli import parse_overrides
 
 TINY = TrainConfig(
     size=32,

@@ -9,17 +9,17 @@ import pytest
 import torch
 from tiny_models import TINY_PIPELINE, one_torch_thread, tiny_pipeline  # noqa: F401
 
-from poseanything.engine import warp
-from poseanything.engine.evaluate import load_clip, warp_along_shot
-from poseanything.engine.guidance import (
+from poseanything.engine.contract.shot import read_reference, read_shot
+from poseanything.engine.inference import warp
+from poseanything.engine.inference.guidance import (
     RECTANGLE_EDGES,
     SkeletonTrack,
     full_track,
     rectangle_track,
 )
-from poseanything.engine.pipeline import PoseAnythingPipeline, RenderSettings, fit_image
-from poseanything.engine.sampling import rebase_velocity
-from poseanything.engine.shot import read_reference, read_shot
+from poseanything.engine.inference.pipeline import PoseAnythingPipeline, RenderSettings, fit_image
+from poseanything.engine.inference.sampling import rebase_velocity
+from poseanything.engine.training.evaluate import load_clip, warp_along_shot
 
 EVAL_CLIP = Path(__file__).parent / "data" / "eval_clip"
 SIZE = 48

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from poseanything.engine.inference.pipeline import PipelineConfig, PoseAnythingPipeline
 from poseanything.engine.model import HashTextEncoder, PoseAnythingTransformer, TinyVideoCodec
-from poseanything.engine.pipeline import PipelineConfig, PoseAnythingPipeline
 
 TINY_PIPELINE = PipelineConfig(window_frames=8, pixel_area=32 * 32, size_multiple=8, steps=2)
 

@@ -54,10 +54,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .files import write_bytes_atomic, write_json_atomic
+from ..contract.files import write_bytes_atomic, write_json_atomic
 
 if TYPE_CHECKING:
-    from .sampling import CancelToken
+    from ..inference.sampling import CancelToken
 
 VIDEO_NAME = "video.mp4"
 DONE_MARKER = "batch-done.json"
@@ -183,7 +183,7 @@ def video_path(shot_dir: Path, out_dir: Path | None) -> Path:
 def read_contract(shot_dir: Path) -> dict[str, bytes]:
     """The files that define a shot, by path inside the folder (not videos or anything else kept
     there); missing ones are left out, for the renderer to name."""
-    from .shot import POSES_DIR, POSES_NPZ, REFERENCE_PNG, SHOT_JSON
+    from ..contract.shot import POSES_DIR, POSES_NPZ, REFERENCE_PNG, SHOT_JSON
 
     poses = sorted((shot_dir / POSES_DIR).glob("*.png")) if (shot_dir / POSES_DIR).is_dir() else []
     paths = [shot_dir / name for name in (SHOT_JSON, POSES_NPZ, REFERENCE_PNG)] + poses
@@ -194,7 +194,7 @@ def read_contract(shot_dir: Path) -> dict[str, bytes]:
 
 def render_defaults() -> dict:
     """Every ``poseanything render`` option (how to render) with its default, by argparse name."""
-    from .cli import add_render_options
+    from ..cli.render import add_render_options
 
     parser = argparse.ArgumentParser(add_help=False)
     add_render_options(parser)
@@ -249,8 +249,8 @@ def plan_batch(
 ) -> tuple[list[ShotJob], list[ShotResult]]:
     """Jobs to render, and the shots already settled: skipped (their marker holds the same key)
     or failed (a video from another render is there and ``overwrite`` is off)."""
-    from .video import OutputExistsError, check_output_free
-    from .weights import resolve_model_dir
+    from ..checkpoints.weights import resolve_model_dir
+    from ..contract.video import OutputExistsError, check_output_free
 
     options = complete_options(settings.render_options)
     # The full model lives in the Hugging Face cache; its sources are options, so in the key.
@@ -319,7 +319,7 @@ class _RenderEvents:
 
 def _render_video(job: ShotJob, events: _RenderEvents, cancel: CancelToken | None) -> None:
     """Render the shot to its video and engine.json with the ``render`` command's own code."""
-    from .cli import render
+    from ..cli.render import render
 
     args = argparse.Namespace(
         **job.options,
@@ -360,9 +360,9 @@ def render_job(
     the caller (or Ray) retries it. ``Cancelled`` raises too. ``shot`` names the shot in events
     and the result when ``job`` is a temporary copy (default: ``job.shot_dir``).
     """
-    from .shot import ShotError
-    from .video import OutputExistsError
-    from .weights import ModelNotFoundError
+    from ..checkpoints.weights import ModelNotFoundError
+    from ..contract.shot import ShotError
+    from ..contract.video import OutputExistsError
 
     shot = shot or job.shot_dir
     emit({"event": "start", "shot": shot, "pid": os.getpid(), "host": socket.gethostname()})
@@ -386,7 +386,7 @@ def render_job_from_bytes(
 
     For workers that cannot see the driver's files; the driver puts the outputs in place.
     """
-    from .cli import ENGINE_JSON
+    from ..cli.render import ENGINE_JSON
 
     name = Path(job.shot_dir).name
     with tempfile.TemporaryDirectory(prefix="poseanything-batch-") as work:
@@ -412,7 +412,7 @@ def _ray_render_task(job: ShotJob, channel) -> tuple[ShotResult, dict[str, bytes
     batch was cancelled; outputs come back as bytes only when the shot came as bytes."""
     import ray
 
-    from .sampling import Cancelled, CancelToken
+    from ..inference.sampling import Cancelled, CancelToken
 
     cancel = CancelToken()
 
@@ -430,7 +430,7 @@ def _ray_render_task(job: ShotJob, channel) -> tuple[ShotResult, dict[str, bytes
 
 def deliver_outputs(job: ShotJob, result: ShotResult, files: dict[str, bytes]) -> ShotResult:
     """Put a remote render's outputs in place: the video, engine.json, then the done marker."""
-    from .cli import ENGINE_JSON
+    from ..cli.render import ENGINE_JSON
 
     folder = Path(job.video).parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -481,7 +481,7 @@ def _run_local(
     jobs: list[ShotJob], retries: int, attempts: _Attempts, cancel: CancelToken
 ) -> list[ShotResult]:
     """One shot after another in this process; errors other than bad input retried."""
-    from .sampling import Cancelled
+    from ..inference.sampling import Cancelled
 
     results = []
     for job in jobs:
@@ -653,7 +653,7 @@ def run_batch(
     progress stops at its next sampling step, outstanding Ray tasks are cancelled, finished
     videos stay.
     """
-    from .sampling import CancelToken
+    from ..inference.sampling import CancelToken
 
     cancel = cancel or CancelToken()
     started = time.perf_counter()
@@ -723,7 +723,7 @@ class BatchProgress:
 
 def add_batch_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``batch`` to the ``poseanything`` command's subparsers, with every render option."""
-    from .cli import add_render_options
+    from ..cli.render import add_render_options
 
     batch = commands.add_parser(
         "batch",
@@ -790,8 +790,8 @@ def summary_path(args: argparse.Namespace) -> Path:
 
 def batch_command(args: argparse.Namespace) -> int:
     """Run ``poseanything batch``; Ctrl-C or SIGTERM cancel; returns the exit code."""
-    from .sampling import CancelToken
-    from .weights import ModelNotFoundError
+    from ..checkpoints.weights import ModelNotFoundError
+    from ..inference.sampling import CancelToken
 
     cancel = CancelToken()
     previous_handlers = {

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import torch
 
+from ..inference.pipeline import FULL_MODEL_CONFIG, PipelineConfig, PoseAnythingPipeline
 from .hub import DEFAULT_SOURCES, FullModelSources
 from .official import is_wan22_5b, load_full_components
-from .pipeline import FULL_MODEL_CONFIG, PipelineConfig, PoseAnythingPipeline
 
 
 class FullModelDeviceError(ValueError):

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
+from ..model import PoseAnythingTransformer
+from ..model.transformer import WAN22_TI2V_5B_CONFIG
 from .hub import DIT_INDEX, CheckpointError, FullModelSources, require_complete
-from .model import PoseAnythingTransformer
-from .model.transformer import WAN22_TI2V_5B_CONFIG
 
 WAN_HEAD_DIM = 128
 MAX_LISTED_MISMATCHES = 8
@@ -222,7 +222,7 @@ def is_wan22_5b(model: PoseAnythingTransformer) -> bool:
 
 def load_full_components(sources: FullModelSources, dtype: torch.dtype):
     """(transformer, codec, text encoder) of the full model from local files only."""
-    from .model import UMT5TextEncoder, WanVAECodec
+    from ..model import UMT5TextEncoder, WanVAECodec
 
     found = require_complete(sources)
     transformer = load_official_transformer(found.folder("poseanything", sources), dtype)

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .files import temporary_sibling
-from .model.ptcm import PartConditioning
-from .model.transformer import rotary_tables
+from ..contract.files import temporary_sibling
+from ..model.ptcm import PartConditioning
+from ..model.transformer import rotary_tables
 
 CACHE_ENV_VAR = "POSEANYTHING_ONNX_CACHE"
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")

@@ -1,8 +1,9 @@
 """Where the engine finds a model: the bundled default, a folder, or ``$POSEANYTHING_MODEL``.
 
-The default model ships inside the extension (``engine/weights/default/``) so Generate works
-offline on a fresh machine. When it is missing (a source checkout before the weights are
-committed, or a trimmed install) the error says how to get one instead of a bare file-not-found.
+The default model ships inside the extension (``engine/checkpoints/default-model/``) so
+Generate works offline on a fresh machine. When it is missing (a source checkout before the
+weights are committed, or a trimmed install) the error says how to get one instead of a bare
+file-not-found.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "weights" / "default"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default-model"
 MODEL_ENV_VAR = "POSEANYTHING_MODEL"
 MODEL_INDEX = "pipeline.json"
 """Marks a model folder; written by ``PoseAnythingPipeline.save_pretrained``."""

@@ -15,7 +15,7 @@ import json
 import sys
 import traceback
 
-from .hub import (
+from ..checkpoints.hub import (
     POSEANYTHING_REPO,
     WAN_REPO,
     WEIGHTS_LICENCE,
@@ -82,18 +82,18 @@ def sources_from_args(args: argparse.Namespace) -> FullModelSources:
 
 def load_render_pipeline(args: argparse.Namespace, device: str):
     """The pipeline ``render`` asked for: default or ``--model`` folder, or ``--full``."""
-    from .pipeline import PoseAnythingPipeline
+    from ..inference.pipeline import PoseAnythingPipeline
 
     if args.full:
-        from .full_model import load_full_pipeline
-        from .hub import require_complete
-        from .pipeline import FULL_MODEL_CONFIG
+        from ..checkpoints.full_model import load_full_pipeline
+        from ..checkpoints.hub import require_complete
+        from ..inference.pipeline import FULL_MODEL_CONFIG
 
         if args.backend == "onnx":
             raise ValueError(
                 "--backend onnx runs the default model; the full model runs with torch on a GPU"
             )
-        from .full_model import check_full_model_device
+        from ..checkpoints.full_model import check_full_model_device
 
         check_full_model_device(device, args.allow_cpu)  # before fetching gigabytes for nothing
         sources = sources_from_args(args)
@@ -105,7 +105,7 @@ def load_render_pipeline(args: argparse.Namespace, device: str):
     pipeline = PoseAnythingPipeline.from_pretrained(args.model, device=device)
     pipeline.config = _sized(pipeline.config, args)
     if args.backend == "onnx":
-        from .onnx import use_onnx_runtime
+        from ..checkpoints.onnx import use_onnx_runtime
 
         use_onnx_runtime(pipeline)
     return pipeline
@@ -167,7 +167,7 @@ def add_models_command(commands) -> None:
 
 def models_command(args: argparse.Namespace) -> int:
     """``poseanything models``: what the full model needs and what is here; exit 0 if complete."""
-    from .hub import CheckpointError, WeightsMissingError
+    from ..checkpoints.hub import CheckpointError, WeightsMissingError
 
     sources = sources_from_args(args)
     try:

@@ -25,10 +25,10 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from .batch import add_batch_command
-from .files import write_json_atomic
-from .model_cli import add_model_options, add_models_command, load_render_pipeline
-from .train_cli import add_eval_command, add_train_command
+from ..batch.runners import add_batch_command
+from ..contract.files import write_json_atomic
+from .models import add_model_options, add_models_command, load_render_pipeline
+from .train import add_eval_command, add_train_command
 
 EXIT_OK, EXIT_CRASH, EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, EXIT_CANCELLED = 0, 1, 2, 3, 130
 ENGINE_JSON = "engine.json"
@@ -141,7 +141,7 @@ class Reporter:
             )
 
     def _write_preview(self, image) -> None:
-        from .skeleton import write_png
+        from ..contract.skeleton import write_png
 
         temp = self.preview_path.with_name(f".{self.preview_path.name}.partial")
         write_png(temp, image)
@@ -160,9 +160,9 @@ def resolve_device(name: str) -> str:
 
 def render(args: argparse.Namespace, reporter: Reporter, cancel) -> dict:
     """Read, render and write; returns the engine.json contents. Raises on any failure."""
-    from .pipeline import RenderSettings
-    from .shot import read_reference, read_shot
-    from .video import check_output_free, write_frames, write_video
+    from ..contract.shot import read_reference, read_shot
+    from ..contract.video import check_output_free, write_frames, write_video
+    from ..inference.pipeline import RenderSettings
 
     started = time.perf_counter()
     check_output_free(args.out, args.overwrite)
@@ -248,10 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def render_command(args: argparse.Namespace) -> int:
     """``poseanything render``: one shot folder to one video, reporting on stdout."""
-    from .sampling import Cancelled, CancelToken
-    from .shot import ShotError
-    from .video import OutputExistsError
-    from .weights import ModelNotFoundError
+    from ..checkpoints.weights import ModelNotFoundError
+    from ..contract.shot import ShotError
+    from ..contract.video import OutputExistsError
+    from ..inference.sampling import Cancelled, CancelToken
 
     if args.threads is not None:
         import torch

@@ -34,7 +34,7 @@ def add_train_command(commands) -> None:
 
 def parse_overrides(items: list[str]) -> dict:
     """``FIELD=VALUE`` items (JSON values, or plain strings) as a dict of ``TrainConfig`` fields."""
-    from .train import TrainConfig
+    from ..training.train import TrainConfig
 
     known = {f.name for f in fields(TrainConfig)}
     overrides = {}
@@ -52,8 +52,8 @@ def parse_overrides(items: list[str]) -> dict:
 def train_command(args) -> int:
     import torch
 
-    from .cli import EXIT_BAD_INPUT, EXIT_OK, resolve_device
-    from .train import ProgressBar, TrainConfig, train
+    from ..training.train import ProgressBar, TrainConfig, train
+    from .render import EXIT_BAD_INPUT, EXIT_OK, resolve_device
 
     try:
         overrides = parse_overrides(args.set)
@@ -155,11 +155,11 @@ def build_eval_clips(args, folder: Path) -> list[Path]:
 def eval_command(args) -> int:
     import torch
 
-    from .cli import EXIT_BAD_INPUT, EXIT_OK, resolve_device
-    from .evaluate import evaluate, format_table, summary_line, table_rows
-    from .pipeline import PoseAnythingPipeline
-    from .shot import ShotError
-    from .weights import ModelNotFoundError
+    from ..checkpoints.weights import ModelNotFoundError
+    from ..contract.shot import ShotError
+    from ..inference.pipeline import PoseAnythingPipeline
+    from ..training.evaluate import evaluate, format_table, summary_line, table_rows
+    from .render import EXIT_BAD_INPUT, EXIT_OK, resolve_device
 
     torch.set_num_threads(args.threads)
     out = args.out.expanduser().absolute()

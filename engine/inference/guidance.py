@@ -27,8 +27,8 @@ from typing import Literal
 
 import numpy as np
 
-from .camera import project_points
-from .shot import Shot, ShotError
+from ..contract.camera import project_points
+from ..contract.shot import Shot, ShotError
 
 ANCHOR_NAMES = ("camera", "subject", "full")
 CameraAnchorKind = Literal["rectangle", "static"]

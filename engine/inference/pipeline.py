@@ -25,6 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checkpoints.weights import MODEL_INDEX, resolve_model_dir
+from ..contract.shot import Shot, ShotError
+from ..contract.skeleton import part_masks, render_skeleton_frames
+from ..model import PoseAnythingTransformer, TextEncoder, VideoCodec
+from ..model.ptcm import pool_part_masks_to_latent_frames
 from .guidance import (
     CameraAnchorKind,
     SkeletonTrack,
@@ -33,13 +38,8 @@ from .guidance import (
     anchors_needed,
     rectangle_track,
 )
-from .model import PoseAnythingTransformer, TextEncoder, VideoCodec
-from .model.ptcm import pool_part_masks_to_latent_frames
 from .sampling import DEFAULT_SHIFT, CancelToken, initial_noise, ptcm_steps, sample_with_ptcm
-from .shot import Shot, ShotError
-from .skeleton import part_masks, render_skeleton_frames
 from .warp import WarpedReference, flow_base
-from .weights import MODEL_INDEX, resolve_model_dir
 
 DEFAULT_OVERLAP = 4
 """Frames two consecutive windows share: the cross-fade that hides the seam (>= 1)."""
@@ -371,7 +371,7 @@ COMPONENT_CLASSES = (
 
 def _load_component(class_name: str, folder: Path, name: str, dtype: torch.dtype):
     """Load component ``name`` of a model folder as ``class_name`` (one of COMPONENT_CLASSES)."""
-    from . import model
+    from .. import model
 
     kind = getattr(model, class_name)
     if class_name in ("WanVAECodec", "UMT5TextEncoder"):

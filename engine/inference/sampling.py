@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 import torch
 
+from ..model.ptcm import PartConditioning, match_parts
 from .guidance import combine
-from .model.ptcm import PartConditioning, match_parts
 
 DEFAULT_SHIFT = 5.0
 NUM_TRAIN_TIMESTEPS = 1000

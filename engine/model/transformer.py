@@ -55,8 +55,9 @@ from .ptcm import (
 )
 from .serialization import SafetensorsModel
 
-# The bundled default model (engine/weights/default; its config.json is what loads): 16 frames
-# at 64x64 through a 2x codec, 8x8 tokens of 4x4 latent cells a frame, in seconds on a laptop CPU.
+# The bundled default model (engine/checkpoints/default-model; its config.json is what loads):
+# 16 frames at 64x64 through a 2x codec, 8x8 tokens of 4x4 latent cells a frame, in seconds on a
+# laptop CPU.
 TINY_CONFIG: Mapping = MappingProxyType(
     dict(
         latent_channels=8,

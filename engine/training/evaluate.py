@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .guidance import full_track, rectangle_track
+from ..contract.shot import Shot, read_reference, read_shot
+from ..inference.guidance import full_track, rectangle_track
+from ..inference.pipeline import PoseAnythingPipeline, RenderSettings, fit_image
+from ..inference.warp import flow_base
 from .metrics import video_metrics
-from .pipeline import PoseAnythingPipeline, RenderSettings, fit_image
-from .shot import Shot, read_reference, read_shot
-from .warp import flow_base
 
 FULL, REPEAT, NO_POSE = "full model", "repeated reference", "no pose"
 WARP = "warp only (no network)"

@@ -44,19 +44,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .guidance import (
+from ..contract.shot import read_shot
+from ..contract.skeleton import part_masks, render_skeleton_frames
+from ..inference.guidance import (
     RECTANGLE_EDGES,
     SkeletonTrack,
     full_track,
     rectangle_track,
     subject_track,
 )
-from .model import HashTextEncoder, PartConditioning, PoseAnythingTransformer, TinyVideoCodec
-from .pipeline import PipelineConfig, PoseAnythingPipeline, fit_image, working_size
-from .sampling import rebase_velocity
-from .shot import read_shot
-from .skeleton import part_masks, render_skeleton_frames
-from .warp import flow_base
+from ..inference.pipeline import PipelineConfig, PoseAnythingPipeline, fit_image, working_size
+from ..inference.sampling import rebase_velocity
+from ..inference.warp import flow_base
+from ..model import HashTextEncoder, PartConditioning, PoseAnythingTransformer, TinyVideoCodec
 
 CHECKPOINT_DIR = "checkpoint"
 MODEL_DIR = "model"

@@ -1,0 +1,1 @@
+"""Where models come from: the bundled default, a folder, the Hugging Face cache, ONNX."""
