@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..contract.files import write_bytes_atomic, write_json_atomic
+from ..errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, EXIT_OK
 
 if TYPE_CHECKING:
     from ..inference.sampling import CancelToken
@@ -71,7 +72,6 @@ EVENT_INTERVAL_S = 0.25
 POLL_S = 0.2
 CANCEL_GRACE_S = 30.0
 """How long a running task gets to stop at a sampling step, and then to die when killed."""
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 STATUSES = ("done", "skipped", "failed", "cancelled")
 
 EventFn = Callable[[dict], None]

@@ -27,10 +27,10 @@ from pathlib import Path
 
 from ..batch.runners import add_batch_command
 from ..contract.files import write_json_atomic
+from ..errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_CRASH, EXIT_OK, EXIT_OUT_OF_MEMORY
 from .models import add_model_options, add_models_command, load_render_pipeline
 from .train import add_eval_command, add_train_command
 
-EXIT_OK, EXIT_CRASH, EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, EXIT_CANCELLED = 0, 1, 2, 3, 130
 ENGINE_JSON = "engine.json"
 PREVIEW_INTERVAL_S = 0.5
 """At most this often the live preview PNG is rewritten (decoding costs a little each time)."""
