@@ -7,7 +7,7 @@ settings, so every setting changed here is put back afterwards, even when the re
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -78,19 +78,25 @@ def png_render_settings(
 
 
 def render_reference(
-    scene: bpy.types.Scene, camera_obj: bpy.types.Object, frame: int, filepath: str | Path
+    scene: bpy.types.Scene,
+    camera_obj: bpy.types.Object,
+    frame: int,
+    filepath: str | Path,
+    extra_changes: Sequence[tuple[Any, str, Any]] = (),
 ) -> Path:
     """Render ``frame`` through ``camera_obj`` with Workbench into a PNG at ``filepath``.
 
     The image has the scene's output size (resolution times percentage), which is the shot's
     size. Only the camera's view is rendered: sequencer strips, compositing, stamps, render
-    regions, stereo and transparency are switched off for the render and restored after.
+    regions, stereo and transparency are switched off for the render and restored after, as
+    are ``extra_changes`` (for ``temporarily_set``; they win over the defaults).
     """
     render = scene.render
     changes = [
         *png_render_settings(scene, camera_obj, str(filepath), "RGB"),
         (render, "use_file_extension", False),
         (render, "use_freestyle", False),
+        *extra_changes,
     ]
     frame_before = (scene.frame_current, scene.frame_subframe)
     images_before = set(bpy.data.images)
@@ -114,49 +120,146 @@ def _srgb_from_linear(linear: np.ndarray) -> np.ndarray:
     return np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * np.power(linear, 1 / 2.4) - 0.055)
 
 
-def load_reference_image(
-    path: str | Path, width: int, height: int
-) -> tuple[np.ndarray, tuple[str, ...]]:
-    """A user's reference image as (height, width, 3) uint8, in any format Blender reads.
+MAX_ASPECT_DIFFERENCE = 0.01
+"""A reference image whose aspect differs from the shot's by more than this is refused:
+cropping would cut the subject, stretching would distort it."""
+GEOMETRY_TYPES = frozenset({"MESH", "CURVE", "CURVES", "SURFACE", "META", "FONT", "POINTCLOUD"})
 
-    An image of another size is scaled to cover the shot and cropped at the centre, so the
-    subject keeps its proportions. Transparent pixels become black. The image is loaded
-    without touching the file's data: it is removed again before returning.
-    """
+
+def _scaled_pixels(image: bpy.types.Image, width: int, height: int, path: Path, notes: list):
+    """The image's RGBA pixels (height, width, 4) float, top row first, scaled to the shot's
+    size when its aspect is the shot's (within 1 %)."""
+    source_width, source_height = image.size
+    if not image.has_data or source_width == 0 or source_height == 0:
+        raise ValueError(
+            f"cannot read the reference image {path}: not an image format Blender reads; "
+            "give a PNG or JPEG"
+        )
+    if (source_width, source_height) != (width, height):
+        difference = abs((source_width / source_height) / (width / height) - 1.0)
+        if difference > MAX_ASPECT_DIFFERENCE:
+            raise ValueError(
+                f"the reference image {path} is {source_width}x{source_height}, which does not "
+                f"have the shot's aspect ({width}x{height}, {difference:.0%} apart); crop it to "
+                f"{width}x{height} or change the render size"
+            )
+        image.scale(width, height)
+        notes.append(
+            f"reference image {source_width}x{source_height} scaled to the shot's {width}x{height}"
+        )
+    pixels = np.empty(width * height * 4, dtype=np.float32)
+    image.pixels.foreach_get(pixels)
+    return pixels.reshape(height, width, 4)[::-1]
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(values, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def _load_rgba(
+    path: str | Path, width: int, height: int
+) -> tuple[np.ndarray, bool, tuple[str, ...]]:
+    """(height, width, 4) float RGBA of an image file in any format Blender reads, whether its
+    colours are linear floats, and notes. The file's data-block is removed again."""
     try:
         image = bpy.data.images.load(str(path), check_existing=False)
     except RuntimeError as error:
         raise ValueError(f"cannot read the reference image {path}: {error}") from error
     notes: list[str] = []
     try:
-        source_width, source_height = image.size
-        if not image.has_data or source_width == 0 or source_height == 0:
-            raise ValueError(
-                f"cannot read the reference image {path}: not an image format Blender reads; "
-                "give a PNG or JPEG"
-            )
-        if (source_width, source_height) != (width, height):
-            cover = max(width / source_width, height / source_height)
-            scaled = (
-                max(width, round(source_width * cover)),
-                max(height, round(source_height * cover)),
-            )
-            image.scale(*scaled)
-            notes.append(
-                f"reference image {source_width}x{source_height} scaled and cropped to the "
-                f"shot's {width}x{height}"
-            )
-        scaled_width, scaled_height = image.size
-        pixels = np.empty(scaled_width * scaled_height * 4, dtype=np.float32)
-        image.pixels.foreach_get(pixels)
+        rgba = _scaled_pixels(image, width, height, Path(path), notes)
         is_float = image.is_float
     finally:
         bpy.data.images.remove(image)
-    rgba = pixels.reshape(scaled_height, scaled_width, 4)[::-1]
+    return rgba, is_float, tuple(notes)
+
+
+def load_reference_image(
+    path: str | Path, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...]]:
+    """A user's reference image at the shot's size: (height, width, 3) uint8 colours, its alpha
+    as the subject's (height, width) uint8 coverage (None when it has no transparency), notes.
+
+    An image of another size is scaled when its aspect is the shot's (within 1 %) and refused
+    otherwise (ValueError). Transparent pixels become black.
+    """
+    rgba, is_float, notes = _load_rgba(path, width, height)
     rgb = rgba[..., :3] * rgba[..., 3:]
     if is_float:
         rgb = _srgb_from_linear(rgb)
-    top = (scaled_height - height) // 2
-    left = (scaled_width - width) // 2
-    cropped = rgb[top : top + height, left : left + width]
-    return np.round(np.clip(cropped, 0.0, 1.0) * 255).astype(np.uint8), tuple(notes)
+    alpha = _to_uint8(rgba[..., 3])
+    return _to_uint8(rgb), (alpha if (alpha < 255).any() else None), notes
+
+
+def load_mask_image(path: str | Path, width: int, height: int) -> tuple[np.ndarray, tuple]:
+    """A mask image at the shot's size, (height, width) uint8: its alpha where it has
+    transparency, else its brightness (white = subject)."""
+    rgba, _, notes = _load_rgba(path, width, height)
+    alpha = rgba[..., 3]
+    coverage = alpha if (alpha < 1.0).any() else rgba[..., :3].mean(axis=-1)
+    return _to_uint8(coverage), notes
+
+
+def _carried_by(obj: bpy.types.Object, armature_obj: bpy.types.Object) -> bool:
+    """Whether the armature deforms ``obj`` or carries it (as a child, a bone's child, or a
+    child of such an object)."""
+    if any(m.type == "ARMATURE" and m.object == armature_obj for m in obj.modifiers):
+        return True
+    return any(parent == armature_obj for parent in _parents(obj))
+
+
+def _parents(obj: bpy.types.Object):
+    parent = obj.parent
+    while parent is not None:
+        yield parent
+        parent = parent.parent
+
+
+def subject_objects(
+    scene: bpy.types.Scene, armature_obj: bpy.types.Object
+) -> list[bpy.types.Object]:
+    """The scene's objects with geometry that the armature deforms or carries: the subject."""
+    return [
+        obj
+        for obj in scene.objects
+        if obj.type in GEOMETRY_TYPES
+        and not obj.hide_render
+        and (_carried_by(obj, armature_obj) or _carried_by_deformed(obj, armature_obj))
+    ]
+
+
+def _carried_by_deformed(obj: bpy.types.Object, armature_obj: bpy.types.Object) -> bool:
+    """A prop parented to a mesh the armature deforms (a hat on the head's mesh)."""
+    return any(_carried_by(parent, armature_obj) for parent in _parents(obj))
+
+
+def render_subject_mask(
+    scene: bpy.types.Scene,
+    camera_obj: bpy.types.Object,
+    frame: int,
+    filepath: str | Path,
+    subject: list[bpy.types.Object],
+) -> np.ndarray:
+    """The subject's coverage at ``frame``, (H,W) uint8: the alpha of a transparent-film
+    Workbench render of the ``subject`` objects alone (Workbench has no holdouts, so whatever
+    stands in front of the subject is hidden too). Every setting touched is restored."""
+    subject_names = {obj.name for obj in subject}
+    hidden = [
+        (obj, "hide_render", True)
+        for obj in scene.objects
+        if obj.type in GEOMETRY_TYPES and obj.name not in subject_names
+    ]
+    changes = [
+        (scene.render.image_settings, "color_mode", "RGBA"),
+        (scene.render, "film_transparent", True),
+        *hidden,
+    ]
+    render_reference(scene, camera_obj, frame, filepath, extra_changes=changes)
+    image = bpy.data.images.load(str(filepath), check_existing=False)
+    try:
+        width, height = image.size
+        pixels = np.empty(width * height * 4, dtype=np.float32)
+        image.pixels.foreach_get(pixels)
+    finally:
+        bpy.data.images.remove(image)
+    return _to_uint8(pixels.reshape(height, width, 4)[::-1, :, 3])

@@ -21,7 +21,13 @@ from ..engine.contract.shot import Guidance, Shot, ShotError, write_shot
 from .armature import SkeletonOptions, extract_skeleton
 from .camera_path import camera_path, gather_render_size
 from .motion import sample_motion
-from .reference import load_reference_image, render_reference
+from .reference import (
+    load_mask_image,
+    load_reference_image,
+    render_reference,
+    render_subject_mask,
+    subject_objects,
+)
 
 
 class ExportError(ValueError):
@@ -33,8 +39,11 @@ class ExportSettings:
     """Everything an export needs, copied once from the operator, the command line or a script.
 
     ``camera`` None means the scene camera; ``frames`` None means the scene's frame range;
-    ``reference_image`` None means a Workbench render of the first frame; ``pose_frames`` are
-    the scene frames that carry a skeleton (sparse poses), None meaning every frame.
+    ``reference_image`` None means a Workbench render of the first frame (and of the subject's
+    mask); ``reference_mask`` is the given image's subject coverage (an image whose alpha, or
+    without alpha its brightness, is the subject; None: the image's own alpha, if any);
+    ``pose_frames`` are the scene frames that carry a skeleton (sparse poses), None meaning
+    every frame.
     """
 
     scene: str
@@ -44,6 +53,7 @@ class ExportSettings:
     frames: tuple[int, int] | None = None
     skeleton: SkeletonOptions = field(default_factory=SkeletonOptions)
     reference_image: Path | None = None
+    reference_mask: Path | None = None
     prompt: str = ""
     seed: int = 0
     guidance: Guidance = Guidance()
@@ -143,19 +153,61 @@ def _check_output_folder(out: Path) -> Path:
     return out
 
 
-def _load_reference_image(
-    path: Path, width: int, height: int
-) -> tuple[np.ndarray, tuple[str, ...]]:
-    """The user's reference image at the shot's size, read before any slow work."""
+def _existing_image(path: Path, what: str) -> Path:
     path = Path(path).expanduser().absolute()
     if not path.is_file():
-        raise ExportError(
-            f"no reference image at {path}; give an existing image file, or none to render one"
-        )
+        raise ExportError(f"no {what} at {path}; give an existing image file, or none")
+    return path
+
+
+def _given_reference(
+    settings: ExportSettings, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...]]:
+    """The user's reference image and its subject mask at the shot's size, read before any
+    slow work."""
+    image_path = _existing_image(settings.reference_image, "reference image")
+    mask_path = (
+        None
+        if settings.reference_mask is None
+        else _existing_image(settings.reference_mask, "mask image")
+    )
     try:
-        return load_reference_image(path, width, height)
+        image, mask, notes = load_reference_image(image_path, width, height)
+        if mask_path is not None:
+            mask, mask_notes = load_mask_image(mask_path, width, height)
+            notes += mask_notes
     except ValueError as error:
         raise ExportError(str(error)) from error
+    if mask is None:
+        notes += (
+            "the reference image has no transparency: the engine estimates the subject's mask "
+            "from it and the skeleton (a PNG with alpha gives a cleaner cut)",
+        )
+    return image, mask, notes
+
+
+def _rendered_reference(
+    scene: bpy.types.Scene,
+    armature_obj: bpy.types.Object,
+    camera_obj: bpy.types.Object,
+    frame: int,
+    folder: Path,
+) -> tuple[Path, np.ndarray | None, tuple[str, ...]]:
+    """A Workbench render of ``frame`` and the subject's mask in it (a render of the meshes
+    the armature deforms or carries; None, with a warning, when they show nothing)."""
+    reference = render_reference(scene, camera_obj, frame, folder / "reference.png")
+    subject = subject_objects(scene, armature_obj)
+    mask = None
+    if subject:
+        mask = render_subject_mask(scene, camera_obj, frame, folder / "mask.png", subject)
+    if mask is None or not mask.any():
+        warning = (
+            f"warning: armature {armature_obj.name!r} deforms or carries no mesh visible in "
+            f"frame {frame}, so the reference shows no subject; give a reference image of it "
+            "(--reference IMAGE, or Reference: Image in the panel)"
+        )
+        return reference, None, (warning,)
+    return reference, mask, ()
 
 
 def _shot_local_pose_frames(
@@ -182,10 +234,12 @@ def export_shot(settings: ExportSettings) -> ExportResult:
     out = _check_output_folder(settings.out)
     render_size = gather_render_size(scene)
     notes: list[str] = []
-    given_reference = None
+    given_reference = mask = None
+    if settings.reference_mask is not None and settings.reference_image is None:
+        raise ExportError("a reference mask needs its reference image; give both, or neither")
     if settings.reference_image is not None:
-        given_reference, image_notes = _load_reference_image(
-            settings.reference_image, render_size.width, render_size.height
+        given_reference, mask, image_notes = _given_reference(
+            settings, render_size.width, render_size.height
         )
         notes.extend(image_notes)
 
@@ -229,11 +283,12 @@ def export_shot(settings: ExportSettings) -> ExportResult:
     with tempfile.TemporaryDirectory(prefix="poseanything-reference-") as temporary:
         reference = given_reference
         if reference is None:
-            reference = render_reference(
-                scene, camera_obj, frame_start, Path(temporary) / "reference.png"
+            reference, mask, render_notes = _rendered_reference(
+                scene, armature_obj, camera_obj, frame_start, Path(temporary)
             )
+            notes.extend(render_notes)
         try:
-            written = write_shot(shot, out, reference)
+            written = write_shot(shot, out, reference, reference_mask=mask)
         except ShotError as error:
             raise ExportError(str(error)) from error
     return ExportResult(path=written, notes=tuple(notes))

@@ -22,8 +22,9 @@ FRAMES = (1, 6)
 
 
 def build_small_scene():
-    """The factory scene plus an animated tentacle rig, an armature without bones and a second
-    scene without a camera; small render size and few frames keep exports quick."""
+    """The factory scene plus an animated tentacle rig carrying the factory cube (its body), an
+    armature without bones and a second scene without a camera; small render size and few
+    frames keep exports quick."""
     import bpy
 
     scene = bpy.context.scene
@@ -38,6 +39,7 @@ def build_small_scene():
         trunk.rotation_euler = (0.0, angle, 0.0)
         trunk.keyframe_insert("rotation_euler", frame=frame)
     rig.location = (0.0, 0.0, 0.0)
+    bpy.data.objects["Cube"].parent = rig
     rig.keyframe_insert("location", frame=1)
     rig.location = (0.5, 0.0, 0.0)
     rig.keyframe_insert("location", frame=6)
@@ -201,6 +203,7 @@ def scene_fingerprint(scene) -> dict:
         },
         "camera": scene.camera.name if scene.camera else None,
         "render": plain_settings(scene.render),
+        "hide_render": {obj.name: obj.hide_render for obj in scene.objects},
         "image_settings": plain_settings(scene.render.image_settings),
         "poses": poses,
         "datablocks": {
@@ -266,25 +269,76 @@ def test_reference_render_restores_render_settings_even_when_it_fails(fresh_scen
     assert scene_fingerprint(fresh_scene) == before
 
 
-def test_a_given_reference_image_is_scaled_and_cropped_to_the_shot(fresh_scene, tmp_path):
+def test_the_rendered_reference_mask_is_the_subject_and_only_the_subject(fresh_scene, tmp_path):
+    import bpy
+    from mathutils import Matrix
+
+    from poseanything.engine.contract.shot import read_reference_mask
     from poseanything.poseanything_blender.shot_export import export_shot
 
     build_small_scene()
-    # Square, so covering the 3:2 shot crops rows; the middle rows are the red band.
-    image = np.zeros((40, 40, 3), dtype=np.uint8)
-    image[:, :, 2] = 255
-    image[10:30, :] = (255, 0, 0)
-    write_png(tmp_path / "square.png", image)
+    before = scene_fingerprint(fresh_scene)
+    full = read_reference_mask(export_shot(export_settings(tmp_path / "shot")).path)
+    assert scene_fingerprint(fresh_scene) == before
+    assert full.shape == (HEIGHT, WIDTH)
+    assert 0.02 < (full > 0.5).mean() < 0.5
+    # A mesh the rig does not carry, between the camera and the cube, is not the subject.
+    bpy.ops.mesh.primitive_plane_add(size=0.8)
+    camera = fresh_scene.camera.matrix_world
+    bpy.context.object.matrix_world = camera @ Matrix.Translation((0.3, 0.0, -4.0))
+    before = scene_fingerprint(fresh_scene)
+    cut = read_reference_mask(export_shot(export_settings(tmp_path / "occluded")).path)
+    assert scene_fingerprint(fresh_scene) == before
+    np.testing.assert_array_equal(cut, full)
+    assert (read_reference(tmp_path / "occluded") != read_reference(tmp_path / "shot")).any()
 
-    result = export_shot(
-        export_settings(tmp_path / "shot", reference_image=tmp_path / "square.png")
-    )
+
+def test_an_armature_without_a_visible_mesh_warns_to_give_a_reference_image(fresh_scene, tmp_path):
+    import bpy
+
+    from poseanything.poseanything_blender.shot_export import export_shot
+
+    build_small_scene()
+    bpy.data.objects["Cube"].parent = None
+    result = export_shot(export_settings(tmp_path / "shot"))
+    assert any(note.startswith("warning") and "--reference IMAGE" in note for note in result.notes)
+    assert not (result.path / "reference_mask.png").exists()
+
+
+def test_a_given_reference_image_is_scaled_to_the_shot_and_its_alpha_is_the_mask(
+    fresh_scene, tmp_path
+):
+    from poseanything.engine.contract.shot import read_reference_mask
+    from poseanything.poseanything_blender.shot_export import ExportError, export_shot
+
+    build_small_scene()
+    # Twice the shot's size; a red subject whose alpha is the mask, on a transparent ground.
+    image = np.zeros((2 * HEIGHT, 2 * WIDTH, 4), dtype=np.uint8)
+    image[..., 2] = 255
+    image[40:90, 60:120] = (255, 0, 0, 255)
+    write_png(tmp_path / "big.png", image)
+
+    result = export_shot(export_settings(tmp_path / "shot", reference_image=tmp_path / "big.png"))
     reference = read_reference(result.path)
     assert reference.shape == (HEIGHT, WIDTH, 3)
-    assert any("scaled and cropped" in note for note in result.notes)
-    middle = reference[HEIGHT // 2]
-    assert (middle[:, 0] > 200).all() and (middle[:, 2] < 50).all()
-    assert (reference[0, :, 2] > 200).all()
+    assert any("scaled to the shot's 96x64" in note for note in result.notes)
+    assert (reference[32, 45] > (200, -1, -1)).all() and reference[32, 45, 2] < 50
+    mask = read_reference_mask(result.path)
+    assert mask[32, 45] > 0.99 and mask[5, 5] < 0.01
+    assert abs((mask > 0.5).mean() - 25 * 30 / (HEIGHT * WIDTH)) < 0.02
+
+    opaque = image.copy()
+    opaque[..., 3] = 255
+    write_png(tmp_path / "opaque.png", opaque[..., :3])
+    result = export_shot(
+        export_settings(tmp_path / "opaque", reference_image=tmp_path / "opaque.png")
+    )
+    assert read_reference_mask(result.path) is None
+    assert any("no transparency" in note for note in result.notes)
+
+    write_png(tmp_path / "square.png", image[:, : 2 * HEIGHT])
+    with pytest.raises(ExportError, match="does not have the shot's aspect"):
+        export_shot(export_settings(tmp_path / "square", reference_image=tmp_path / "square.png"))
 
 
 def test_operator_and_python_api_give_the_same_shot(fresh_scene, tmp_path):

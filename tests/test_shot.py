@@ -15,6 +15,7 @@ from poseanything.engine.contract.shot import (
     ShotError,
     SkeletonGraph,
     read_reference,
+    read_reference_mask,
     read_shot,
     write_shot,
 )
@@ -90,6 +91,39 @@ def test_rewrite_keeps_videos_and_replaces_contract_files(tmp_path):
     assert (folder / "video.mp4").read_bytes() == b"take one"
     assert read_shot(folder).prompt == "second"
     assert len(list((folder / "poses").iterdir())) == 6
+
+
+def subject_mask(width=64, height=48):
+    mask = np.zeros((height, width), np.uint8)
+    mask[10:40, 20:30] = 255
+    mask[10:40, 30] = 128  # an anti-aliased edge
+    return mask
+
+
+def test_the_reference_mask_round_trips_and_a_rewrite_without_one_drops_the_old(tmp_path):
+    folder = write_shot(make_shot(), tmp_path / "shot", reference(), reference_mask=subject_mask())
+    mask = read_reference_mask(folder)
+    assert mask.dtype == np.float32 and mask.shape == (48, 64)
+    np.testing.assert_allclose(mask * 255, subject_mask(), atol=1e-3)
+    # A new reference without a known mask: the old mask would describe another image.
+    write_shot(make_shot(), folder, reference())
+    assert read_reference_mask(folder) is None
+    assert read_shot(folder).num_frames == 4
+
+
+def test_a_mask_of_another_size_is_refused(tmp_path):
+    with pytest.raises(ShotError, match=r"^reference_mask: uint8 \(24, 32\), expected uint8"):
+        write_shot(make_shot(), tmp_path / "shot", reference(), reference_mask=subject_mask(32, 24))
+    assert not (tmp_path / "shot").exists()
+
+
+def test_schema_1_shots_still_read_and_have_no_mask(tmp_path):
+    folder = write_shot(make_shot(), tmp_path / "shot", reference(), reference_mask=subject_mask())
+    meta = json.loads((folder / "shot.json").read_text())
+    (folder / "shot.json").write_text(json.dumps({**meta, "schema_version": 1}))
+    (folder / "reference_mask.png").unlink()
+    assert read_shot(folder).name == "arm"
+    assert read_reference_mask(folder) is None
 
 
 def test_refuses_foreign_folder_and_non_png_reference(tmp_path):

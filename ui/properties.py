@@ -64,7 +64,11 @@ class PoseAnythingSceneSettings(bpy.types.PropertyGroup):
         name="Reference",
         items=(
             ("RENDER", "Render First Frame", "A Workbench render of the shot's first frame"),
-            ("IMAGE", "Image File", "An image of the subject, scaled and cropped to the shot"),
+            (
+                "IMAGE",
+                "Image File",
+                "An image of the subject at the shot's aspect (its alpha, if any, is the subject)",
+            ),
         ),
         default="RENDER",
         description="What the subject looks like in the video's first frame",

@@ -9,6 +9,9 @@ and MotionCtrl take them). numpy and the standard library only: Blender's Python
                         pose frames, the skeleton graph, engine settings
     SHOT/poses.npz      joints3d, joints2d, depth, visible, K, w2c, cam_type, edges, edge_part
     SHOT/reference.png  first frame of the subject
+    SHOT/reference_mask.png  the subject's coverage in reference.png, greyscale 0..255, at the
+                        shot's size (schema 2; absent when nothing knows it, e.g. a user's
+                        image without alpha: the engine then estimates it, as for schema 1)
     SHOT/poses/0001.png skeleton images, 1-based shot-local frame numbers
 """
 
@@ -26,12 +29,15 @@ import numpy as np
 
 from .skeleton import MAX_PARTS, render_skeleton_frames, write_png
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
+"""Schema 1 shots have no reference mask; everything else is the same."""
 SHOT_JSON = "shot.json"
 POSES_NPZ = "poses.npz"
 REFERENCE_PNG = "reference.png"
+REFERENCE_MASK_PNG = "reference_mask.png"
 POSES_DIR = "poses"
-CONTRACT_FILES = (SHOT_JSON, POSES_NPZ, REFERENCE_PNG, POSES_DIR)
+CONTRACT_FILES = (SHOT_JSON, POSES_NPZ, REFERENCE_PNG, REFERENCE_MASK_PNG, POSES_DIR)
 CAMERA_TYPES = ("perspective", "orthographic")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -163,8 +169,30 @@ def _shot_json(shot: Shot) -> dict:
     }
 
 
+def _png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from a PNG's header, without decoding it (no PIL in Blender)."""
+    with open(path, "rb") as f:
+        header = f.read(24)
+    if header[: len(PNG_SIGNATURE)] != PNG_SIGNATURE or len(header) < 24:
+        raise ShotError(f"reference: {path} is not a PNG image; save it as PNG first")
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
+def _check_reference_mask(shot: Shot, mask: np.ndarray) -> None:
+    _require(
+        mask.dtype == np.uint8 and mask.shape == (shot.height, shot.width),
+        "reference_mask",
+        f"{mask.dtype} {mask.shape}, expected uint8 ({shot.height}, {shot.width}): the "
+        "subject's coverage at the shot's size",
+    )
+
+
 def _write_contents(
-    shot: Shot, folder: Path, reference: np.ndarray | str | Path, skeleton_images: bool
+    shot: Shot,
+    folder: Path,
+    reference: np.ndarray | str | Path,
+    skeleton_images: bool,
+    reference_mask: np.ndarray | None,
 ) -> None:
     (folder / SHOT_JSON).write_text(json.dumps(_shot_json(shot), indent=2), encoding="utf-8")
     np.savez_compressed(
@@ -183,10 +211,10 @@ def _write_contents(
         write_png(folder / REFERENCE_PNG, reference)
     else:
         source = Path(reference)
-        with open(source, "rb") as f:
-            if f.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
-                raise ShotError(f"reference: {source} is not a PNG image; save it as PNG first")
+        _png_size(source)
         shutil.copyfile(source, folder / REFERENCE_PNG)
+    if reference_mask is not None:
+        write_png(folder / REFERENCE_MASK_PNG, reference_mask)
     poses = folder / POSES_DIR
     poses.mkdir()
     if skeleton_images:
@@ -199,15 +227,20 @@ def write_shot(
     folder: str | Path,
     reference: np.ndarray | str | Path,
     skeleton_images: bool = True,
+    reference_mask: np.ndarray | None = None,
 ) -> Path:
     """Write a shot folder atomically and return its path.
 
-    Everything is written into a temporary sibling folder first. A new folder is renamed into
-    place; in an existing shot folder, each contract file is swapped in by rename and anything
+    ``reference_mask``: the subject's coverage in the reference, (H,W) uint8 at the shot's size
+    (None: unknown; the engine estimates it). Everything is written into a temporary sibling
+    folder first. A new folder is renamed into place; in an existing shot folder, each contract
+    file is swapped in by rename (an earlier mask this export lacks is removed) and anything
     else there (videos, earlier takes) is kept. A non-empty folder that is not a shot folder is
     refused rather than mixed with.
     """
     validate_shot(shot)
+    if reference_mask is not None:
+        _check_reference_mask(shot, reference_mask)
     folder = Path(folder).absolute()
     if folder.exists() and not folder.is_dir():
         raise ShotError(f"output: {folder} is a file; choose a folder for the shot")
@@ -224,7 +257,7 @@ def write_shot(
             f"output: cannot write in {parent} ({error.strerror}); choose a writable folder"
         ) from error
     try:
-        _write_contents(shot, staging, reference, skeleton_images)
+        _write_contents(shot, staging, reference, skeleton_images, reference_mask)
         if not folder.exists():
             os.replace(staging, folder)
             return folder
@@ -234,6 +267,12 @@ def write_shot(
             return folder
         for name in CONTRACT_FILES:
             target = folder / name
+            if not (staging / name).exists():
+                # An optional file this export does not have (the mask): an earlier export's
+                # would describe another reference, so it goes.
+                if target.is_file():
+                    os.replace(target, staging / name)
+                continue
             if (staging / name).is_dir() and target.is_dir():
                 old = staging / f"{name}.old"
                 os.replace(target, old)
@@ -332,10 +371,11 @@ def read_shot(folder: str | Path) -> Shot:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ShotError(f"{SHOT_JSON}: not valid JSON ({error})") from error
     version = meta.get("schema_version")
+    readable = ", ".join(map(str, READABLE_SCHEMA_VERSIONS))
     _require(
-        version == SCHEMA_VERSION,
+        version in READABLE_SCHEMA_VERSIONS,
         "schema_version",
-        f"{version!r} is not supported (this engine reads version {SCHEMA_VERSION}); "
+        f"{version!r} is not supported (this engine reads versions {readable}); "
         "re-export the shot with a matching add-on",
     )
     try:
@@ -396,13 +436,25 @@ def read_shot(folder: str | Path) -> Shot:
     return shot
 
 
-def read_reference(folder: str | Path) -> np.ndarray:
-    """The reference frame as (H, W, 3) uint8. Needs PIL, so it is for the engine side only."""
+def _read_image(path: Path, mode: str) -> np.ndarray:
     from PIL import Image
 
-    path = Path(folder) / REFERENCE_PNG
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.asarray(image.convert(mode))
     except OSError as error:
-        raise ShotError(f"{REFERENCE_PNG}: unreadable ({error}); re-export the shot") from error
+        raise ShotError(f"{path.name}: unreadable ({error}); re-export the shot") from error
+
+
+def read_reference(folder: str | Path) -> np.ndarray:
+    """The reference frame as (H, W, 3) uint8. Needs PIL, so it is for the engine side only."""
+    return _read_image(Path(folder) / REFERENCE_PNG, "RGB")
+
+
+def read_reference_mask(folder: str | Path) -> np.ndarray | None:
+    """The subject's coverage in the reference, (H, W) float32 in 0..1, or None when the shot
+    has none (schema 1, or a reference image nothing knew the subject of). Engine side (PIL)."""
+    path = Path(folder) / REFERENCE_MASK_PNG
+    if not path.is_file():
+        return None
+    return _read_image(path, "L").astype(np.float32) / 255.0

@@ -185,7 +185,7 @@ def _film(
     ground = lowest_point(body, scene, frames)
     set_objects = dress_set(collection, rng, center, radius, camera_start, ground)
     light_scene(scene, rng)
-    rendered, _ = render_clip(
+    rendered, masks = render_clip(
         scene,
         camera,
         settings.frames,
@@ -203,6 +203,7 @@ def _film(
             camera=camera.name,
             frames=(1, settings.frames),
             reference_image=rendered[0],
+            reference_mask=masks[0],
             seed=int(rng.integers(2**31)),
         )
     )
