@@ -139,11 +139,11 @@ def transformer_peak(model, width: int, height: int, anchors: int) -> int:
         return latents, pose, timestep, text
 
     masks = PartConditioning(torch.ones(1, PARTS, *grid, dtype=torch.bool))
-    part_masks = torch.ones(1, PARTS, *grid, dtype=torch.bool)
+    first_masks = torch.ones(1, PARTS, *grid[1:], dtype=torch.bool)
     runs = (
         lambda: model(*inputs()),
         lambda: model(*inputs(), ptcm=masks),
-        lambda: model.part_affinity(*(x[:1] for x in inputs()), part_masks),
+        lambda: model.first_part_attention(*(x[:1] for x in inputs()), first_masks),
     )
     return max(activation_peak(run) for run in runs)
 

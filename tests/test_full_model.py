@@ -186,3 +186,32 @@ def test_text_encoder_runs_once_per_prompt(fake_cache):
     assert torch.equal(encoder.encode(["a cat walks"]), first) and len(calls) == 1
     assert first.shape == (1, umt5.max_length, umt5.dim)
     assert next(umt5.encoder.parameters()).device.type == "cpu"
+
+
+def test_shards_without_index_load_as_the_release_loads_them(dit_copy):
+    (dit_copy / DIT_INDEX).unlink()
+    assert inventory(FullModelSources(str(dit_copy))).complete
+    model = load_official_transformer(dit_copy, dtype=torch.float32)
+    params = model.state_dict()
+    for name, tensor in official_tensors().items():
+        assert torch.equal(params[official_to_ours(name)], tensor), name
+    assert model.config.ptcm_variant == "release" and model.config.timestep_rounding == "bfloat16"
+
+
+def test_a_tensor_in_two_shards_is_a_clear_error(dit_copy):
+    from safetensors.torch import load_file, save_file
+
+    (dit_copy / DIT_INDEX).unlink()
+    first = load_file(str(dit_copy / DIT_SHARDS[0]))
+    second = load_file(str(dit_copy / DIT_SHARDS[1]))
+    second["blocks.0.modulation"] = first["blocks.0.modulation"]
+    save_file(second, str(dit_copy / DIT_SHARDS[1]))
+    with pytest.raises(CheckpointError, match="blocks.0.modulation is in both"):
+        load_official_transformer(dit_copy)
+
+
+def test_rms_norms_of_part_attention_follow_the_model_dtype(fake_cache):
+    params = load_official_transformer(fake_cache["poseanything"], torch.bfloat16).state_dict()
+    assert params["blocks.0.ptcm.norm.weight"].dtype == torch.float32  # the LayerNorm
+    assert params["blocks.0.ptcm.norm_q.weight"].dtype == torch.bfloat16
+    assert params["blocks.0.ptcm.norm_k.weight"].dtype == torch.bfloat16

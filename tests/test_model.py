@@ -21,7 +21,12 @@ from poseanything.engine.model import (
     part_affinity_from_attention,
     pool_part_masks_to_latent_frames,
 )
-from poseanything.engine.model.ptcm import part_attention_masks
+from poseanything.engine.model.ptcm import (
+    FramePartMasks,
+    part_affinity,
+    part_attention_masks,
+    release_conditioning,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -275,7 +280,10 @@ def test_model_part_affinity_then_correspondence():
     model = small_model()
     latents, pose, timestep, text = inputs(batch=2, frames=4, height=8, width=8)
     masks = stripe_masks(3, 4, 4, 4)
-    affinity = model.part_affinity(latents, pose, timestep, text, masks, query_chunk=7)
+    attention = model.first_part_attention(
+        latents, pose, timestep, text, masks[:, :, 0], query_chunk=7
+    )
+    affinity = part_affinity(attention, masks)
     assert affinity.shape == (2, 3, 4, 3) and torch.isfinite(affinity).all()
     assert model.capture_block_index == 2
     correspondence = match_parts(affinity[0], masks[0])
@@ -494,3 +502,50 @@ def test_training_step_with_gradient_checkpointing():
     missing = [name for name, p in model.named_parameters() if p.grad is None]
     assert not missing
     assert model.blocks[0].ptcm.to_out.weight.grad.abs().sum() > 0
+
+
+def test_release_union_masks_shift_by_one_latent_frame_and_keep_the_last_posed_frame():
+    """The release's layout: the masks of latent frame l+1's video frames, matched on latent
+    l's attention, land at union index l-1 (l = 0 wraps to the last); the last posed frame
+    of each group of 4 wins."""
+    frames, grid = 9, (1, 3)  # 3 latent frames: video frames 1-4 and 5-8
+    masks = torch.zeros(frames, 2, *grid, dtype=torch.bool)
+    masks[0, 0, 0, 0] = True  # the reference's only part: token 0
+    masks[0, 1, 0, 1] = True  # a second first-frame part: token 1
+    for frame in range(1, frames):
+        masks[frame, 0, 0, frame % 3] = True  # each frame: one part on token frame % 3
+    posed = torch.ones(frames, dtype=torch.bool)
+    posed[4] = False  # frame 4 has no pose: frame 3 is the last posed one of latent 1
+    attention = torch.rand(2, 3, 3)  # any attention: each frame has a single candidate part
+    parts, matching = release_conditioning(attention, FramePartMasks(masks, 2, posed))
+    resolved = parts.masks[0]  # (P, T, gh, gw)
+    assert torch.equal(resolved[:, 0], masks[0, :2])
+    # Latent 0's loop writes frame 3's mask (token 0) to index -1 = latent frame 2;
+    # latent 1's loop writes frame 8's (token 2) OR index 1 (that token 0) to index 0.
+    assert resolved[0, 2, 0].tolist() == [True, False, False]
+    assert resolved[0, 1, 0].tolist() == [True, False, True]
+    assert matching[4].tolist() == [-1, -1] and matching[3].tolist() == [0, 0]
+
+
+def test_release_part_attention_updates_every_later_token():
+    """The release zeroes the inputs outside a part instead of masking attention: tokens in
+    no part still receive the (summed) residual, the reference frame none."""
+    torch.manual_seed(0)
+    dim, frames, grid = 16, 3, (2, 4)
+    n = grid[0] * grid[1]
+    release = PartCrossAttention(dim, num_heads=2, variant="release")
+    torch.nn.init.normal_(release.to_out.weight, std=0.5)
+    masks = torch.zeros(1, 2, frames, *grid, dtype=torch.bool)
+    masks[0, 0, :, :, :2] = True
+    masks[0, 1, :, :, 2:3] = True  # the last column is in no part
+    part_masks = part_attention_masks(PartConditioning(masks), batch_size=1)
+    out = release(torch.randn(1, frames * n, dim), part_masks)
+    assert torch.equal(out[0, :n], torch.zeros(n, dim))
+    assert (out[0, n:].abs().amax(-1) > 0).all()  # every later token, the last column too
+
+
+def test_prompts_are_cleaned_as_the_release_cleans_them():
+    from poseanything.engine.model.text import clean_prompt
+
+    assert clean_prompt("  A deer &amp;amp; a bird\n\twalk\u00a0 ") == "A deer & a bird walk"
+    assert clean_prompt("cafÃ©") == "café"  # ftfy repairs mojibake

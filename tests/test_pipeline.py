@@ -231,7 +231,7 @@ def test_sparse_poses_give_part_masks_only_where_a_pose_is_shown(pipeline):
     scale = np.array([plan.width / 32, plan.height / 32])
     latents = torch.zeros(1, 4, 6, plan.height // 4, plan.width // 4)
     masks = pipeline._part_masks(shot, frames, [2, 4], scale, plan, latents)
-    shown = masks.flatten(3).any(-1).any(1)[0]  # (T,) any part in the frame
+    shown = masks.posed_masks().flatten(2).any(-1).any(1)  # (F,) any part in the frame
     assert shown.tolist() == [True, False, True, False, True, False]  # frame 0: the reference
     dense = pipeline._part_masks(shot, frames, None, scale, plan, latents)
-    assert dense.flatten(3).any(-1).any(1).all()
+    assert dense.posed_masks().flatten(2).any(-1).any(1).all()

@@ -6,6 +6,7 @@ from tiny_models import one_torch_thread, tiny_transformer  # noqa: F401
 
 from poseanything.engine.inference import sampling
 from poseanything.engine.inference.guidance import anchors_needed
+from poseanything.engine.model.ptcm import FramePartMasks
 
 
 def exact_flow_velocity(target: torch.Tensor):
@@ -120,10 +121,10 @@ def ptcm_inputs():
     reference = torch.randn(1, 4, 1, 4, 4, generator=generator)
     pose = torch.randn(2, 4, 3, 4, 4, generator=generator)
     text = torch.randn(1, 3, 16, generator=generator)
-    masks = torch.zeros(1, 2, 3, 2, 2, dtype=torch.bool)
-    masks[:, 0, :, 0] = True  # part 0: the top row of tokens, part 1: the bottom row
-    masks[:, 1, :, 1] = True
-    return noise, reference, pose, text, masks
+    masks = torch.zeros(3, 2, 2, 2, dtype=torch.bool)
+    masks[:, 0, 0] = True  # part 0: the top row of tokens, part 1: the bottom row
+    masks[:, 1, 1] = True
+    return noise, reference, pose, text, FramePartMasks(masks, first_parts=2)
 
 
 @torch.no_grad()

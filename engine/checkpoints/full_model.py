@@ -5,8 +5,8 @@ Memory plan (``benchmarks/memory_table.py`` turns it into numbers):
 - the umT5 encoder (5.7 B parameters, about as big as the transformer) is kept in host memory,
   moved to the GPU for the one encode a prompt needs while the transformer waits in host memory,
   and moved back; its embeddings are cached per prompt;
-- the VAE decodes in spatial tiles (diffusers' tiling), so decode memory depends on the tile, not
-  on the frame size;
+- the VAE codes in spatial tiles as the release does (``WanVAECodec``: 34 x 34 latent tiles,
+  stride 18 x 16), so its memory depends on the tile, not on the frame size;
 - ``cpu_offload`` also keeps the VAE in host memory between its encodes and decodes, so the GPU
   holds the transformer and its activations only while sampling.
 """
@@ -88,7 +88,6 @@ def load_full_pipeline(
     check_full_model_device(device, allow_cpu)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model, codec, text = load_full_components(sources, dtype)
-    codec.vae.enable_tiling()
     model_id = "poseanything-wan2.2-ti2v-5b" if is_wan22_5b(model) else "poseanything-official"
     pipeline = PoseAnythingPipeline(
         model,

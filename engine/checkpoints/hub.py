@@ -3,7 +3,8 @@
 The full model is two repositories:
 
 - ``Ryan241005/PoseAnything``: the PoseAnything DiT (Wan2.2-TI2V-5B fine-tuned with the skeleton
-  channels and PTCM), two safetensors shards and their index, DiffSynth key names;
+  channels and PTCM), two safetensors shards (and their index, if the repository has one: the
+  release loads the shards without it, and so do we), DiffSynth key names;
 - ``Wan-AI/Wan2.2-TI2V-5B-Diffusers``: the Wan2.2 VAE, the umT5 text encoder and its tokenizer, in
   diffusers layout (``vae/``, ``text_encoder/``, ``tokenizer/``), safetensors weights.
 
@@ -28,6 +29,7 @@ from .weights import ModelNotFoundError
 POSEANYTHING_REPO = "Ryan241005/PoseAnything"
 WAN_REPO = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
 DIT_INDEX = "diffusion_pytorch_model.safetensors.index.json"
+DIT_SHARD_PREFIX = "diffusion_pytorch_model-"
 DIT_SHARDS = (
     "diffusion_pytorch_model-00001-of-00002.safetensors",
     "diffusion_pytorch_model-00002-of-00002.safetensors",
@@ -50,15 +52,17 @@ class WeightsMissingError(ModelNotFoundError):
 class Component:
     """One part of the full model: the files it needs inside one repository or folder.
 
-    ``files`` must all be there; of ``one_of`` at least the first present is used (a tokenizer
-    ships ``tokenizer.json`` or ``spiece.model``); ``index`` (optional) is a sharded-weights index
-    whose ``weight_map`` names further files; ``single`` is the unsharded alternative to it.
+    ``files`` must all be there; ``optional`` files are listed when present; of ``one_of`` at
+    least the first present is used (a tokenizer ships ``tokenizer.json`` or ``spiece.model``);
+    ``index`` (optional) is a sharded-weights index whose ``weight_map`` names further files;
+    ``single`` is the unsharded alternative to it.
     """
 
     name: str
     role: str
     """"poseanything" or "wan": which source (repository or folder) holds it."""
     files: tuple[str, ...]
+    optional: tuple[str, ...] = ()
     one_of: tuple[str, ...] = ()
     index: str | None = None
     single: str | None = None
@@ -69,8 +73,9 @@ COMPONENTS: tuple[Component, ...] = (
     Component(
         "transformer",
         "poseanything",
-        files=(DIT_INDEX, *DIT_SHARDS),
-        download_patterns=(DIT_INDEX, *DIT_SHARDS),
+        files=DIT_SHARDS,
+        optional=(DIT_INDEX,),
+        download_patterns=(DIT_INDEX, *DIT_SHARDS),  # the index only if the repository has it
     ),
     Component(
         "vae",
@@ -205,6 +210,9 @@ def inventory(sources: FullModelSources = DEFAULT_SOURCES) -> Inventory:
 
         for filename in component.files:
             add(filename)
+        for filename in component.optional:
+            if _locate(source, filename):
+                add(filename)
         if component.one_of:
             found = next((f for f in component.one_of if _locate(source, f)), component.one_of[0])
             add(found)

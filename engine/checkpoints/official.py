@@ -9,8 +9,11 @@ in a second with a list of the first mismatches instead of producing noise.
 
 The repository ships no config: the architecture is read from the tensor shapes (Wan's attention
 head size of 128 gives the head count), so the same code loads the 5B model and the scaled-down
-checkpoints the tests build. Weights are built on the meta device and assigned shard by shard,
-converted to the target dtype as they are read, so peak host memory is the model once.
+checkpoints the tests build; ``RELEASE_SETTINGS`` makes the model run as the release runs it.
+The shards are found as the release finds them (every ``diffusion_pytorch_model-*.safetensors``
+in the folder), so no index file is needed; when the index is there, it is checked against the
+shards. Weights are built on the meta device and assigned shard by shard, converted to the
+target dtype as they are read, so peak host memory is the model once.
 """
 
 from __future__ import annotations
@@ -24,12 +27,17 @@ import torch
 
 from ..model import PoseAnythingTransformer
 from ..model.transformer import WAN22_TI2V_5B_CONFIG
-from .hub import DIT_INDEX, CheckpointError, FullModelSources, require_complete
+from .hub import DIT_INDEX, DIT_SHARD_PREFIX, CheckpointError, FullModelSources, require_complete
 
 WAN_HEAD_DIM = 128
 MAX_LISTED_MISMATCHES = 8
 KEEP_IN_FP32 = ("time_embedder", "scale_shift_table", "norm1", "norm2", "norm3", "ptcm.norm")
-"""Parameters kept in float32 under a bf16 model (as diffusers keeps Wan's), for the modulation."""
+"""Modules whose parameters stay float32 under a bf16 model (as diffusers keeps Wan's), for the
+modulation; matched as whole dotted names, so ``ptcm.norm`` (the LayerNorm) is kept but not
+``ptcm.norm_q``/``norm_k``, RMS norms whose fp32 weights on bf16 inputs would cost the fused
+kernel."""
+RELEASE_SETTINGS = dict(ptcm_variant="release", timestep_rounding="bfloat16")
+"""How the official weights run: PTCM and timesteps as the release does (``engine.model``)."""
 
 _RULES: tuple[tuple[re.Pattern, str], ...] = tuple(
     (re.compile(pattern), replacement)
@@ -83,8 +91,6 @@ def _open_shard(path: Path):
 def read_index(folder: Path, index_name: str = DIT_INDEX) -> dict[str, str]:
     """The index's weight map (tensor name -> shard file), checked to name existing shards."""
     index_path = folder / index_name
-    if not index_path.is_file():
-        raise CheckpointError(f"{index_path} is missing; it lists which shard holds which tensor")
     try:
         weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
     except (ValueError, KeyError, TypeError) as error:
@@ -94,6 +100,36 @@ def read_index(folder: Path, index_name: str = DIT_INDEX) -> dict[str, str]:
     missing = sorted({shard for shard in weight_map.values() if not (folder / shard).is_file()})
     if missing:
         raise CheckpointError(f"shards listed in {index_name} are missing in {folder}: {missing}")
+    return weight_map
+
+
+def shard_files(folder: Path) -> list[str]:
+    """The shards the release loads: every ``diffusion_pytorch_model-*.safetensors``, sorted."""
+    return sorted(
+        path.name for path in folder.glob(f"{DIT_SHARD_PREFIX}*.safetensors") if path.is_file()
+    )
+
+
+def weight_map_of(folder: Path) -> dict[str, str]:
+    """Tensor name -> shard file: from the index when there is one, else from the shards."""
+    if (folder / DIT_INDEX).is_file():
+        return read_index(folder)
+    shards = shard_files(folder)
+    if not shards:
+        raise CheckpointError(
+            f"{folder} holds no {DIT_SHARD_PREFIX}*.safetensors shards of the PoseAnything DiT; "
+            "point to the folder of the Ryan241005/PoseAnything download"
+        )
+    weight_map: dict[str, str] = {}
+    for shard in shards:
+        with _open_shard(folder / shard) as handle:
+            for name in handle.keys():
+                if name in weight_map:
+                    raise CheckpointError(
+                        f"{name} is in both {weight_map[name]} and {shard}: the folder mixes "
+                        "shards of two downloads; keep one set and download it again"
+                    )
+                weight_map[name] = shard
     return weight_map
 
 
@@ -186,17 +222,19 @@ def check_mapping(
 
 
 def parameter_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if any(part in name for part in KEEP_IN_FP32) else dtype
+    dotted = f".{name}."
+    return torch.float32 if any(f".{module}." in dotted for module in KEEP_IN_FP32) else dtype
 
 
 def load_official_transformer(
     folder: str | Path, dtype: torch.dtype = torch.bfloat16
 ) -> PoseAnythingTransformer:
-    """Build the transformer from an official checkpoint folder (index + shards) on the CPU."""
+    """Build the transformer from an official checkpoint folder (shards, index optional) on the
+    CPU, set to run as the release runs it (``RELEASE_SETTINGS``)."""
     folder = Path(folder)
-    weight_map = read_index(folder)
+    weight_map = weight_map_of(folder)
     shapes = checkpoint_shapes(folder, weight_map)
-    config = infer_config(shapes)
+    config = {**infer_config(shapes), **RELEASE_SETTINGS}
     with torch.device("meta"):
         model = PoseAnythingTransformer(**config)
     model_shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}

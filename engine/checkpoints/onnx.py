@@ -7,7 +7,7 @@ sessions with the same calls, so the sampler, guidance and windows stay the torc
   (latent frames, height, width), with the batch (the guidance anchors) left dynamic, in two
   variants: without part attention, and with it for a given part count (PTCM runs in the first
   steps only; its masks and correspondence are inputs). The part correspondence read-out
-  (``part_affinity``, once per window) stays in torch.
+  (``first_part_attention``, once per window) stays in torch.
 - The codec's ``encode`` and ``decode`` are exported per (height, width), batch and frame count
   dynamic (the default codec codes frames independently).
 - Exports are cached in ``$POSEANYTHING_ONNX_CACHE``, else ``$XDG_CACHE_HOME/poseanything/onnx``
@@ -175,7 +175,7 @@ def _run(session, inputs: dict[str, torch.Tensor], device) -> torch.Tensor:
 
 
 class OnnxDenoiser(nn.Module):
-    """The transformer's forward through ONNX Runtime; ``part_affinity`` stays in torch."""
+    """The transformer's forward through ONNX Runtime; ``first_part_attention`` stays in torch."""
 
     def __init__(self, model: nn.Module, providers: tuple[str, ...] = PREFERRED_PROVIDERS):
         super().__init__()
@@ -190,8 +190,8 @@ class OnnxDenoiser(nn.Module):
     def providers(self) -> list[str]:
         return self.runtime.taken_providers
 
-    def part_affinity(self, *args, **kwargs) -> torch.Tensor:
-        return self.model.part_affinity(*args, **kwargs)
+    def first_part_attention(self, *args, **kwargs) -> torch.Tensor:
+        return self.model.first_part_attention(*args, **kwargs)
 
     def forward(self, latents, pose_latents, timestep, text_embeds, ptcm=None):
         frames, height, width = latents.shape[2:]

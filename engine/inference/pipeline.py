@@ -29,7 +29,7 @@ from ..checkpoints.weights import MODEL_INDEX, resolve_model_dir
 from ..contract.shot import Shot, ShotError
 from ..contract.skeleton import part_masks, render_skeleton_frames
 from ..model import PoseAnythingTransformer, TextEncoder, VideoCodec
-from ..model.ptcm import pool_part_masks_to_latent_frames
+from ..model.ptcm import FramePartMasks
 from .guidance import (
     CameraAnchorKind,
     SkeletonTrack,
@@ -695,8 +695,8 @@ class PoseAnythingPipeline:
         scale: np.ndarray,
         plan: RenderPlan,
         pose_latents: torch.Tensor,
-    ) -> torch.Tensor:
-        """(1,P,T,gh,gw) PTCM masks of the shot's parts on the token grid of ``pose_latents``.
+    ) -> FramePartMasks:
+        """PTCM masks of the shot's parts, per video frame, on the token grid of ``pose_latents``.
 
         Only frames that carry a pose get masks (and the window's first frame, the reference
         image, whose pose is the shot's): with sparse poses the model must not learn where the
@@ -713,9 +713,9 @@ class PoseAnythingPipeline:
             plan.height,
             grid,
         )  # (F, P, gh, gw)
+        posed = None
         if local_poses is not None:
             posed = np.zeros(len(frames), dtype=bool)
             posed[[0, *local_poses]] = True
-            masks[~posed] = False
-        masks = torch.from_numpy(masks).permute(1, 0, 2, 3)[None]
-        return pool_part_masks_to_latent_frames(masks, self.codec.temporal_factor).to(self.device)
+            posed = torch.from_numpy(posed)
+        return FramePartMasks(torch.from_numpy(masks).to(self.device), masks.shape[1], posed)

@@ -1,8 +1,13 @@
 """Flow-matching Euler sampling with batched guidance anchors, PTCM restarts, progress and cancel.
 
-The loop is diffusers' ``FlowMatchEulerDiscreteScheduler`` (shift configurable, as Wan uses 5)
-driven by a velocity function. The reference frame is the clean first latent frame (TI2V): it is
-pinned before every forward and gets timestep 0, so the model sees it as already denoised.
+The loop is Euler steps of a velocity function over a sigma schedule (``SIGMA_SCHEDULES``, shift
+configurable, as Wan uses 5): "diffusers" is diffusers' ``FlowMatchEulerDiscreteScheduler``
+(sigmas from 1 down to 1/1000, then 0), on which the default model was trained and tuned;
+"release" is the official code's DiffSynth ``FlowMatchScheduler(shift, sigma_min=0,
+extra_one_step=True)``: linspace(1, 0, steps + 1) without its last point, shifted, so its last
+timesteps are 241.9/172.4/92.6 where diffusers' are 192.8/114.8/24.4 (50 steps, shift 5).
+The reference frame is the clean first latent frame (TI2V): it is pinned before every forward
+and gets timestep 0, so the model sees it as already denoised.
 
 Guidance anchors (see ``engine.guidance``) go through the model as one batch: one forward a step,
 not one per anchor. PTCM (the paper's part-aware temporal coherence) needs the part
@@ -18,10 +23,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-from ..model.ptcm import PartConditioning, match_parts
+from ..model.ptcm import FramePartMasks, PartConditioning, resolve_parts
 from .guidance import combine
 
 DEFAULT_SHIFT = 5.0
@@ -29,6 +35,8 @@ NUM_TRAIN_TIMESTEPS = 1000
 # Paper: correspondence read at step 5 of 50, part attention active for the first 6 of 50 steps.
 PTCM_CAPTURE_FRACTION = 5 / 50
 PTCM_ACTIVE_FRACTION = 6 / 50
+
+SIGMA_SCHEDULES = ("diffusers", "release")
 
 ConditioningFn = Callable[[int], PartConditioning | None]
 VelocityFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
@@ -57,17 +65,32 @@ class CancelToken:
             raise Cancelled("generation cancelled")
 
 
-def make_scheduler(steps: int, shift: float = DEFAULT_SHIFT, device: str | torch.device = "cpu"):
-    """A fresh flow-matching Euler scheduler set to ``steps`` (fresh: it keeps a step index)."""
-    from diffusers import FlowMatchEulerDiscreteScheduler
+@dataclass(frozen=True)
+class SigmaSchedule:
+    """Noise levels of an Euler run: ``sigmas`` (steps + 1,) ending in 0, and the model's
+    ``timesteps`` (steps,) = sigmas * 1000, both float32 as their schedulers compute them."""
 
+    sigmas: torch.Tensor
+    timesteps: torch.Tensor
+
+
+def sigma_schedule(steps: int, shift: float = DEFAULT_SHIFT, kind: str = "diffusers"):
+    """The ``SigmaSchedule`` of ``steps`` Euler steps (see the module docstring for the kinds)."""
     if steps < 1:
         raise ValueError(f"steps is {steps}; use at least 1 sampling step")
+    if kind == "release":
+        sigmas = torch.linspace(1.0, 0.0, steps + 1)[:-1]
+        sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)
+        return SigmaSchedule(torch.cat([sigmas, sigmas.new_zeros(1)]), sigmas * NUM_TRAIN_TIMESTEPS)
+    if kind != "diffusers":
+        raise ValueError(f"sigmas {kind!r} is not one of {', '.join(SIGMA_SCHEDULES)}")
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
     scheduler = FlowMatchEulerDiscreteScheduler(
         num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=float(shift)
     )
-    scheduler.set_timesteps(steps, device=device)
-    return scheduler
+    scheduler.set_timesteps(steps)
+    return SigmaSchedule(scheduler.sigmas.float(), scheduler.timesteps.float())
 
 
 def initial_noise(
@@ -107,31 +130,34 @@ def flow_match_sample(
     stop_after: int | None = None,
     on_step: StepFn | None = None,
     cancel: CancelToken | None = None,
+    sigmas: str = "diffusers",
 ) -> torch.Tensor:
     """Integrate the flow from ``noise`` (B,C,T,h,w) to clean latents with Euler steps.
 
     ``velocity(latents, timestep (B,T), step_index)`` predicts ``noise - x0``; ``reference``
     (B,C,1,h,w) is pinned as the clean first frame with timestep 0. ``stop_after`` ends the loop
     after that many steps (the PTCM read-out run). ``on_step(steps_done, x0_estimate)`` reports
-    progress; ``cancel`` is checked before every step and raises ``Cancelled``.
+    progress; ``cancel`` is checked before every step and raises ``Cancelled``. ``sigmas``: the
+    schedule kind (``SIGMA_SCHEDULES``).
     """
-    scheduler = make_scheduler(steps, shift, noise.device)
+    schedule = sigma_schedule(steps, shift, sigmas)
+    levels = schedule.sigmas.to(noise.device)
     last = steps if stop_after is None else min(stop_after, steps)
     latents = pin_reference(noise, reference)
     batch, _, frames = latents.shape[:3]
-    for index, t in enumerate(scheduler.timesteps[:last]):
+    for index, t in enumerate(schedule.timesteps[:last].tolist()):
         if cancel is not None:
             cancel.check()
-        timestep = torch.full((batch, frames), float(t), device=latents.device)
+        timestep = torch.full((batch, frames), t, device=latents.device)
         if reference is not None:
             timestep[:, 0] = 0.0
         predicted = velocity(latents, timestep, index)
-        latents = scheduler.step(predicted, t, latents, return_dict=False)[0]
+        step = levels[index + 1] - levels[index]
+        latents = (latents.float() + step * predicted.float()).to(predicted.dtype)
         latents = pin_reference(latents, reference)
         if on_step is not None:
             # x_next = x0 + sigma_next * v along the straight flow, so x0 = x_next - sigma_next * v.
-            sigma_next = float(scheduler.sigmas[index + 1])
-            on_step(index + 1, pin_reference(latents - sigma_next * predicted, reference))
+            on_step(index + 1, pin_reference(latents - levels[index + 1] * predicted, reference))
     return latents
 
 
@@ -203,21 +229,25 @@ def sample_with_ptcm(
     text_embeds: torch.Tensor,
     steps: int,
     shift: float = DEFAULT_SHIFT,
-    part_masks: torch.Tensor | None = None,
+    part_masks: FramePartMasks | None = None,
     on_step: StepFn | None = None,
     cancel: CancelToken | None = None,
     base_offsets: torch.Tensor | None = None,
+    sigmas: str = "diffusers",
+    stop_after: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Sample one window; with ``part_masks`` (1,P,T,gh,gw), PTCM as the paper runs it.
+    """Sample one window; with ``part_masks`` (the window's video frames), PTCM as in the paper.
 
-    PTCM: sample ``capture`` steps without part attention, read the part correspondence from the
-    model's late-block self-attention (``model.part_affinity`` then ``match_parts``) under the
-    shot's own skeleton, then restart from the SAME noise with part attention on for the first
-    ``active`` steps. ``on_step`` counts the read-out steps too (``ptcm_steps(steps)[0] + steps``
-    in all). ``base_offsets``: see ``guided_velocity``. Returns (latents, correspondence (T,P)
-    or None).
+    PTCM: sample ``capture`` steps without part attention, read the first frame's parts'
+    attention from the model's capture block (``model.first_part_attention``) under the shot's
+    own skeleton, resolve the parts the model's ``ptcm_variant`` way (``ptcm.resolve_parts``),
+    then restart from the SAME noise with part attention on for the first ``active`` steps.
+    ``on_step`` counts the read-out steps too (``ptcm_steps(steps)[0] + steps`` in all).
+    ``base_offsets``: see ``guided_velocity``. ``sigmas``: the schedule kind. ``stop_after``
+    ends the restarted run after that many steps (parity checks of the first steps). Returns
+    (latents, the matching ``resolve_parts`` made, or None).
     """
-    correspondence = None
+    matching = None
     conditioning = None
     if part_masks is not None:
         capture, active = ptcm_steps(steps)
@@ -233,22 +263,22 @@ def sample_with_ptcm(
             stop_after=capture,
             on_step=on_step,
             cancel=cancel,
+            sigmas=sigmas,
         )
-        sigma = float(make_scheduler(steps, shift).sigmas[capture])
-        timestep = torch.full(early.shape[:1] + early.shape[2:3], sigma * NUM_TRAIN_TIMESTEPS)
+        at_capture = float(sigma_schedule(steps, shift, sigmas).timesteps[capture])
+        timestep = torch.full(early.shape[:1] + early.shape[2:3], at_capture, device=early.device)
         if reference is not None:
             timestep[:, 0] = 0.0
         # The shot's own skeleton (or the subject's) is what the parts are drawn from.
         anchor = next((names.index(n) for n in ("full", "subject") if n in names), 0)
-        affinity = model.part_affinity(
-            early,
-            pose_latents[anchor : anchor + 1],
-            timestep.to(early.device),
-            text_embeds,
-            part_masks,
+
+        def read_attention(first_masks: torch.Tensor) -> torch.Tensor:
+            pose = pose_latents[anchor : anchor + 1]
+            return model.first_part_attention(early, pose, timestep, text_embeds, first_masks)
+
+        parts, matching = resolve_parts(
+            model.config.ptcm_variant, read_attention, part_masks, early.shape[2]
         )
-        correspondence = match_parts(affinity, part_masks)[0]
-        parts = PartConditioning(part_masks, correspondence)
 
         def conditioning(step: int) -> PartConditioning | None:
             return parts if step < active else None
@@ -263,6 +293,14 @@ def sample_with_ptcm(
         model, pose_latents, names, subject, camera, text_embeds, conditioning, base_offsets
     )
     latents = flow_match_sample(
-        velocity, noise, reference, steps, shift, on_step=on_step, cancel=cancel
+        velocity,
+        noise,
+        reference,
+        steps,
+        shift,
+        stop_after=stop_after,
+        on_step=on_step,
+        cancel=cancel,
+        sigmas=sigmas,
     )
-    return latents, correspondence
+    return latents, matching

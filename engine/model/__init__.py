@@ -2,11 +2,14 @@
 
 from .codec import TinyVideoCodec, VideoCodec, WanVAECodec
 from .ptcm import (
+    PTCM_VARIANTS,
+    FramePartMasks,
     PartConditioning,
     PartCrossAttention,
     match_parts,
     part_affinity_from_attention,
     pool_part_masks_to_latent_frames,
+    resolve_parts,
 )
 from .text import HashTextEncoder, TextEncoder, UMT5TextEncoder
 from .transformer import (
@@ -17,6 +20,8 @@ from .transformer import (
 )
 
 __all__ = [
+    "PTCM_VARIANTS",
+    "FramePartMasks",
     "TINY_CONFIG",
     "WAN22_TI2V_5B_CONFIG",
     "HashTextEncoder",
@@ -32,4 +37,5 @@ __all__ = [
     "match_parts",
     "part_affinity_from_attention",
     "pool_part_masks_to_latent_frames",
+    "resolve_parts",
 ]

@@ -14,7 +14,10 @@ Interface (both implementations, and what the pipeline relies on):
   its output is smooth rather than blocky (a pixel-shuffle decoder predicting raw pixel blocks
   gave visibly blocky video in the first experiments).
 - ``WanVAECodec``: diffusers' ``AutoencoderKLWan`` (Wan2.2: 48 channels, 4 x 16 x 16), with the
-  per-channel latent mean and std from its config, as the official Wan pipelines normalise.
+  per-channel latent mean and std from its config, as the official Wan pipelines normalise, coding
+  in spatial tiles the way the release's DiffSynth ``WanVideoVAE`` does (``tiled_code``: 34 x 34
+  latent tiles, stride 18 x 16, linear ramps over the overlaps), so the full model's latents and
+  frames are the release's and memory depends on the tile, not on the frame size.
 """
 
 from __future__ import annotations
@@ -171,12 +174,90 @@ class TinyVideoCodec(SafetensorsModel, ConfigMixin, CausalFrameLayout):
         self.latents_std.copy_(latents.std(dim=(0, 2, 3, 4)).clamp(min=1e-6))
 
 
-class WanVAECodec(nn.Module, CausalFrameLayout):
-    """diffusers' ``AutoencoderKLWan`` behind the codec interface, latents normalised by config."""
+RELEASE_TILE = (34, 34)
+"""The release's VAE tile (height, width) in latent cells (``test_ddp.py``: tile_size)."""
+RELEASE_TILE_STRIDE = (18, 16)
+"""... and the step between tiles (tile_stride)."""
 
-    def __init__(self, vae):
+
+def tile_spans(length: int, size: int, stride: int) -> list[tuple[int, int]]:
+    """DiffSynth's tile starts along one axis: every ``stride``, dropping a tile whose
+    predecessor already reaches the end; each span is (start, start + size)."""
+    return [
+        (start, start + size)
+        for start in range(0, length, stride)
+        if not (start - stride >= 0 and start - stride + size >= length)
+    ]
+
+
+def tile_weights(height: int, width: int, bounds: tuple[bool, ...], border: tuple[int, int]):
+    """(height, width) blend weight of one tile: linear ramps ``1/b .. 1`` over ``border`` cells
+    on every side that is not the frame's edge (``bounds``: top, bottom, left, right)."""
+
+    def ramp(length: int, first: bool, last: bool, width_: int) -> torch.Tensor:
+        weights = torch.ones(length)
+        rising = (torch.arange(width_) + 1) / width_
+        if not first:
+            weights[:width_] = rising[:length]
+        if not last:
+            weights[-width_:] = rising.flip(0)[-length:] if length < width_ else rising.flip(0)
+        return weights
+
+    rows = ramp(height, bounds[0], bounds[1], border[0])
+    columns = ramp(width, bounds[2], bounds[3], border[1])
+    return torch.minimum(rows[:, None], columns[None, :])
+
+
+def tiled_code(
+    x: torch.Tensor,
+    code,
+    tile: tuple[int, int],
+    stride: tuple[int, int],
+    scale: float,
+) -> torch.Tensor:
+    """Run ``code`` (a VAE encode or decode of one clip) on spatial tiles of ``x`` (1,C,T,H,W)
+    and blend them as DiffSynth's ``tiled_encode``/``tiled_decode`` do.
+
+    ``tile``/``stride`` are in the units of ``x``'s grid; ``scale`` is output cells per input
+    cell (1/16 to encode pixels, 16 to decode latents). Overlaps blend with ``tile_weights``
+    whose ramps span the overlap measured in output cells.
+    """
+    height, width = x.shape[-2:]
+    border = tuple(round((size - step) * scale) for size, step in zip(tile, stride, strict=True))
+    values = weights = None
+    for top, bottom in tile_spans(height, tile[0], stride[0]):
+        for left, right in tile_spans(width, tile[1], stride[1]):
+            out = code(x[..., top:bottom, left:right]).float()
+            bounds = (top == 0, bottom >= height, left == 0, right >= width)
+            weight = tile_weights(*out.shape[-2:], bounds, border).to(out.device)
+            if values is None:
+                shape = (*out.shape[:-2], round(height * scale), round(width * scale))
+                values = out.new_zeros(shape)
+                weights = out.new_zeros(shape[-2:])
+            rows = slice(round(top * scale), round(top * scale) + out.shape[-2])
+            columns = slice(round(left * scale), round(left * scale) + out.shape[-1])
+            values[..., rows, columns] += out * weight
+            weights[rows, columns] += weight
+    return values / weights
+
+
+class WanVAECodec(nn.Module, CausalFrameLayout):
+    """diffusers' ``AutoencoderKLWan`` behind the codec interface, latents normalised by config.
+
+    ``tile``/``tile_stride`` (latent cells; None: no tiling) as the release tiles, see
+    ``tiled_code``.
+    """
+
+    def __init__(
+        self,
+        vae,
+        tile: tuple[int, int] | None = RELEASE_TILE,
+        tile_stride: tuple[int, int] = RELEASE_TILE_STRIDE,
+    ):
         super().__init__()
         self.vae = vae
+        self.tile = tile
+        self.tile_stride = tile_stride
         self.execution_device: torch.device | None = None
         """Set by ``offload``: where the VAE runs while it is kept in host memory."""
         config = vae.config
@@ -237,13 +318,29 @@ class WanVAECodec(nn.Module, CausalFrameLayout):
         finally:
             self.vae.to("cpu")
 
+    def _encode_clip(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(clip.to(self.vae.dtype)).latent_dist.mode()
+
+    def _decode_clip(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents.to(self.vae.dtype)).sample
+
+    def _tiled(self, x: torch.Tensor, code, scale: float) -> torch.Tensor:
+        if self.tile is None:
+            return code(x).float()
+        factor = self.spatial_factor
+        tile, stride = self.tile, self.tile_stride
+        if scale < 1:  # tiles and strides are in latent cells; encoding cuts pixels
+            tile = tuple(size * factor for size in tile)
+            stride = tuple(step * factor for step in stride)
+        return tiled_code(x, code, tile, stride, scale)
+
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         _check_video(video, self.spatial_factor)
         self.frames_to_latent(video.shape[2])
         with self._resident():  # one video at a time: peak memory of one, not of all anchors
             latents = torch.cat(
                 [
-                    self.vae.encode(clip[None].to(self.vae.dtype)).latent_dist.mode()
+                    self._tiled(clip[None], self._encode_clip, 1 / self.spatial_factor)
                     for clip in video
                 ]
             )
@@ -252,5 +349,10 @@ class WanVAECodec(nn.Module, CausalFrameLayout):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         latents = latents.float() * self.latents_std + self.latents_mean
         with self._resident():
-            video = self.vae.decode(latents.to(self.vae.dtype)).sample
+            video = torch.cat(
+                [
+                    self._tiled(clip[None], self._decode_clip, self.spatial_factor)
+                    for clip in latents
+                ]
+            )
         return video.float().clamp(-1.0, 1.0)

@@ -7,11 +7,13 @@ output, so an empty prompt is an all-zero embedding (the unconditional input for
 - ``HashTextEncoder`` (default model): words hashed into a fixed vocabulary (crc32, stable across
   runs and machines, no tokenizer file to download) and a tiny transformer over them.
 - ``UMT5TextEncoder`` (full model): umT5-xxl from ``transformers``, imported only when loaded,
-  because transformers is a large dependency only the GPU path needs.
+  because transformers is a large dependency only the GPU path needs. Prompts are cleaned as the
+  release's Wan prompter cleans them (``clean_prompt``), so the same text gives the same tokens.
 """
 
 from __future__ import annotations
 
+import html
 import re
 import zlib
 from pathlib import Path
@@ -85,6 +87,22 @@ class HashTextEncoder(SafetensorsModel, ConfigMixin):
         return self(prompts)
 
 
+def clean_prompt(text: str) -> str:
+    """The release's prompt cleaning (DiffSynth ``HuggingfaceTokenizer(clean="whitespace")``):
+    ftfy's mojibake and Unicode repair, HTML entities unescaped twice, whitespace runs made one
+    space (the ``regex`` module's Unicode ``\\s``, as the release uses), ends stripped."""
+    try:
+        import ftfy
+        import regex
+    except ImportError as error:
+        raise ImportError(
+            "The full model's prompt cleaning needs the 'ftfy' and 'regex' packages: "
+            "pip install ftfy regex (the default model does not)"
+        ) from error
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    return regex.sub(r"\s+", " ", text).strip()
+
+
 def _import_transformers():
     try:
         import transformers
@@ -133,7 +151,7 @@ class UMT5TextEncoder(nn.Module):
         return self.encoder.config.d_model
 
     def encode(self, prompts: list[str]) -> torch.Tensor:
-        prompts = [" ".join(prompt.split()) for prompt in prompts]
+        prompts = [clean_prompt(prompt) for prompt in prompts]
         tokens = self.tokenizer(
             prompts,
             padding="max_length",

@@ -14,8 +14,8 @@ Public forward (the contract with the sampler, engine/sampling.py and engine/pip
 
 C = ``config.latent_channels``; h, w multiples of the patch size. The patch embedding takes the
 channel concatenation [latents, pose_latents] (in_channels = 2C), as the official model does.
-Part correspondence for PTCM comes from ``model.part_affinity(...)`` (same inputs plus the part
-masks) followed by ``ptcm.match_parts``.
+Part correspondence for PTCM comes from ``model.first_part_attention(...)`` (same inputs plus
+the first frame's part masks) followed by ``ptcm.resolve_parts``.
 
 Why a block and a forward of our own around diffusers' modules: diffusers' ``WanTransformerBlock``
 has no hook between the text cross-attention and the feed-forward, where PTCM goes, and its
@@ -50,7 +50,8 @@ from .ptcm import (
     PartAttentionMasks,
     PartConditioning,
     PartCrossAttention,
-    part_affinity_from_attention,
+    check_variant,
+    first_part_attention,
     part_attention_masks,
 )
 from .serialization import SafetensorsModel
@@ -73,6 +74,7 @@ TINY_CONFIG: Mapping = MappingProxyType(
 )
 
 PREDICTIONS = ("velocity", "reference_delta")
+TIMESTEP_ROUNDINGS = (None, "bfloat16")
 """What the output layer predicts: the flow velocity (Wan, the official weights), or the clean
 video's change from the reference frame, turned into a velocity inside ``forward`` (the default
 model: a small network that outputs zero reproduces the reference instead of noise)."""
@@ -144,9 +146,10 @@ class PoseAnythingBlock(WanTransformerBlock):
         cross_attn_norm: bool,
         eps: float,
         ptcm: bool,
+        ptcm_variant: str = "paper",
     ):
         super().__init__(dim, ffn_dim, num_heads, qk_norm, cross_attn_norm, eps)
-        self.ptcm = PartCrossAttention(dim, num_heads, eps) if ptcm else None
+        self.ptcm = PartCrossAttention(dim, num_heads, eps, ptcm_variant) if ptcm else None
 
     def _modulation(self, frame_modulation: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(B, T, 6, C) -> six (B, T, 1, C) tensors that broadcast over a frame's tokens."""
@@ -230,6 +233,10 @@ class PoseAnythingTransformer(SafetensorsModel, ConfigMixin):
     ``capture_block`` is the block whose self-attention gives the part correspondence (default:
     9/10 of the depth, block 27 of 30 as in the paper). ``ptcm`` builds the part attention in
     every block (the official model has it; switching it off per call is ``PartConditioning``).
+    ``ptcm_variant``: "paper" or "release" (``engine.model.ptcm``; the official checkpoint loads
+    with "release"). ``timestep_rounding``: "bfloat16" rounds the timesteps to bf16 before the
+    sinusoidal embedding, as the release feeds its bf16 model (241.9 becomes 242); None keeps
+    them exact (the default model was trained so).
     """
 
     _supports_gradient_checkpointing = True
@@ -253,8 +260,15 @@ class PoseAnythingTransformer(SafetensorsModel, ConfigMixin):
         ptcm: bool = True,
         capture_block: int | None = None,
         prediction: str = "velocity",
+        ptcm_variant: str = "paper",
+        timestep_rounding: str | None = None,
     ):
         super().__init__()
+        check_variant(ptcm_variant)
+        if timestep_rounding not in TIMESTEP_ROUNDINGS:
+            raise ValueError(
+                f"timestep_rounding {timestep_rounding!r} is not one of {TIMESTEP_ROUNDINGS}"
+            )
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction {prediction!r} is not one of {', '.join(PREDICTIONS)}")
         patch_size = tuple(patch_size)
@@ -276,7 +290,7 @@ class PoseAnythingTransformer(SafetensorsModel, ConfigMixin):
         )
         self.blocks = nn.ModuleList(
             PoseAnythingBlock(
-                dim, ffn_dim, num_attention_heads, qk_norm, cross_attn_norm, eps, ptcm
+                dim, ffn_dim, num_attention_heads, qk_norm, cross_attn_norm, eps, ptcm, ptcm_variant
             )
             for _ in range(num_layers)
         )
@@ -291,6 +305,13 @@ class PoseAnythingTransformer(SafetensorsModel, ConfigMixin):
         if self.config.capture_block is not None:
             return self.config.capture_block
         return min(int(0.9 * self.config.num_layers), self.config.num_layers - 1)
+
+    def embedding_timesteps(self, timestep: torch.Tensor) -> torch.Tensor:
+        """The timesteps as the sinusoidal embedding sees them (float32, ``timestep_rounding``)."""
+        timestep = timestep.float()
+        if self.config.timestep_rounding == "bfloat16":
+            return timestep.to(torch.bfloat16).float()
+        return timestep
 
     def _embed(self, latents, pose_latents, timestep, text_embeds):
         """Patchify [latents, pose] and embed time (per latent frame) and text."""
@@ -324,7 +345,9 @@ class PoseAnythingTransformer(SafetensorsModel, ConfigMixin):
         )
         tokens = self.patch_embedding(x).flatten(2).transpose(1, 2).contiguous()
         temb, time_proj, text, _ = self.condition_embedder(
-            timestep.reshape(-1).float(), text_embeds.to(dtype), timestep_seq_len=frames
+            self.embedding_timesteps(timestep.reshape(-1)),
+            text_embeds.to(dtype),
+            timestep_seq_len=frames,
         )
         frame_modulation = time_proj.unflatten(2, (6, -1))  # (B, T, 6, dim)
         grid = (frames, height // patch_h, width // patch_w)
@@ -395,30 +418,34 @@ class PoseAnythingTransformer(SafetensorsModel, ConfigMixin):
         return torch.where(sigma > 0, velocity, torch.zeros_like(velocity))
 
     @torch.no_grad()
-    def part_affinity(
+    def first_part_attention(
         self,
         latents: torch.Tensor,
         pose_latents: torch.Tensor,
         timestep: torch.Tensor,
         text_embeds: torch.Tensor,
-        part_masks: torch.Tensor,
+        first_masks: torch.Tensor,
         query_chunk: int = 64,
     ) -> torch.Tensor:
-        """(B, P, T, P) mean self-attention of ``capture_block`` from first-frame parts to parts.
+        """(B, P, T, n) self-attention of ``capture_block`` from each first-frame part to every
+        token (``ptcm.first_part_attention``), for ``ptcm.resolve_parts``.
 
-        Runs the blocks up to ``capture_block`` only (the rest of the forward is not needed).
-        part_masks: (B or 1, P, T, h/patch, w/patch) bool. Feed the result to ``match_parts``.
+        "paper": the capture block's queries and keys on its input (blocks before it run);
+        "release": the capture block runs too and its self-attention is computed again on its
+        own output, as the release's ``check=True`` pass does. Nothing after that runs.
+        first_masks: (B or 1, P, h/patch, w/patch) bool.
         """
         tokens, text, _, modulation, rotary_emb, grid = self._embed(
             latents, pose_latents, timestep, text_embeds
         )
-        if tuple(part_masks.shape[2:]) != grid:
-            raise ValueError(f"part masks grid {tuple(part_masks.shape[2:])} != latent grid {grid}")
+        if tuple(first_masks.shape[-2:]) != grid[1:]:
+            raise ValueError(f"part masks grid {tuple(first_masks.shape[-2:])} != {grid[1:]}")
         index = self.capture_block_index
-        for block in self.blocks[:index]:
+        after = self.config.ptcm_variant == "release"
+        for block in self.blocks[: index + 1 if after else index]:
             tokens = block(tokens, text, modulation, rotary_emb)
         query, key = self.blocks[index].self_attention_query_key(tokens, modulation, rotary_emb)
         first_frame_tokens = grid[1] * grid[2]
-        return part_affinity_from_attention(
-            query[:, :, :first_frame_tokens], key, part_masks.to(key.device), query_chunk
+        return first_part_attention(
+            query[:, :, :first_frame_tokens], key, first_masks.to(key.device), query_chunk
         )
