@@ -28,6 +28,7 @@ from pathlib import Path
 from ..batch.runners import add_batch_command
 from ..contract.files import write_json_atomic
 from ..errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_CRASH, EXIT_OK, EXIT_OUT_OF_MEMORY
+from .import_official import add_import_official_command
 from .models import add_model_options, add_models_command, load_render_pipeline
 from .train import add_eval_command, add_train_command
 
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_models_command(commands)
     add_train_command(commands)
     add_eval_command(commands)
+    add_import_official_command(commands)
     return parser
 
 

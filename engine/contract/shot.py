@@ -13,6 +13,11 @@ and MotionCtrl take them). numpy and the standard library only: Blender's Python
                         shot's size (schema 2; absent when nothing knows it, e.g. a user's
                         image without alpha: the engine then estimates it, as for schema 1)
     SHOT/poses/0001.png skeleton images, 1-based shot-local frame numbers
+
+``pose_source`` (shot.json, default "joints"): "images" marks a shot whose skeleton images ARE
+the condition, with no joints behind them (the release's own test inputs, ``poseanything
+import-official``); its skeleton graph is empty and only a model that reads skeleton images
+as given (the full model) renders it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,6 +43,7 @@ POSES_NPZ = "poses.npz"
 REFERENCE_PNG = "reference.png"
 REFERENCE_MASK_PNG = "reference_mask.png"
 POSES_DIR = "poses"
+POSE_SOURCES = ("joints", "images")
 CONTRACT_FILES = (SHOT_JSON, POSES_NPZ, REFERENCE_PNG, REFERENCE_MASK_PNG, POSES_DIR)
 CAMERA_TYPES = ("perspective", "orthographic")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -110,6 +117,9 @@ class Shot:
     camera: str = ""
     source_blend: str = ""
     engine: dict = field(default_factory=dict)
+    pose_source: str = "joints"
+    """"joints": skeleton images are drawn from the joints; "images": the poses/ images are
+    given and there are no joints (see the module docstring)."""
 
     @property
     def num_frames(self) -> int:
@@ -166,6 +176,7 @@ def _shot_json(shot: Shot) -> dict:
         "cam_type": shot.camera_path.cam_type,
         "source_blend": shot.source_blend,
         "engine": shot.engine,
+        "pose_source": shot.pose_source,
     }
 
 
@@ -193,6 +204,7 @@ def _write_contents(
     reference: np.ndarray | str | Path,
     skeleton_images: bool,
     reference_mask: np.ndarray | None,
+    pose_images: Mapping[int, str | Path] | None,
 ) -> None:
     (folder / SHOT_JSON).write_text(json.dumps(_shot_json(shot), indent=2), encoding="utf-8")
     np.savez_compressed(
@@ -217,9 +229,18 @@ def _write_contents(
         write_png(folder / REFERENCE_MASK_PNG, reference_mask)
     poses = folder / POSES_DIR
     poses.mkdir()
-    if skeleton_images:
-        for i, image in enumerate(shot.skeleton_images(), start=1):
-            write_png(poses / f"{i:04d}.png", image)
+    if pose_images is not None:
+        for frame, source in sorted(pose_images.items()):
+            _png_size(Path(source))
+            shutil.copyfile(source, poses / pose_image_name(frame))
+    elif skeleton_images:
+        for i, image in enumerate(shot.skeleton_images()):
+            write_png(poses / pose_image_name(i), image)
+
+
+def pose_image_name(frame: int) -> str:
+    """The file of shot-local frame ``frame`` (0-based) in poses/: 1-based, four digits."""
+    return f"{frame + 1:04d}.png"
 
 
 def write_shot(
@@ -228,6 +249,7 @@ def write_shot(
     reference: np.ndarray | str | Path,
     skeleton_images: bool = True,
     reference_mask: np.ndarray | None = None,
+    pose_images: Mapping[int, str | Path] | None = None,
 ) -> Path:
     """Write a shot folder atomically and return its path.
 
@@ -236,9 +258,17 @@ def write_shot(
     folder first. A new folder is renamed into place; in an existing shot folder, each contract
     file is swapped in by rename (an earlier mask this export lacks is removed) and anything
     else there (videos, earlier takes) is kept. A non-empty folder that is not a shot folder is
-    refused rather than mixed with.
+    refused rather than mixed with. ``pose_images`` (frame -> PNG file, for a shot whose
+    ``pose_source`` is "images"): the skeleton images to copy into poses/ as given.
     """
     validate_shot(shot)
+    if (pose_images is not None) != (shot.pose_source == "images"):
+        raise ShotError(
+            "pose_source: a shot of skeleton images is written with its images (pose_images), "
+            "a shot of joints without"
+        )
+    if pose_images is not None and set(pose_images) != set(shot.pose_frames or ()):
+        raise ShotError("pose_frames: pose_images must hold exactly the shot's pose frames")
     if reference_mask is not None:
         _check_reference_mask(shot, reference_mask)
     folder = Path(folder).absolute()
@@ -257,7 +287,7 @@ def write_shot(
             f"output: cannot write in {parent} ({error.strerror}); choose a writable folder"
         ) from error
     try:
-        _write_contents(shot, staging, reference, skeleton_images, reference_mask)
+        _write_contents(shot, staging, reference, skeleton_images, reference_mask, pose_images)
         if not folder.exists():
             os.replace(staging, folder)
             return folder
@@ -298,7 +328,19 @@ def validate_shot(shot: Shot) -> None:
     _require(math.isfinite(shot.fps) and shot.fps > 0, "fps", f"must be positive, got {shot.fps}")
     skeleton = shot.skeleton
     joints, bones = skeleton.num_joints, len(skeleton.bone_names)
-    _require(bones > 0, "skeleton.edges", "the skeleton has no bones")
+    _require(
+        shot.pose_source in POSE_SOURCES,
+        "pose_source",
+        f"{shot.pose_source!r} is not one of {', '.join(POSE_SOURCES)}",
+    )
+    if shot.pose_source == "images":
+        _require(
+            shot.pose_frames is not None,
+            "pose_frames",
+            "a shot of skeleton images lists the frames its images are for",
+        )
+    else:
+        _require(bones > 0, "skeleton.edges", "the skeleton has no bones")
     _require(
         skeleton.edges.shape == (bones, 2),
         "skeleton.edges",
@@ -420,6 +462,7 @@ def read_shot(folder: str | Path) -> Shot:
             camera=str(meta.get("camera", "")),
             source_blend=str(meta.get("source_blend", "")),
             engine=dict(meta.get("engine", {})),
+            pose_source=str(meta.get("pose_source", "joints")),
         )
     except KeyError as error:
         raise ShotError(
@@ -458,3 +501,15 @@ def read_reference_mask(folder: str | Path) -> np.ndarray | None:
     if not path.is_file():
         return None
     return _read_image(path, "L").astype(np.float32) / 255.0
+
+
+def read_pose_images(folder: str | Path, shot: Shot) -> dict[int, np.ndarray]:
+    """A "images" shot's skeleton images, frame -> (H, W, 3) uint8 as stored (their own size).
+    Engine side (PIL)."""
+    folder = Path(folder) / POSES_DIR
+    images = {}
+    for frame in shot.pose_frames or ():
+        path = folder / pose_image_name(frame)
+        _require(path.is_file(), POSES_DIR, f"{path.name} is missing; import the shot again")
+        images[frame] = _read_image(path, "RGB")
+    return images
