@@ -1,6 +1,7 @@
 """``poseanything import-official``: the release's data/test layout as shot folders."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -104,3 +105,14 @@ def test_a_missing_first_frame_is_named_before_anything_is_written(release_data,
 def test_a_folder_of_another_layout_is_refused(tmp_path, capsys):
     assert cli.main(["import-official", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "release's layout" in capsys.readouterr().err
+
+
+def test_the_default_model_refuses_a_shot_without_joints(release_data, tmp_path, capsys):
+    out = tmp_path / "shots"
+    assert cli.main(["import-official", str(release_data), "--out", str(out)]) == 0
+    shot = out / "Og1-HBAendg_30"
+    args = ["render", str(shot), "--out", str(tmp_path / "v.mp4"), "--progress", "json"]
+    assert cli.main(args) == 2
+    error = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert "skeleton images but no joints" in error["message"]
+    assert not (tmp_path / "v.mp4").exists()

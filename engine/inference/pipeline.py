@@ -493,6 +493,12 @@ class PoseAnythingPipeline:
     def plan(self, shot: Shot, settings: RenderSettings | None = None) -> RenderPlan:
         """Resolve ``settings`` against the shot and the model: sizes, windows, anchors, steps."""
         settings = settings or RenderSettings()
+        if shot.pose_source == "images":
+            raise ShotError(
+                f"pose_source: {shot.name} has skeleton images but no joints (imported from the "
+                "release's data with import-official); this model draws its skeletons from "
+                "joints, so it cannot render the shot"
+            )
         guidance = shot.guidance
         subject = (
             guidance.subject if settings.subject_guidance is None else settings.subject_guidance
