@@ -12,7 +12,7 @@ import bpy
 
 def _start(operator: bpy.types.Operator, context: bpy.types.Context, all_shots: bool) -> set:
     from ..poseanything_blender import generate
-    from ..poseanything_blender.job import EngineSetupError
+    from ..poseanything_blender.engine_process import EngineSetupError
 
     scene = context.scene
     if generate.job_for(scene) is not None:

@@ -13,8 +13,8 @@ import bpy
 
 def _engine(context: bpy.types.Context):
     """The engine settings of the preferences (weights folders, engine Python, online access)."""
+    from ..poseanything_blender.engine_process import resolve_engine_python
     from ..poseanything_blender.generate import addon_preferences, engine_options
-    from ..poseanything_blender.job import resolve_engine_python
 
     engine = engine_options(context.scene, addon_preferences(context))
     return engine.settings(resolve_engine_python(engine.python))
@@ -22,7 +22,7 @@ def _engine(context: bpy.types.Context):
 
 def _start(operator: bpy.types.Operator, context: bpy.types.Context, mode: str) -> set[str]:
     from ..poseanything_blender import models
-    from ..poseanything_blender.job import EngineSetupError
+    from ..poseanything_blender.engine_process import EngineSetupError
 
     try:
         models.start(mode, _engine(context))
@@ -38,7 +38,7 @@ def _idle_and_online(cls, context: bpy.types.Context) -> bool:
     if not bpy.app.online_access:
         cls.poll_message_set(models.ONLINE_ACCESS_OFF)
         return False
-    if models.STATE.job is not None:
+    if models.STATE.process is not None:
         cls.poll_message_set(f"a model {models.STATE.mode} is running")
         return False
     return True
@@ -56,7 +56,7 @@ class POSEANYTHING_OT_check_models(bpy.types.Operator):
     def poll(cls, context: bpy.types.Context) -> bool:
         from ..poseanything_blender import models
 
-        return models.STATE.job is None
+        return models.STATE.process is None
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         return _start(self, context, "check")
@@ -123,7 +123,7 @@ class POSEANYTHING_OT_cancel_models(bpy.types.Operator):
     def poll(cls, context: bpy.types.Context) -> bool:
         from ..poseanything_blender import models
 
-        return models.STATE.job is not None
+        return models.STATE.process is not None
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         from ..poseanything_blender import models

@@ -244,7 +244,7 @@ def generate_in_loaded_file(args: argparse.Namespace) -> int:
     _register_extension()
 
     from . import generate
-    from .job import EngineSetupError
+    from .engine_process import EngineSetupError
 
     scene = bpy.context.scene
     if args.scene is not None:

@@ -6,7 +6,7 @@ render ... --progress json`` (or ``batch ... --ray ADDRESS`` for many shots on a
 ``models --json`` to check or download the full model's weights) in the Python chosen in the
 preferences. Unless Blender allows online access, the child runs with ``HF_HUB_OFFLINE=1``.
 A reader thread turns its stdout into events on a queue and never touches bpy; the main thread
-drains the queue in ``EngineJob.poll()`` (called from a timer in Blender, directly in tests).
+drains the queue in ``EngineProcess.poll()`` (called from a timer in Blender, directly in tests).
 stderr goes to a log file, whose path every failure message names.
 """
 
@@ -202,7 +202,9 @@ def _environment(online: bool) -> dict[str, str]:
 
 
 @dataclass
-class JobStatus:
+class EngineStatus:
+    """What the engine process said so far: its state, progress, latest preview and message."""
+
     state: str = RUNNING
     step: int = 0
     total: int = 0
@@ -227,15 +229,16 @@ class JobStatus:
         return self.state in (DONE, FAILED, CANCELLED)
 
 
-class EngineJob:
-    """A running ``poseanything render``; ``poll()`` applies what it said so far."""
+class EngineProcess:
+    """A running engine command (``render``, ``batch`` or ``models``); ``poll()`` applies what it
+    said so far."""
 
     def __init__(
         self, request: RenderRequest | BatchRequest | ModelsRequest, log_path: Path
     ) -> None:
         self.request = request
         self.log_path = Path(log_path)
-        self.status = JobStatus()
+        self.status = EngineStatus()
         self._events: queue.Queue = queue.Queue()
         self._cancel_at: float | None = None
         self._log = open(self.log_path, "w", encoding="utf-8")  # closed in _finish
@@ -275,8 +278,8 @@ class EngineJob:
         self._cancel_at = time.monotonic()
         self._process.terminate()
 
-    def poll(self) -> JobStatus:
-        """Apply the events that arrived; finish the job when the engine has exited."""
+    def poll(self) -> EngineStatus:
+        """Apply the events that arrived; finish when the engine has exited."""
         while True:
             try:
                 self._apply(self._events.get_nowait())
@@ -292,8 +295,8 @@ class EngineJob:
             self._finish(self._process.returncode)
         return self.status
 
-    def wait(self, poll_s: float = 0.1, on_poll=None) -> JobStatus:
-        """Poll until the job ends (headless runs); ``on_poll(status)`` after every poll."""
+    def wait(self, poll_s: float = 0.1, on_poll=None) -> EngineStatus:
+        """Poll until the engine ends (headless runs); ``on_poll(status)`` after every poll."""
         while not self.poll().finished:
             if on_poll is not None:
                 on_poll(self.status)

@@ -2,9 +2,9 @@
 
 The operators, the headless command and the demo all go through ``start_generate`` and
 ``tick``. Exporting runs on the main thread (it reads bpy); rendering runs in an engine child
-process (``job.EngineJob``); ``tick`` applies its progress and, at the end, imports the take as a
-strip, all on the main thread. ``tick`` is a plain function: Blender calls it from a timer, tests
-and headless runs call it directly (timers never fire in the bpy module).
+process (``engine_process.EngineProcess``); ``tick`` applies its progress and, at the end,
+imports the take as a strip, all on the main thread. ``tick`` is a plain function: Blender calls
+it from a timer, tests and headless runs call it directly (timers never fire in the bpy module).
 
 Jobs are kept per scene (one at a time) by the scene's ``session_uid``, so renaming a scene
 while it renders does not lose its job. A batch is one job with several shots, rendered one
@@ -30,11 +30,11 @@ from ..engine.checkpoints.weights import ModelNotFoundError, resolve_model_dir
 from ..engine.contract.shot import Guidance
 from . import models
 from .armature import SkeletonOptions
-from .job import (
+from .engine_process import (
     DONE,
     FAILED,
     BatchRequest,
-    EngineJob,
+    EngineProcess,
     EngineSettings,
     EngineSetupError,
     RenderRequest,
@@ -268,7 +268,7 @@ class GenerateJob:
     """Shots whose folder could not be written; reported with the rest at the end."""
     outcomes: list[ShotOutcome] = field(default_factory=list)
     """One per rendered task, in order."""
-    current: EngineJob | None = None
+    current: EngineProcess | None = None
     take: Take | None = None
     cancelled: bool = False
     preview_file: Path = field(default_factory=lambda: _preview_path())
@@ -472,7 +472,7 @@ def _start_next(job: GenerateJob) -> None:
         return
     request = RenderRequest(task.export.out, job.take.video, job.engine)
     try:
-        job.current = EngineJob(request, job.take.log)
+        job.current = EngineProcess(request, job.take.log)
     except EngineSetupError as error:
         discard_take(job.take)
         job.outcomes.append(ShotOutcome(task.name, False, str(error)))
@@ -491,7 +491,7 @@ def _start_ray_batch(job: GenerateJob) -> None:
     shot_dirs = tuple(Path(task.export.out) for task in job.tasks)
     request = BatchRequest(shot_dirs, staging, job.ray, job.engine)
     try:
-        job.current = EngineJob(request, staging / "engine.log")
+        job.current = EngineProcess(request, staging / "engine.log")
     except EngineSetupError as error:
         shutil.rmtree(staging, ignore_errors=True)
         job.outcomes = [ShotOutcome(task.name, False, str(error)) for task in job.tasks]

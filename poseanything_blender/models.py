@@ -1,10 +1,10 @@
-"""Check Models and Download: ``poseanything models --json`` runs as an engine job, like Generate.
+"""Check Models and Download: ``poseanything models --json`` in an engine process, as Generate.
 
 Blender's Python has no ``huggingface_hub``, so the engine Python answers what the full model
 needs: ``check`` lists its files here with their sizes (no network), ``plan`` asks the hub for
 every file's size so the total is shown before anything is fetched, ``download`` fetches the
-missing files with progress. One such job runs at a time; ``tick`` (a plain function, called by a
-timer in Blender and directly in tests) applies its events to ``STATE``, which the preferences
+missing files with progress. One such process runs at a time; ``tick`` (a plain function, called
+by a timer in Blender and directly in tests) applies its events to ``STATE``, which the preferences
 draw through ``report_lines``.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import bpy
 
 from ..engine.checkpoints.hub import format_size
-from .job import DONE, EngineJob, EngineSettings, EngineSetupError, ModelsRequest
+from .engine_process import DONE, EngineProcess, EngineSettings, EngineSetupError, ModelsRequest
 from .redraw import SIDEBAR_AREAS, redraw_areas
 
 TICK_INTERVAL_S = 0.25
@@ -28,7 +28,7 @@ ONLINE_ACCESS_OFF = (
 
 
 class ModelsError(ValueError):
-    """A models job that cannot start; the message says what to change."""
+    """A models run that cannot start; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -95,13 +95,13 @@ class DownloadPlan:
 
 @dataclass
 class ModelsState:
-    """What the preferences show: the last answers, the running job and its progress."""
+    """What the preferences show: the last answers, the running process and its progress."""
 
     report: ModelsReport | None = None
     report_sources: tuple[str, ...] = ()
     """The weights options the report was made for (a report of other folders is stale)."""
     plan: DownloadPlan | None = None
-    job: EngineJob | None = None
+    process: EngineProcess | None = None
     mode: str = ""
     progress: float = 0.0
     status: str = ""
@@ -113,9 +113,9 @@ class ModelsState:
 STATE = ModelsState()
 
 
-def start(mode: str, engine: EngineSettings) -> EngineJob:
+def start(mode: str, engine: EngineSettings) -> EngineProcess:
     """Run ``poseanything models`` in ``mode`` (check, plan or download); ``tick`` follows it."""
-    if STATE.job is not None:
+    if STATE.process is not None:
         raise ModelsError(f"a model {STATE.mode} is running; wait for it or press Cancel")
     if mode in ("plan", "download") and not engine.online:
         raise ModelsError(ONLINE_ACCESS_OFF)
@@ -125,10 +125,10 @@ def start(mode: str, engine: EngineSettings) -> EngineJob:
     folder.mkdir(exist_ok=True)
     log = folder / f"models-{mode}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     try:
-        job = EngineJob(ModelsRequest(mode, engine), log)
+        process = EngineProcess(ModelsRequest(mode, engine), log)
     except EngineSetupError as error:
         raise ModelsError(str(error)) from error
-    STATE.job, STATE.mode, STATE.log = job, mode, str(log)
+    STATE.process, STATE.mode, STATE.log = process, mode, str(log)
     STATE.report_sources = tuple(engine.weights_options())
     STATE.progress, STATE.message, STATE.ok = 0.0, "", True
     STATE.status = {
@@ -140,24 +140,24 @@ def start(mode: str, engine: EngineSettings) -> EngineJob:
         STATE.plan = None
     if not bpy.app.timers.is_registered(tick):
         bpy.app.timers.register(tick, first_interval=TICK_INTERVAL_S, persistent=True)
-    return job
+    return process
 
 
 def cancel() -> bool:
-    """Stop the running models job (a download keeps what it fetched); returns whether one ran."""
-    if STATE.job is None:
+    """Stop the running models process (a download keeps what it fetched); whether one ran."""
+    if STATE.process is None:
         return False
-    STATE.job.cancel()
+    STATE.process.cancel()
     STATE.status = "cancelling"
     return True
 
 
 def tick() -> float | None:
-    """Apply the running job's events; returns the seconds to the next call, None when idle."""
-    job = STATE.job
-    if job is None:
+    """Apply the running process's events; returns the seconds to the next call, None when idle."""
+    process = STATE.process
+    if process is None:
         return None
-    status = job.poll()
+    status = process.poll()
     latest = status.latest
     if "plan" in latest:
         STATE.plan = DownloadPlan.from_event(latest["plan"])
@@ -171,19 +171,19 @@ def tick() -> float | None:
     if "models" in latest:
         STATE.report = ModelsReport.from_event(latest["models"])
     if status.finished:
-        _finish(job)
-    redraw_areas(SIDEBAR_AREAS | {"PREFERENCES"})  # the sidebar tab shows the job too
-    return TICK_INTERVAL_S if STATE.job is not None else None
+        _finish(process)
+    redraw_areas(SIDEBAR_AREAS | {"PREFERENCES"})  # the sidebar tab shows it too
+    return TICK_INTERVAL_S if STATE.process is not None else None
 
 
-def _finish(job: EngineJob) -> None:
-    """The job's outcome as the preferences' message; its log stays only when a message names it."""
-    status = job.status
+def _finish(process: EngineProcess) -> None:
+    """The outcome as the preferences' message; its log stays only when a message names it."""
+    status = process.status
     failure = status.message if status.state != DONE else ""
     if status.state == DONE and "models" not in status.latest:
-        failure = f"poseanything models stopped without its report: {job.log_tail()}"
-        failure += f" (log: {job.log_path})"
-    STATE.job, STATE.status, STATE.ok = None, "", not failure
+        failure = f"poseanything models stopped without its report: {process.log_tail()}"
+        failure += f" (log: {process.log_path})"
+    STATE.process, STATE.status, STATE.ok = None, "", not failure
     STATE.progress = 0.0 if failure else 1.0
     if failure:
         STATE.message = failure
@@ -193,26 +193,26 @@ def _finish(job: EngineJob) -> None:
         STATE.plan = None
     else:
         STATE.message = ""
-    if str(job.log_path) not in STATE.message:
-        job.log_path.unlink(missing_ok=True)
+    if str(process.log_path) not in STATE.message:
+        process.log_path.unlink(missing_ok=True)
         STATE.log = ""
 
 
 def wait(poll_s: float = 0.05) -> ModelsState:
-    """Tick until the running job ends (tests and headless runs, where timers never fire)."""
-    while STATE.job is not None:
+    """Tick until the running process ends (tests and headless runs, where timers never fire)."""
+    while STATE.process is not None:
         tick()
         time.sleep(poll_s)
     return STATE
 
 
 def stop() -> None:
-    """Cancel the running job and forget it (unregistering the extension)."""
-    job = STATE.job
-    if job is not None:
-        job.cancel()
-        job.wait()
-        STATE.job = None
+    """Cancel the running process and forget it (unregistering the extension)."""
+    process = STATE.process
+    if process is not None:
+        process.cancel()
+        process.wait()
+        STATE.process = None
     if bpy.app.timers.is_registered(tick):
         bpy.app.timers.unregister(tick)
 

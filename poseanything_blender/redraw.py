@@ -1,4 +1,4 @@
-"""Redraw the editors that show a job's progress; a job's tick changes data they display."""
+"""Redraw the editors that show progress: a tick changes data they display."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Collection
 import bpy
 
 SIDEBAR_AREAS = frozenset({"VIEW_3D", "SEQUENCE_EDITOR"})
-"""Editors whose PoseAnything sidebar tab shows a job's progress (Generate, model downloads)."""
+"""Editors whose PoseAnything sidebar tab shows progress (a Generate job, a model download)."""
 
 
 def redraw_areas(area_types: Collection[str]) -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from poseanything.poseanything_blender.job import (
+from poseanything.poseanything_blender.engine_process import (
     FAILED,
     BatchRequest,
-    EngineJob,
+    EngineProcess,
     EngineSettings,
     EngineSetupError,
     RenderRequest,
@@ -43,7 +43,7 @@ def test_an_engine_that_dies_without_a_word_is_reported_with_its_log(tmp_path):
     """Any executable can stand in for a broken engine Python: ``false`` exits 1 silently."""
     false = next(Path(p) / "false" for p in ("/bin", "/usr/bin") if (Path(p) / "false").exists())
     request = RenderRequest(tmp_path, tmp_path / "v.mp4", EngineSettings(python=str(false)))
-    status = EngineJob(request, tmp_path / "engine.log").wait(poll_s=0.01)
+    status = EngineProcess(request, tmp_path / "engine.log").wait(poll_s=0.01)
     assert status.state == FAILED
     assert status.message.startswith("the engine exited with code 1")
     assert f"(log: {tmp_path / 'engine.log'})" in status.message
@@ -53,4 +53,4 @@ def test_an_engine_python_that_cannot_start_says_what_to_set(tmp_path):
     missing = tmp_path / "no-python"
     request = RenderRequest(tmp_path, tmp_path / "v.mp4", EngineSettings(python=str(missing)))
     with pytest.raises(EngineSetupError, match="cannot start the engine Python"):
-        EngineJob(request, tmp_path / "engine.log")
+        EngineProcess(request, tmp_path / "engine.log")

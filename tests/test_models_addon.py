@@ -1,5 +1,5 @@
 """The add-on's side of the full model: the model choice in the preferences becomes engine
-options; Check Models runs ``poseanything models --json`` as an engine job and shows what is
+options; Check Models runs ``poseanything models --json`` as an engine process and shows what is
 present and missing; Download shows the size first and needs Blender's "Allow Online Access".
 
 No test contacts a host: Check Models reads a temporary Hugging Face cache with tiny fake
@@ -44,8 +44,8 @@ def preferences(fresh_scene, monkeypatch):
 def test_each_model_choice_becomes_the_engines_options(preferences, tmp_path):
     import bpy
 
+    from poseanything.poseanything_blender.engine_process import ModelsRequest
     from poseanything.poseanything_blender.generate import engine_options
-    from poseanything.poseanything_blender.job import ModelsRequest
 
     scene = bpy.context.scene
 
@@ -106,9 +106,9 @@ def test_check_models_lists_present_and_missing_files_with_sizes(preferences, ha
 
     preferences.model_choice = "FULL"
     assert bpy.ops.poseanything.check_models() == {"FINISHED"}
-    assert models.STATE.job is not None and models.STATE.status == "checking the model files"
+    assert models.STATE.process is not None and models.STATE.status == "checking the model files"
     with pytest.raises(RuntimeError, match="poll"):
-        bpy.ops.poseanything.check_models()  # one models job at a time
+        bpy.ops.poseanything.check_models()  # one models process at a time
     state = models.wait()
     assert state.ok and state.message == "" and state.log == ""
     report = state.report
@@ -170,7 +170,7 @@ def test_download_refuses_while_online_access_is_off(preferences):
     settings = engine_options(bpy.context.scene, preferences).settings(sys.executable)
     with pytest.raises(models.ModelsError, match="Preferences > System > Network"):
         models.start("plan", settings)
-    assert models.STATE.job is None
+    assert models.STATE.process is None
 
 
 FIRST_FILE = {
@@ -230,10 +230,10 @@ def test_the_plans_sizes_become_the_download_button(preferences, tmp_path):
         models.tick()
     assert models.STATE.status == "1/9 files, 5.0 GB of 24.4 GB"
     assert round(models.STATE.progress, 2) == 0.2
-    assert not bpy.ops.poseanything.plan_download.poll()  # one models job at a time
+    assert not bpy.ops.poseanything.plan_download.poll()  # one models process at a time
     assert bpy.ops.poseanything.cancel_models() == {"FINISHED"}
     state = models.wait()
-    assert not state.ok and state.job is None
+    assert not state.ok and state.process is None
     assert state.message == "download cancelled; the files fetched so far stay in the cache"
 
 

@@ -28,12 +28,12 @@ def _wrapped_labels(layout, context, text: str, icon: str) -> None:
         column.label(text=line, icon=icon if index == 0 else "BLANK1")
 
 
-def _draw_models_job(layout) -> None:
+def _draw_models_process(layout) -> None:
     """A model check or download started in the preferences, with its progress and Cancel."""
     from ..poseanything_blender import models
 
     state = models.STATE
-    if state.job is None:
+    if state.process is None:
         return
     layout.progress(factor=state.progress, type="BAR", text=f"Full model: {state.status}")
     layout.operator("poseanything.cancel_models", text=f"Cancel {state.mode.title()}")
@@ -76,7 +76,7 @@ class _MainPanel(_Sidebar):
             _wrapped_labels(layout, context, settings.job_message, icon)
             if settings.job_log:
                 layout.prop(settings, "job_log")
-        _draw_models_job(layout)
+        _draw_models_process(layout)
         row = layout.row(align=True)
         row.operator("poseanything.export_shot", text="Export Shot Only", icon="EXPORT")
         row.operator("poseanything.open_output_folder", text="", icon="FILE_FOLDER")

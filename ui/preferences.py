@@ -99,7 +99,7 @@ class PoseAnythingPreferences(bpy.types.AddonPreferences):
     )
 
     def draw(self, _context: bpy.types.Context) -> None:
-        from ..poseanything_blender.job import default_engine_python
+        from ..poseanything_blender.engine_process import default_engine_python
 
         layout = self.layout
         layout.use_property_split = True
@@ -135,13 +135,13 @@ class PoseAnythingPreferences(bpy.types.AddonPreferences):
         row = box.row(align=True)
         row.operator("poseanything.check_models", icon="VIEWZOOM")
         plan = state.plan
-        if plan is not None and state.job is None and plan.download_bytes:
+        if plan is not None and state.process is None and plan.download_bytes:
             row.operator("poseanything.download_models", text=plan.button_text, icon="IMPORT")
         else:
             row.operator("poseanything.plan_download", text="Download...", icon="IMPORT")
         if not bpy.app.online_access:
             box.label(text=models.ONLINE_ACCESS_OFF, icon="INFO")
-        if state.job is not None:
+        if state.process is not None:
             box.progress(factor=state.progress, type="BAR", text=state.status)
             box.operator("poseanything.cancel_models", icon="CANCEL")
         column = box.column(align=True)
