@@ -23,7 +23,7 @@ def register() -> None:
 def unregister() -> None:
     global _cli_handle
     from ..poseanything_blender import models
-    from ..poseanything_blender.generate import stop_all
+    from ..poseanything_blender.job import stop_all
 
     stop_all()
     models.stop()

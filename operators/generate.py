@@ -1,8 +1,8 @@
 """Generate, Generate All Shots, Cancel, Open Output Folder: buttons around ``generate``.
 
-Each operator copies the scene's settings once into plain tasks, exports the shot folders (on
-this thread: they read the scene), then hands the rendering to an engine child process that
-``generate.tick`` polls from a timer, so the UI stays responsive while the video renders.
+The Generate buttons hand their context to ``generate.start_generate`` (the same call the
+command line and scripts make) and report what it said; ``job.tick`` then follows the render
+from a timer, so the UI stays responsive while the video renders.
 """
 
 from __future__ import annotations
@@ -11,43 +11,20 @@ import bpy
 
 
 def _start(operator: bpy.types.Operator, context: bpy.types.Context, all_shots: bool) -> set:
-    from ..poseanything_blender import generate
     from ..poseanything_blender.engine_process import EngineSetupError
+    from ..poseanything_blender.generate import start_generate
+    from ..poseanything_blender.shot_export import ExportError
+    from ..poseanything_blender.tasks import GenerateError
 
-    scene = context.scene
-    if generate.job_for(scene) is not None:
-        operator.report({"ERROR"}, "A PoseAnything job is running in this scene; wait or Cancel")
-        return {"CANCELLED"}
-    preferences = generate.addon_preferences(context)
-    engine = generate.engine_options(scene, preferences)
     try:
-        generate.check_model(engine, use_ray=all_shots)
-        if all_shots:
-            tasks, failures, folder, warning = generate.batch_tasks(
-                scene, context.view_layer, preferences
-            )
-        else:
-            task, folder, warning = generate.scene_task(scene, context.view_layer, preferences)
-            tasks, failures = [task], []
-        exported, export_failures, notes = generate.export_tasks(tasks)
-        if not all_shots and export_failures:
-            operator.report({"ERROR"}, export_failures[0].message)
-            return {"CANCELLED"}
-        generate.start_generate(
-            scene,
-            exported,
-            folder,
-            engine,
-            failures + export_failures,
-            use_ray=all_shots,
-        )
-    except (generate.GenerateError, EngineSetupError) as error:
+        job = start_generate(context.scene, context.view_layer, all_shots=all_shots)
+    except (GenerateError, ExportError, EngineSetupError) as error:
         operator.report({"ERROR"}, str(error))
         return {"CANCELLED"}
-    for note in notes:
+    for note in job.notes:
         operator.report({"INFO"}, note)
-    if warning:
-        operator.report({"WARNING"}, warning)
+    if job.warning:
+        operator.report({"WARNING"}, job.warning)
     return {"FINISHED"}
 
 
@@ -83,14 +60,14 @@ class POSEANYTHING_OT_cancel(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        from ..poseanything_blender.generate import job_for
+        from ..poseanything_blender.job import job_for
 
         return job_for(context.scene) is not None
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        from ..poseanything_blender.generate import cancel_generate
+        from ..poseanything_blender.job import cancel_job
 
-        cancel_generate(context.scene)
+        cancel_job(context.scene)
         return {"FINISHED"}
 
 
@@ -102,7 +79,8 @@ class POSEANYTHING_OT_open_output_folder(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        from ..poseanything_blender.generate import addon_preferences, shots_folder
+        from ..poseanything_blender.generate import addon_preferences
+        from ..poseanything_blender.tasks import shots_folder
 
         folder, _warning = shots_folder(
             context.scene.poseanything.output_folder, addon_preferences(context)

@@ -19,15 +19,16 @@ class POSEANYTHING_OT_preview_skeleton(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        from ..poseanything_blender import generate
+        from ..poseanything_blender.generate import addon_preferences
         from ..poseanything_blender.preview import write_skeleton_preview
         from ..poseanything_blender.sequencer import StripError, add_image_sequence_strip
         from ..poseanything_blender.shot_export import ExportError, export_shot
+        from ..poseanything_blender.tasks import GenerateError, scene_task
 
         scene = context.scene
         try:
-            task, _folder, warning = generate.scene_task(
-                scene, context.view_layer, generate.addon_preferences(context)
+            task, _folder, warning = scene_task(
+                scene, context.view_layer, addon_preferences(context)
             )
             shot_dir = export_shot(task.export).path
             images = write_skeleton_preview(
@@ -36,7 +37,7 @@ class POSEANYTHING_OT_preview_skeleton(bpy.types.Operator):
             strip = add_image_sequence_strip(
                 scene, images, f"{task.name}_skeleton", task.frame_start
             )
-        except (generate.GenerateError, ExportError, StripError) as error:
+        except (GenerateError, ExportError, StripError) as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         if warning:

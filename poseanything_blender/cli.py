@@ -237,56 +237,68 @@ def _register_extension() -> None:
         register()
 
 
-def generate_in_loaded_file(args: argparse.Namespace) -> int:
-    """Generate in the file Blender has open; the shared body of both generate commands."""
+def _scene(name: str | None):
     import bpy
 
+    if name is None:
+        return bpy.context.scene
+    scene = bpy.data.scenes.get(name)
+    if scene is None:
+        names = ", ".join(repr(s.name) for s in bpy.data.scenes)
+        raise BadInput(f"no scene named {name!r}; the file's scenes are: {names}")
+    return scene
+
+
+def _engine_options(
+    scene, model: Path | None, *, python: str | None, device: str | None, ray: str | None
+):
+    """The preferences' engine options with the command line's choices (None: not given)."""
+    from .generate import addon_preferences, engine_options
+
+    defaults = engine_options(scene, addon_preferences())
+    return dataclasses.replace(
+        defaults,
+        python=python or defaults.python,
+        model=str(model.expanduser().absolute()) if model else defaults.model,
+        device=device or defaults.device,
+        ray=ray or defaults.ray,
+        full=defaults.full and model is None,
+    )
+
+
+def generate_in_loaded_file(args: argparse.Namespace) -> int:
+    """Generate in the file Blender has open; the shared body of both generate commands."""
     _register_extension()
-
-    from . import generate
-    from .engine_process import EngineSetupError
-
-    scene = bpy.context.scene
-    if args.scene is not None:
-        scene = bpy.data.scenes.get(args.scene)
-        if scene is None:
-            names = ", ".join(repr(s.name) for s in bpy.data.scenes)
-            raise BadInput(f"no scene named {args.scene!r}; the file's scenes are: {names}")
+    scene = _scene(args.scene)
     if args.save is not None and args.save.suffix != ".blend":
         raise BadInput(f"--save {args.save}: give a file name ending in .blend")
     _apply_options(scene, args)
-    preferences = generate.addon_preferences()
-    defaults = generate.engine_options(scene, preferences)
-    engine = dataclasses.replace(
-        defaults,
-        python=args.python or defaults.python,
-        model=str(args.model.expanduser().absolute()) if args.model else defaults.model,
-        device=args.device or defaults.device,
-        steps=defaults.steps,
-        ray=args.ray or defaults.ray,
-        full=defaults.full and args.model is None,
+    engine = _engine_options(
+        scene, args.model, python=args.python, device=args.device, ray=args.ray
     )
-    view_layer = scene.view_layers[0] if scene != bpy.context.scene else bpy.context.view_layer
+    return _generate_and_report(scene, engine, args.all_shots, args.save)
+
+
+def _generate_and_report(scene, engine, all_shots: bool, save: Path | None) -> int:
+    """``generate.start_generate``, then its progress and results as lines; the .blend with
+    the new strips saved to ``save``."""
+    import bpy
+
+    from .engine_process import EngineSetupError
+    from .generate import start_generate
+    from .job import cancel_job, wait
+    from .shot_export import ExportError
+    from .tasks import GenerateError
+
     try:
-        generate.check_model(engine, use_ray=args.all_shots)
-        if args.all_shots:
-            tasks, failures, folder, warning = generate.batch_tasks(scene, view_layer, preferences)
-        else:
-            task, folder, warning = generate.scene_task(scene, view_layer, preferences)
-            tasks, failures = [task], []
-        if warning:
-            print(f"warning: {warning}")
-        exported, export_failures, notes = generate.export_tasks(tasks)
-        for note in notes:
-            print(f"note: {note}")
-        if not args.all_shots and export_failures:
-            raise BadInput(export_failures[0].message)
-        generate.start_generate(
-            scene, exported, folder, engine, failures + export_failures, use_ray=args.all_shots
-        )
-    except (generate.GenerateError, EngineSetupError) as error:
+        job = start_generate(scene, all_shots=all_shots, engine=engine)
+    except (GenerateError, ExportError, EngineSetupError) as error:
         raise BadInput(str(error)) from error
-    print(f"generating {len(exported)} shot(s) into {folder}", flush=True)
+    if job.warning:
+        print(f"warning: {job.warning}")
+    for note in job.notes:
+        print(f"note: {note}")
+    print(f"generating {len(job.tasks)} shot(s) into {job.folder}", flush=True)
     printed = [""]
 
     def print_progress(scene) -> None:
@@ -296,22 +308,22 @@ def generate_in_loaded_file(args: argparse.Namespace) -> int:
             print(f"  {status}", flush=True)
 
     try:
-        job = generate.wait(scene, on_tick=print_progress)
+        wait(scene, on_tick=print_progress)
     except KeyboardInterrupt:
-        generate.cancel_generate(scene)
-        generate.wait(scene)
+        cancel_job(scene)
+        wait(scene)
         print("cancelled", file=sys.stderr)
         return 130
-    for outcome in job.export_failures + job.outcomes:
-        if outcome.ok:
-            print(f"video: {outcome.video}  (strip {outcome.strip!r})")
+    for result in job.export_failures + job.results:
+        if result.status == "done":
+            print(f"video: {result.output}  (strip {job.strips[result.shot]!r})")
         else:
-            print(f"failed: {outcome.name}: {outcome.message}", file=sys.stderr)
-    if args.save is not None:
-        save = args.save.expanduser().absolute()
+            print(f"failed: {result.shot}: {result.error}", file=sys.stderr)
+    if save is not None:
+        save = save.expanduser().absolute()
         bpy.ops.wm.save_as_mainfile(filepath=str(save), copy=True)
         print(f"blend: {save}")
-    return 0 if scene.poseanything.job_ok else EXIT_FAILED
+    return 0 if job.ok else EXIT_FAILED
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -334,20 +346,20 @@ def _demo(args: argparse.Namespace) -> int:
     _register_extension()
     demo = build_demo_scene(bpy.context.scene)
     demo.scene.name = DEMO_SCENE
-    demo.scene.poseanything.armature = demo.armature
-    demo.scene.poseanything.output_folder = str(out)
+    settings = demo.scene.poseanything
+    settings.armature = demo.armature
+    settings.output_folder = str(out)
+    if args.steps is not None:
+        settings.steps = args.steps
     blend = out / "demo.blend"
-    defaults = argparse.ArgumentParser()
-    add_generate_options(defaults)
-    options = defaults.parse_args([])
-    options.model, options.steps, options.save = args.model, args.steps, blend
     try:
-        resolve_model_dir(options.model)
+        resolve_model_dir(args.model)
     except ModelNotFoundError as error:
         _export_demo_shot(demo, blend)
         print(f"no video: {error}")
         return 0
-    code = generate_in_loaded_file(options)
+    engine = _engine_options(demo.scene, args.model, python=None, device=None, ray=None)
+    code = _generate_and_report(demo.scene, engine, all_shots=False, save=blend)
     print(f"demo scene: {blend}")
     return code
 
@@ -357,10 +369,10 @@ def _export_demo_shot(demo, blend: Path) -> None:
     render and can generate once a model is there."""
     import bpy
 
-    from . import generate
     from .shot_export import ExportError, export_shot
+    from .tasks import scene_task
 
-    task, _folder, _warning = generate.scene_task(demo.scene, bpy.context.view_layer)
+    task, _folder, _warning = scene_task(demo.scene, bpy.context.view_layer)
     try:
         print(f"shot: {export_shot(task.export).path}")
     except ExportError as error:

@@ -219,6 +219,8 @@ class EngineStatus:
     """Batch runs: the latest event of each shot folder (resolved path)."""
     latest: dict[str, dict] = field(default_factory=dict)
     """The latest event of each kind (``models`` runs read ``plan``, ``file`` and ``models``)."""
+    seconds: float = 0.0
+    """From the start of the process to its end (set when it finished)."""
 
     @property
     def fraction(self) -> float:
@@ -241,6 +243,7 @@ class EngineProcess:
         self.status = EngineStatus()
         self._events: queue.Queue = queue.Queue()
         self._cancel_at: float | None = None
+        self._started_at = time.monotonic()
         self._log = open(self.log_path, "w", encoding="utf-8")  # closed in _finish
         try:
             self._process = subprocess.Popen(
@@ -332,6 +335,7 @@ class EngineProcess:
     def _finish(self, returncode: int) -> None:
         self._log.close()
         status = self.status
+        status.seconds = time.monotonic() - self._started_at
         if self._cancel_at is not None:
             status.state, status.message = CANCELLED, self.request.cancelled_message
         elif returncode in self.request.ok_codes:

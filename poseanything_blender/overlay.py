@@ -13,9 +13,9 @@ import numpy as np
 
 from ..engine.contract.skeleton import PART_COLORS
 from .armature import ExtractedSkeleton, SkeletonOptions, extract_skeleton
-from .generate import GenerateError, resolve_armature, skeleton_options
 from .motion import JointReader
 from .redraw import redraw_areas
+from .tasks import GenerateError, resolve_armature, skeleton_options
 
 LINE_WIDTH = 3.0
 POINT_SIZE = 7.0

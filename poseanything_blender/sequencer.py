@@ -1,4 +1,5 @@
-"""Strips in the Video Sequencer through the data API (sequencer operators need a UI to poll).
+"""Strips in the Video Sequencer through the data API (sequencer operators need a UI to poll):
+finished takes as movie strips, the skeleton preview as an image sequence.
 
 ``strips.new_movie`` on a missing or unreadable file silently makes a one-frame strip, so the
 file is checked first and the strip's length afterwards: a take arrives complete or not at all.
@@ -58,6 +59,16 @@ def add_movie_strip(
             f"the video {video} holds {duration} frames where the shot has {num_frames}; "
             "Blender cannot read it fully; generate the take again"
         )
+    return strip
+
+
+def add_take_strip(
+    scene: bpy.types.Scene, video: Path, frame_start: int, num_frames: int
+) -> bpy.types.Strip:
+    """A finished take's ``video`` as a strip named after it, as one undo step."""
+    strip = add_movie_strip(scene, video, video.stem, frame_start, num_frames)
+    if bpy.ops.ed.undo_push.poll():  # needs a window manager; none in the bpy module
+        bpy.ops.ed.undo_push(message=f"PoseAnything: add {strip.name}")
     return strip
 
 

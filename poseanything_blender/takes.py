@@ -8,6 +8,7 @@ settings. The number is one past the highest folder already there; the folder is
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ LOG_NAME = "engine.log"
 
 @dataclass(frozen=True)
 class Take:
+    """One render of a shot: its own numbered folder, the video it gets, the engine's log."""
+
     folder: Path
     video: Path
     log: Path
@@ -53,3 +56,17 @@ def new_take(shot_dir: str | Path, shot_name: str) -> Take:
 def discard_take(take: Take) -> None:
     """Remove a take that produced nothing worth keeping (a cancel): no partial files remain."""
     shutil.rmtree(take.folder, ignore_errors=True)
+
+
+def adopt_staged_take(staged: Path, shot_dir: str | Path, shot_name: str) -> Take:
+    """The next take of ``shot_name``, made of a folder the engine rendered elsewhere (a Ray
+    batch's staging folder: ``video.mp4`` and ``engine.json``), moved in, not copied. Raises
+    ``OSError`` when those files are gone; no take folder is left then."""
+    take = new_take(shot_dir, shot_name)
+    try:
+        os.replace(staged / "video.mp4", take.video)
+        os.replace(staged / "engine.json", take.folder / "engine.json")
+    except OSError:
+        discard_take(take)
+        raise
+    return take

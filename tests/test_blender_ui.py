@@ -29,14 +29,14 @@ def extension_state() -> dict:
     """Everything registering adds to Blender, to compare before, between and after."""
     import bpy
 
-    from poseanything.poseanything_blender import generate, overlay
+    from poseanything.poseanything_blender import job, overlay
 
     return {
         "types": sorted(name for name in dir(bpy.types) if "poseanything" in name.lower()),
         "scene_settings": hasattr(bpy.types.Scene, "poseanything"),
         "status_bar": len(bpy.types.STATUSBAR_HT_header._dyn_ui_initialize()),
         "load_post": len(bpy.app.handlers.load_post),
-        "timer": bpy.app.timers.is_registered(generate.tick),
+        "timer": bpy.app.timers.is_registered(job.tick),
         "overlay": overlay.is_drawing(),
     }
 
@@ -162,9 +162,9 @@ def animated_rig(scene):
 def test_sparse_poses_every_nth_and_keyed_frames(registered, tmp_path):
     import bpy
 
-    from poseanything.poseanything_blender import generate
     from poseanything.poseanything_blender.shot_export import export_shot
     from poseanything.poseanything_blender.shots import keyed_frames, pose_frames
+    from poseanything.poseanything_blender.tasks import scene_task
 
     rig = animated_rig(registered)
     assert keyed_frames(rig).tolist() == [1, 4, 9]
@@ -176,7 +176,7 @@ def test_sparse_poses_every_nth_and_keyed_frames(registered, tmp_path):
     settings.output_folder = str(tmp_path)
     settings.sparse_poses = "KEYED"
     settings.camera_guidance = 0.0
-    task, _folder, _warning = generate.scene_task(registered, bpy.context.view_layer)
+    task, _folder, _warning = scene_task(registered, bpy.context.view_layer)
     shot = read_shot(export_shot(task.export).path)
     assert shot.pose_frames == (0, 3, 8) and shot.guidance.camera == 0.0
     images = shot.skeleton_images()

@@ -1,9 +1,9 @@
 """Generate in Blender, end to end: a generated Rigify rig, a tiny random model saved to a
 folder, the engine as a real child process, the take as a real movie strip.
 
-Timers never fire in the bpy module, so the tests call ``generate.tick`` (through
-``generate.wait``) as Blender's timer would. Sizes are tiny (64x48, a handful of frames, two
-sampling steps) to keep the module quick.
+Timers never fire in the bpy module, so the tests call ``job.tick`` (through ``job.wait``) as
+Blender's timer would. Sizes are tiny (64x48, a handful of frames, two sampling steps) to keep
+the module quick.
 """
 
 from __future__ import annotations
@@ -82,17 +82,17 @@ def strips(scene) -> dict:
 def generate_and_wait(all_shots: bool = False):
     import bpy
 
-    from poseanything.poseanything_blender import generate
+    from poseanything.poseanything_blender.job import wait
 
     operator = bpy.ops.poseanything.generate_all if all_shots else bpy.ops.poseanything.generate
     assert operator() == {"FINISHED"}
-    return generate.wait(bpy.context.scene, poll_s=0.05)
+    return wait(bpy.context.scene, poll_s=0.05)
 
 
 def test_generate_adds_a_take_strip_cancel_leaves_nothing_and_takes_never_overwrite(shot_file):
     import bpy
 
-    from poseanything.poseanything_blender import generate
+    from poseanything.poseanything_blender.job import job_for, tick, wait
 
     scene = bpy.context.scene
     rig = bpy.data.objects["rig"]
@@ -101,7 +101,7 @@ def test_generate_adds_a_take_strip_cancel_leaves_nothing_and_takes_never_overwr
     before = scene_fingerprint(scene)
 
     job = generate_and_wait()
-    assert job.outcomes[0].ok, scene.poseanything.job_message
+    assert job.results[0].status == "done", scene.poseanything.job_message
     shot_dir = shot_file.parent / "poseanything" / "Scene"
     take1 = shot_dir / "takes" / "take001" / "Scene_take001.mp4"
     strip = strips(scene)["Scene_take001"]
@@ -112,7 +112,7 @@ def test_generate_adds_a_take_strip_cancel_leaves_nothing_and_takes_never_overwr
     assert (shot_dir / "takes" / "take001" / "engine.json").is_file()
     assert not (shot_dir / "takes" / "take001" / "engine.log").exists()
     assert scene.poseanything.job_ok and "Scene_take001" in scene.poseanything.job_message
-    assert generate.job_for(scene) is None
+    assert job_for(scene) is None
     assert (
         scene_fingerprint(scene) == before
     )  # the strip (and the scene's settings) are the only change
@@ -123,13 +123,13 @@ def test_generate_adds_a_take_strip_cancel_leaves_nothing_and_takes_never_overwr
     assert bpy.ops.poseanything.generate() == {"FINISHED"}
     with pytest.raises(RuntimeError, match="already generating|is running"):
         bpy.ops.poseanything.generate()
-    job = generate.job_for(scene)
-    while job.current is None or job.current.status.step < 1:
-        generate.tick()
-        assert generate.job_for(scene) is not None, scene.poseanything.job_message
+    job = job_for(scene)
+    while job.process is None or job.process.status.step < 1:
+        tick()
+        assert job_for(scene) is not None, scene.poseanything.job_message
     assert job.preview_image() is not None  # the engine's latest frame, live in the panel
     assert bpy.ops.poseanything.cancel() == {"FINISHED"}
-    generate.wait(scene, poll_s=0.05)
+    wait(scene, poll_s=0.05)
     assert set(strips(scene)) == {"Scene_take001"}
     assert sorted(p.name for p in (shot_dir / "takes").iterdir()) == ["take001"]
     assert hashlib.sha256(take1.read_bytes()).hexdigest() == take1_bytes
@@ -138,10 +138,48 @@ def test_generate_adds_a_take_strip_cancel_leaves_nothing_and_takes_never_overwr
 
     # The next take is a new file and a new strip beside the first.
     scene.poseanything.steps = 2
-    assert generate_and_wait().outcomes[0].ok
+    assert generate_and_wait().results[0].status == "done"
     second = strips(scene)["Scene_take002"]
     assert second.frame_final_start == 1 and second.channel != strip.channel
     assert (shot_dir / "takes" / "take002" / "Scene_take002.mp4").is_file()
+
+
+def test_the_button_a_script_and_the_command_line_make_the_same_take(shot_file):
+    """MolecularNodes' habit: the operator, the Python call and the command line share one
+    start (``generate.start_generate``), so each makes the same take: the same frames, a strip
+    at the same place, the same engine settings."""
+    import bpy
+
+    from poseanything.poseanything_blender.cli import blender_command
+    from poseanything.poseanything_blender.generate import start_generate
+    from poseanything.poseanything_blender.job import wait
+
+    scene = bpy.context.scene
+    bpy.context.view_layer.objects.active = bpy.data.objects["rig"]
+    assert bpy.ops.poseanything.generate() == {"FINISHED"}
+    by_operator = wait(scene, poll_s=0.05)
+    by_python = start_generate(scene, bpy.context.view_layer)
+    assert wait(scene, poll_s=0.05) is by_python
+    assert blender_command(["generate"]) == 0
+
+    assert [r.status for r in by_operator.results + by_python.results] == ["done", "done"]
+    takes = shot_file.parent / "poseanything" / "Scene" / "takes"
+    names = [f"Scene_take{number:03d}" for number in (1, 2, 3)]
+    assert [by_operator.results[0].output, by_python.results[0].output] == [
+        str(takes / f"take{number:03d}" / f"{names[number - 1]}.mp4") for number in (1, 2)
+    ]
+    made = strips(scene)
+    assert sorted(made) == names
+    assert {(made[name].frame_final_start, made[name].frame_final_duration) for name in names} == {
+        (1, FRAMES[1] - FRAMES[0] + 1)
+    }
+    videos = [read_video(made[name].filepath)[0] for name in names]
+    assert all(np.array_equal(videos[0], video) for video in videos[1:])
+    settings = [
+        json.loads((takes / f"take{number:03d}" / "engine.json").read_text())["settings"]
+        for number in (1, 2, 3)
+    ]
+    assert settings[0] == settings[1] == settings[2]
 
 
 def add_marker_shots(scene):
@@ -174,15 +212,15 @@ def test_batch_over_three_marker_shots_reports_one_failure_and_adds_two_strips(s
         ("shot1", 3, 4),
         ("shot2", 5, 6),
     ]
-    from poseanything.poseanything_blender import generate
+    from poseanything.poseanything_blender.job import wait
 
     assert bpy.ops.poseanything.generate_all() == {"FINISHED"}
     # The .blend is saved elsewhere while the job runs: takes still land, by absolute path.
     moved = shot_file.parent / "moved" / "renamed.blend"
     moved.parent.mkdir()
     bpy.ops.wm.save_as_mainfile(filepath=str(moved))
-    job = generate.wait(scene, poll_s=0.05)
-    assert [outcome.ok for outcome in job.outcomes] == [True, False, True]
+    job = wait(scene, poll_s=0.05)
+    assert [result.status for result in job.results] == ["done", "failed", "done"]
     made = strips(scene)
     assert set(made) == {"shot0_take001", "shot2_take001"}
     last = made["shot2_take001"]
@@ -196,7 +234,7 @@ def test_batch_over_three_marker_shots_reports_one_failure_and_adds_two_strips(s
 def test_error_messages_say_what_to_do(shot_file, model_dir, tmp_path, monkeypatch):
     import bpy
 
-    from poseanything.poseanything_blender import generate
+    from poseanything.poseanything_blender.job import job_for
 
     scene = bpy.context.scene
     settings = scene.poseanything
@@ -223,7 +261,7 @@ def test_error_messages_say_what_to_do(shot_file, model_dir, tmp_path, monkeypat
     monkeypatch.setenv("POSEANYTHING_MODEL", str(tmp_path / "no_model"))
     with pytest.raises(RuntimeError, match="was not found .*poseanything train"):
         bpy.ops.poseanything.generate()
-    assert generate.job_for(scene) is None and strips(scene) == {}
+    assert job_for(scene) is None and strips(scene) == {}
 
     # A damaged model: the engine fails while loading; the message names the log, kept.
     broken = tmp_path / "broken_model"
@@ -233,7 +271,7 @@ def test_error_messages_say_what_to_do(shot_file, model_dir, tmp_path, monkeypat
     monkeypatch.setenv("POSEANYTHING_MODEL", str(broken))
     before = scene_fingerprint(scene)
     job = generate_and_wait()
-    assert not job.outcomes[0].ok
+    assert job.results[0].status == "failed"
     assert "while loading the model" in settings.job_message
     assert Path(settings.job_log).is_file() and settings.job_log in settings.job_message
     assert strips(scene) == {} and scene_fingerprint(scene) == before
@@ -243,13 +281,13 @@ def test_error_messages_say_what_to_do(shot_file, model_dir, tmp_path, monkeypat
         bpy.data.objects.remove(obj)
     with pytest.raises(RuntimeError, match="no armature; pick one"):
         bpy.ops.poseanything.generate()
-    assert generate.job_for(scene) is None
+    assert job_for(scene) is None
 
 
 def test_unsaved_file_outputs_go_to_a_temporary_folder_with_a_warning(fresh_scene, tmp_path):
     import tempfile
 
-    from poseanything.poseanything_blender.generate import shots_folder
+    from poseanything.poseanything_blender.tasks import shots_folder
 
     folder, warning = shots_folder("//poseanything/")
     assert folder == Path(tempfile.gettempdir()).absolute() / "poseanything"
@@ -321,11 +359,11 @@ bpy.ops.extensions.package_install_files(
     filepath=zip_path, repo="user_default", enable_on_install=True
 )
 bpy.ops.wm.open_mainfile(filepath=blend)
-generate = sys.modules["bl_ext.user_default.poseanything.poseanything_blender.generate"]
 scene = bpy.context.scene
 scene.poseanything.steps = 2
 result = bpy.ops.poseanything.generate()
-job = generate.wait(scene, poll_s=0.05)
+job_module = sys.modules["bl_ext.user_default.poseanything.poseanything_blender.job"]
+job = job_module.wait(scene, poll_s=0.05)
 strip = scene.sequence_editor.strips[0]
 
 
@@ -346,7 +384,7 @@ print("REPORT " + json.dumps({
     "operator": sorted(result),
     "message": scene.poseanything.job_message,
     "strip": [strip.name, strip.frame_final_start, strip.frame_final_duration, strip.filepath],
-    "engine_module": generate.__file__,
+    "engine_module": job_module.__file__,
 }))
 """
 

@@ -102,7 +102,8 @@ def test_check_models_lists_present_and_missing_files_with_sizes(preferences, ha
     import bpy
 
     from poseanything.engine.checkpoints.hub import format_size
-    from poseanything.poseanything_blender import generate, models
+    from poseanything.poseanything_blender import models
+    from poseanything.poseanything_blender.job import job_for
 
     preferences.model_choice = "FULL"
     assert bpy.ops.poseanything.check_models() == {"FINISHED"}
@@ -136,7 +137,7 @@ def test_check_models_lists_present_and_missing_files_with_sizes(preferences, ha
     bpy.context.preferences.system.use_online_access = True  # no unannounced 24 GB either
     with pytest.raises(RuntimeError, match="press Download there .*shows the size first"):
         bpy.ops.poseanything.generate()
-    assert generate.job_for(bpy.context.scene) is None
+    assert job_for(bpy.context.scene) is None
 
 
 def test_a_download_that_cannot_reach_the_hub_says_why(preferences, half_cache):
@@ -240,7 +241,7 @@ def test_the_plans_sizes_become_the_download_button(preferences, tmp_path):
 def test_generate_with_the_full_model_on_a_cpu_shows_the_engines_message(preferences, tmp_path):
     import bpy
 
-    from poseanything.poseanything_blender import generate
+    from poseanything.poseanything_blender.job import wait
 
     scene = bpy.context.scene
     build_armature("Rig", chain("arm", (0, 0, 0), (0, 0, 0.5), 3))
@@ -249,8 +250,8 @@ def test_generate_with_the_full_model_on_a_cpu_shows_the_engines_message(prefere
     scene.poseanything.output_folder = str(tmp_path)
     preferences.model_choice = "FULL"
     assert bpy.ops.poseanything.generate() == {"FINISHED"}
-    job = generate.wait(scene, poll_s=0.05)
+    job = wait(scene, poll_s=0.05)
     message = scene.poseanything.job_message
-    assert not job.outcomes[0].ok and not scene.poseanything.job_ok
+    assert job.results[0].status == "failed" and not scene.poseanything.job_ok
     assert "needs a CUDA GPU" in message and "--allow-cpu" in message
     assert not list(tmp_path.rglob("*.mp4"))

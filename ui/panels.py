@@ -15,7 +15,7 @@ PREVIEW_SCALE = 8.0
 
 
 def _job(scene):
-    from ..poseanything_blender.generate import job_for
+    from ..poseanything_blender.job import job_for
 
     return job_for(scene)
 
