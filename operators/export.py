@@ -13,16 +13,17 @@ class POSEANYTHING_OT_export_shot(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def execute(self, context: bpy.types.Context) -> set[str]:
+        from ..engine.errors import BadInput
         from ..poseanything_blender.generate import addon_preferences
-        from ..poseanything_blender.shot_export import ExportError, export_shot
-        from ..poseanything_blender.tasks import GenerateError, scene_task
+        from ..poseanything_blender.shot_export import export_shot
+        from ..poseanything_blender.tasks import scene_task
 
         try:
             task, _folder, warning = scene_task(
                 context.scene, context.view_layer, addon_preferences(context)
             )
             result = export_shot(task.export)
-        except (GenerateError, ExportError) as error:
+        except BadInput as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         for note in result.notes:

@@ -11,14 +11,12 @@ import bpy
 
 
 def _start(operator: bpy.types.Operator, context: bpy.types.Context, all_shots: bool) -> set:
-    from ..poseanything_blender.engine_process import EngineSetupError
+    from ..engine.errors import BadInput
     from ..poseanything_blender.generate import start_generate
-    from ..poseanything_blender.shot_export import ExportError
-    from ..poseanything_blender.tasks import GenerateError
 
     try:
         job = start_generate(context.scene, context.view_layer, all_shots=all_shots)
-    except (GenerateError, ExportError, EngineSetupError) as error:
+    except BadInput as error:  # anything else is a bug: Blender shows its traceback
         operator.report({"ERROR"}, str(error))
         return {"CANCELLED"}
     for note in job.notes:

@@ -21,12 +21,12 @@ def _engine(context: bpy.types.Context):
 
 
 def _start(operator: bpy.types.Operator, context: bpy.types.Context, mode: str) -> set[str]:
+    from ..engine.errors import BadInput
     from ..poseanything_blender import models
-    from ..poseanything_blender.engine_process import EngineSetupError
 
     try:
         models.start(mode, _engine(context))
-    except (models.ModelsError, EngineSetupError) as error:
+    except BadInput as error:
         operator.report({"ERROR"}, str(error))
         return {"CANCELLED"}
     return {"FINISHED"}

@@ -19,11 +19,12 @@ class POSEANYTHING_OT_preview_skeleton(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     def execute(self, context: bpy.types.Context) -> set[str]:
+        from ..engine.errors import BadInput
         from ..poseanything_blender.generate import addon_preferences
         from ..poseanything_blender.preview import write_skeleton_preview
-        from ..poseanything_blender.sequencer import StripError, add_image_sequence_strip
-        from ..poseanything_blender.shot_export import ExportError, export_shot
-        from ..poseanything_blender.tasks import GenerateError, scene_task
+        from ..poseanything_blender.sequencer import add_image_sequence_strip
+        from ..poseanything_blender.shot_export import export_shot
+        from ..poseanything_blender.tasks import scene_task
 
         scene = context.scene
         try:
@@ -37,7 +38,7 @@ class POSEANYTHING_OT_preview_skeleton(bpy.types.Operator):
             strip = add_image_sequence_strip(
                 scene, images, f"{task.name}_skeleton", task.frame_start
             )
-        except (GenerateError, ExportError, StripError) as error:
+        except BadInput as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         if warning:

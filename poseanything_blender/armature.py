@@ -14,6 +14,7 @@ import numpy as np
 
 from ..engine.contract.shot import SkeletonGraph
 from ..engine.contract.skeleton import segment_parts
+from ..engine.errors import BadInput
 
 JOINT_MERGE_FRACTION = 1e-3
 """A child's head within this fraction of the shorter bone's length of its parent's tail (or
@@ -23,6 +24,10 @@ ZERO_LENGTH_FRACTION = 1e-4
 direction, so they would draw as dots and skew part sizes."""
 RIGIFY_DEFORM_PREFIX = "DEF-"
 RIGIFY_ORIGINAL_PREFIX = "ORG-"
+
+
+class SkeletonError(BadInput):
+    """An armature (or bone filter) that gives no skeleton; the message says how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,7 @@ def _collection_members(armature_data, names: tuple[str, ...], armature_name: st
     missing = [name for name in names if name not in collections]
     if missing:
         available = ", ".join(sorted(collections)) or "none"
-        raise ValueError(
+        raise SkeletonError(
             f"armature {armature_name!r} has no bone collection {', '.join(map(repr, missing))}; "
             f"its collections are: {available}. Fix bone_collections, or leave it empty to "
             "export all bones"
@@ -111,7 +116,7 @@ def _keep_mask(
 
     zero = lengths <= ZERO_LENGTH_FRACTION * lengths.max()
     if zero.all():
-        raise ValueError(f"armature {name!r} has only zero-length bones; give its bones length")
+        raise SkeletonError(f"armature {name!r} has only zero-length bones; give its bones length")
     if zero.any():
         dropped = [n for n, z in zip(bone_names, zero, strict=True) if z]
         notes.append(f"dropped {len(dropped)} zero-length bones: {', '.join(dropped)}")
@@ -128,7 +133,7 @@ def _keep_mask(
     if deform_only:
         keep &= _bone_arrays(data.bones, "use_deform", 1, bool)
         if not keep.any():
-            raise ValueError(
+            raise SkeletonError(
                 f"armature {name!r} has no deform bones; set deform_only=False "
                 "(Deform Bones Only off) to export all bones"
             )
@@ -137,7 +142,7 @@ def _keep_mask(
         members = _collection_members(data, options.bone_collections, name)
         keep &= np.array([n in members for n in bone_names], dtype=bool)
         if not keep.any():
-            raise ValueError(
+            raise SkeletonError(
                 f"no exportable bones of armature {name!r} are in bone collections "
                 f"{', '.join(options.bone_collections)}; change bone_collections "
                 "(or leave it empty for all bones)"
@@ -151,7 +156,7 @@ def _keep_mask(
             notes.append(f"skipped {int((keep & hidden).sum())} hidden bones")
         keep &= ~hidden
         if not keep.any():
-            raise ValueError(
+            raise SkeletonError(
                 f"every bone of armature {name!r} left by the other filters is hidden; "
                 "set include_hidden=True or unhide bones"
             )
@@ -215,16 +220,16 @@ def extract_skeleton(
 
     Each kept bone is an edge from its head joint to its tail joint. A bone whose head lies on
     its nearest kept ancestor's tail (or head) at rest shares that joint; its position then
-    comes from the ancestor, which is exact for connected bones. Raises ``ValueError`` with the
+    comes from the ancestor, which is exact for connected bones. Raises ``SkeletonError`` with the
     fix for non-armatures, armatures without bones and filters that leave nothing.
     """
     if armature_obj is None or armature_obj.type != "ARMATURE":
         kind = "nothing" if armature_obj is None else f"a {armature_obj.type.lower()} object"
         label = "" if armature_obj is None else f" {armature_obj.name!r}"
-        raise ValueError(f"object{label} is {kind}, not an armature; pick an armature object")
+        raise SkeletonError(f"object{label} is {kind}, not an armature; pick an armature object")
     data = armature_obj.data
     if len(data.bones) == 0:
-        raise ValueError(
+        raise SkeletonError(
             f"armature {armature_obj.name!r} has no bones; add bones or pick another armature"
         )
 

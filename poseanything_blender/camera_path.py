@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine.contract.shot import CameraPath
+from ..engine.errors import BadInput
 
 # Columns of a camera state row, in order; enum settings are stored as their index.
 CAMERA_STATE_FIELDS = (
@@ -36,6 +37,12 @@ _COLUMN = {name: index for index, name in enumerate(CAMERA_STATE_FIELDS)}
 
 # Blender camera space (looking down -Z, +Y up) to OpenCV camera space (down +Z, +Y down).
 _BLENDER_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+class CameraError(BadInput):
+    """A camera (or render size) a shot cannot be seen through; the message says what to set.
+
+    Arrays of the wrong shape stay ``ValueError``: they are our bug, not the user's camera."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,7 @@ def read_camera_state(camera_obj) -> np.ndarray:
     are the frame's own. Attribute reads only: the motion sampler calls this every frame.
     """
     if camera_obj.type != "CAMERA":
-        raise ValueError(
+        raise CameraError(
             f"object {camera_obj.name!r} is a {camera_obj.type}, not a camera; pick a camera object"
         )
     camera = camera_obj.data
@@ -120,7 +127,7 @@ def camera_path(
             f"({frames}, {len(CAMERA_STATE_FIELDS)}), one read_camera_state row per frame"
         )
     if render.width < 1 or render.height < 1:
-        raise ValueError(
+        raise CameraError(
             f"render size {render.width}x{render.height} px is empty; raise the resolution or "
             "its percentage"
         )
@@ -137,14 +144,14 @@ def _cam_type(camera_states: np.ndarray) -> str:
     types = camera_states[:, _COLUMN["type"]].astype(int)
     changes = np.flatnonzero(types != types[0])
     if changes.size:
-        raise ValueError(
+        raise CameraError(
             f"the camera type changes from {CAMERA_TYPES[types[0]]} to "
             f"{CAMERA_TYPES[types[changes[0]]]} at frame offset {changes[0]}; a shot needs one "
             "camera type, so split the shot there"
         )
     name = CAMERA_TYPES[types[0]]
     if name not in _CAM_TYPE_NAMES:
-        raise ValueError(
+        raise CameraError(
             f"{name} cameras cannot be exported; set the camera type to Perspective or Orthographic"
         )
     return _CAM_TYPE_NAMES[name]
@@ -189,7 +196,7 @@ def _world_to_opencv_camera(camera_world: np.ndarray) -> np.ndarray:
     axis_lengths = np.linalg.norm(camera_world[:, :3, :3], axis=1)
     zero_scale = np.flatnonzero((axis_lengths < 1e-12).any(axis=1))
     if zero_scale.size:
-        raise ValueError(
+        raise CameraError(
             f"the camera has zero scale on an axis at frame offset {zero_scale[0]}, so it has no "
             "view direction; give the camera (and its parents) a non-zero scale"
         )

@@ -14,8 +14,9 @@ scene's only one, the scene camera, the scene's frame range. Videos and shot fol
 scene's output folder (beside the .blend by default); the .blend with the new strips is written
 only where ``--save`` says, never over the input unless ``--save`` names it.
 
-Bad input exits with code 2 and a message that says what to fix; a shot that failed to render
-exits with 1. bpy is imported only after the arguments check out.
+Bad input (any ``engine.errors.BadInput``) exits with code 2 and a message that says what to
+fix; a shot that failed to render exits with 1; anything else is a bug and shows its traceback.
+bpy is imported only after the arguments check out.
 """
 
 from __future__ import annotations
@@ -26,16 +27,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..engine.errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, BadInput
 from .synthetic.command import add_synthetic_commands
 
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
 DEFORM_ONLY = {"auto": None, "yes": True, "no": False}
 DEMO_SCENE = "Walk"
-
-
-class BadInput(Exception):
-    """A command-line mistake; printed as one line and exit code 2."""
 
 
 def _frame_range(text: str) -> tuple[int, int]:
@@ -144,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, run in (("export", _export), ("generate", _generate), ("demo", _demo)):
         commands.choices[name].set_defaults(run=run)
-    for name, run in add_synthetic_commands(commands, BadInput).items():
+    for name, run in add_synthetic_commands(commands).items():
         commands.choices[name].set_defaults(run=run)
     return parser
 
@@ -166,7 +162,7 @@ def _export(args: argparse.Namespace) -> int:
     import bpy
 
     from .armature import SkeletonOptions
-    from .shot_export import ExportError, ExportSettings, export_shot
+    from .shot_export import ExportSettings, export_shot
 
     settings = ExportSettings(
         scene=args.scene if args.scene is not None else bpy.context.scene.name,
@@ -183,10 +179,7 @@ def _export(args: argparse.Namespace) -> int:
         prompt=args.prompt,
         seed=args.seed,
     )
-    try:
-        result = export_shot(settings)
-    except ExportError as error:
-        raise BadInput(str(error)) from error
+    result = export_shot(settings)
     for note in result.notes:
         print(f"note: {note}")
     print(f"shot: {result.path}")
@@ -284,16 +277,10 @@ def _generate_and_report(scene, engine, all_shots: bool, save: Path | None) -> i
     the new strips saved to ``save``."""
     import bpy
 
-    from .engine_process import EngineSetupError
     from .generate import start_generate
     from .job import cancel_job, wait
-    from .shot_export import ExportError
-    from .tasks import GenerateError
 
-    try:
-        job = start_generate(scene, all_shots=all_shots, engine=engine)
-    except (GenerateError, ExportError, EngineSetupError) as error:
-        raise BadInput(str(error)) from error
+    job = start_generate(scene, all_shots=all_shots, engine=engine)
     if job.warning:
         print(f"warning: {job.warning}")
     for note in job.notes:
@@ -313,7 +300,7 @@ def _generate_and_report(scene, engine, all_shots: bool, save: Path | None) -> i
         cancel_job(scene)
         wait(scene)
         print("cancelled", file=sys.stderr)
-        return 130
+        return EXIT_CANCELLED
     for result in job.export_failures + job.results:
         if result.status == "done":
             print(f"video: {result.output}  (strip {job.strips[result.shot]!r})")
@@ -369,14 +356,11 @@ def _export_demo_shot(demo, blend: Path) -> None:
     render and can generate once a model is there."""
     import bpy
 
-    from .shot_export import ExportError, export_shot
+    from .shot_export import export_shot
     from .tasks import scene_task
 
     task, _folder, _warning = scene_task(demo.scene, bpy.context.view_layer)
-    try:
-        print(f"shot: {export_shot(task.export).path}")
-    except ExportError as error:
-        raise BadInput(str(error)) from error
+    print(f"shot: {export_shot(task.export).path}")
     bpy.ops.wm.save_as_mainfile(filepath=str(blend))
     print(f"demo scene: {blend}")
 

@@ -23,11 +23,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..engine.errors import EXIT_BAD_INPUT, BadInput
+
 EXTENSION_ROOT = Path(__file__).resolve().parent.parent
 ENGINE_MODULE = "poseanything.engine.cli"
 CANCEL_GRACE_S = 10.0
 """After a cancel the engine gets this long to stop between two steps before it is killed."""
-EXIT_BAD_INPUT = 2
 LOG_TAIL_LINES = 3
 
 RUNNING, CANCELLING, DONE, FAILED, CANCELLED = (
@@ -39,7 +40,7 @@ RUNNING, CANCELLING, DONE, FAILED, CANCELLED = (
 )
 
 
-class EngineSetupError(RuntimeError):
+class EngineSetupError(BadInput):
     """The engine cannot start (no Python with torch); the message says what to set."""
 
 

@@ -20,10 +20,11 @@ import bpy
 
 from ..engine.batch.runners import ShotResult
 from ..engine.checkpoints.weights import ModelNotFoundError, resolve_model_dir
+from ..engine.errors import BadInput
 from . import models
 from .engine_process import EngineSettings, resolve_engine_python
 from .job import Job, check_idle, start_job
-from .shot_export import ExportError, export_shot
+from .shot_export import export_shot
 from .tasks import GenerateError, ShotTask, batch_tasks, scene_task
 
 # ``bl_ext.<repo>.poseanything`` when Blender loads the extension, ``poseanything`` from pip.
@@ -113,7 +114,7 @@ def export_tasks(tasks: list[ShotTask]) -> tuple[list[ShotTask], list[ShotResult
     for task in tasks:
         try:
             result = export_shot(task.export)
-        except ExportError as error:
+        except BadInput as error:
             failed.append(ShotResult(task.name, "failed", error=str(error)))
             continue
         notes.extend(result.notes)
@@ -131,10 +132,10 @@ def start_generate(
     """Export ``scene``'s shot (``all_shots``: every shot of the file) and start its job.
 
     ``view_layer`` gives the active armature (None: the context's for the context's scene, else
-    the scene's first); ``engine`` None: the preferences' options. With ``all_shots`` a shot
-    that cannot export is a failed result and the others go on; a single shot that cannot
-    export raises its ``ExportError``. The returned job carries the export's notes and
-    warning; ``job.tick`` renders it, ``job.wait`` ticks until it ends.
+    the scene's first); ``engine`` None: the preferences' options. Raises ``BadInput`` (with
+    what to change) when it cannot start; with ``all_shots`` a shot that cannot export is a
+    failed result instead, and the others go on. The returned job carries the export's notes
+    and warning; ``job.tick`` renders it, ``job.wait`` ticks until it ends.
     """
     check_idle(scene)
     preferences = addon_preferences()

@@ -18,6 +18,7 @@ from pathlib import Path
 import bpy
 
 from ..engine.checkpoints.hub import format_size
+from ..engine.errors import BadInput
 from .engine_process import DONE, EngineProcess, EngineSettings, EngineSetupError, ModelsRequest
 from .redraw import SIDEBAR_AREAS, redraw_areas
 
@@ -27,7 +28,7 @@ ONLINE_ACCESS_OFF = (
 )
 
 
-class ModelsError(ValueError):
+class ModelsError(BadInput):
     """A models run that cannot start; the message says what to change."""
 
 

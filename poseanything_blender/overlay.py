@@ -12,10 +12,11 @@ import bpy
 import numpy as np
 
 from ..engine.contract.skeleton import PART_COLORS
+from ..engine.errors import BadInput
 from .armature import ExtractedSkeleton, SkeletonOptions, extract_skeleton
 from .motion import JointReader
 from .redraw import redraw_areas
-from .tasks import GenerateError, resolve_armature, skeleton_options
+from .tasks import resolve_armature, skeleton_options
 
 LINE_WIDTH = 3.0
 POINT_SIZE = 7.0
@@ -60,7 +61,7 @@ def _draw() -> None:
         lines, colors, joints = skeleton_lines(
             armature, skeleton_options(settings), context.evaluated_depsgraph_get()
         )
-    except (GenerateError, ValueError):
+    except BadInput:
         return  # no single armature, or no bones left by the filter: nothing to draw
     gpu.state.depth_test_set("NONE")
     gpu.state.blend_set("ALPHA")

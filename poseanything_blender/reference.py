@@ -16,6 +16,12 @@ import bpy
 import numpy as np
 from mathutils import Color, Euler, Matrix, Quaternion, Vector
 
+from ..engine.errors import BadInput
+
+
+class ReferenceImageError(BadInput):
+    """A reference (or mask) image that cannot be the shot's; the message says what to give."""
+
 
 def _value_copy(owner: Any, attribute: str) -> Any:
     """The attribute's value, detached: a vector property (a colour) reads as a live view that
@@ -131,14 +137,14 @@ def _scaled_pixels(image: bpy.types.Image, width: int, height: int, path: Path, 
     size when its aspect is the shot's (within 1 %)."""
     source_width, source_height = image.size
     if not image.has_data or source_width == 0 or source_height == 0:
-        raise ValueError(
+        raise ReferenceImageError(
             f"cannot read the reference image {path}: not an image format Blender reads; "
             "give a PNG or JPEG"
         )
     if (source_width, source_height) != (width, height):
         difference = abs((source_width / source_height) / (width / height) - 1.0)
         if difference > MAX_ASPECT_DIFFERENCE:
-            raise ValueError(
+            raise ReferenceImageError(
                 f"the reference image {path} is {source_width}x{source_height}, which does not "
                 f"have the shot's aspect ({width}x{height}, {difference:.0%} apart); crop it to "
                 f"{width}x{height} or change the render size"
@@ -164,7 +170,7 @@ def _load_rgba(
     try:
         image = bpy.data.images.load(str(path), check_existing=False)
     except RuntimeError as error:
-        raise ValueError(f"cannot read the reference image {path}: {error}") from error
+        raise ReferenceImageError(f"cannot read the reference image {path}: {error}") from error
     notes: list[str] = []
     try:
         rgba = _scaled_pixels(image, width, height, Path(path), notes)
@@ -181,7 +187,7 @@ def load_reference_image(
     as the subject's (height, width) uint8 coverage (None when it has no transparency), notes.
 
     An image of another size is scaled when its aspect is the shot's (within 1 %) and refused
-    otherwise (ValueError). Transparent pixels become black.
+    otherwise (``ReferenceImageError``). Transparent pixels become black.
     """
     rgba, is_float, notes = _load_rgba(path, width, height)
     rgb = rgba[..., :3] * rgba[..., 3:]

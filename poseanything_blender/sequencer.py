@@ -11,10 +11,12 @@ from pathlib import Path
 
 import bpy
 
+from ..engine.errors import BadInput
+
 MAX_CHANNEL = 128
 
 
-class StripError(RuntimeError):
+class StripError(BadInput):
     """A video or image sequence that cannot become the strip it should be."""
 
 

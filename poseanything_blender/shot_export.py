@@ -2,9 +2,10 @@
 
 Settings arrive as one frozen ``ExportSettings`` (names and plain values, never operator or UI
 state), so the operator, the command line and scripts all call the same ``export_shot``. Every
-bad input is reported as an ``ExportError`` that says what is wrong and what to do, before any
-slow work starts where possible. The scene is read, never changed: the pieces that have to
-move the frame or touch render settings put them back themselves.
+bad input is reported as an ``ExportError`` (a ``BadInput``) that says what is wrong and what to
+do, before any slow work starts where possible; any other error is a bug and is not caught.
+The scene is read, never changed: the pieces that have to move the frame or touch render
+settings put them back themselves.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import numpy as np
 
 from ..engine.contract.camera import project_points
 from ..engine.contract.shot import Guidance, Shot, ShotError, write_shot
-from .armature import SkeletonOptions, extract_skeleton
-from .camera_path import camera_path, gather_render_size
+from ..engine.errors import BadInput
+from .armature import SkeletonError, SkeletonOptions, extract_skeleton
+from .camera_path import CameraError, camera_path, gather_render_size
 from .motion import sample_motion
 from .reference import (
+    ReferenceImageError,
     load_mask_image,
     load_reference_image,
     render_reference,
@@ -30,7 +33,7 @@ from .reference import (
 )
 
 
-class ExportError(ValueError):
+class ExportError(BadInput):
     """Input that cannot make a shot; the message says what is wrong and how to fix it."""
 
 
@@ -176,7 +179,7 @@ def _given_reference(
         if mask_path is not None:
             mask, mask_notes = load_mask_image(mask_path, width, height)
             notes += mask_notes
-    except ValueError as error:
+    except ReferenceImageError as error:
         raise ExportError(str(error)) from error
     if mask is None:
         notes += (
@@ -245,7 +248,7 @@ def export_shot(settings: ExportSettings) -> ExportResult:
 
     try:
         skeleton = extract_skeleton(armature_obj, settings.skeleton)
-    except ValueError as error:
+    except SkeletonError as error:
         raise ExportError(str(error)) from error
     notes.extend(skeleton.notes)
     motion = sample_motion(
@@ -255,7 +258,7 @@ def export_shot(settings: ExportSettings) -> ExportResult:
         notes.append("a driver reads the scene, so the whole scene was evaluated (slower)")
     try:
         path = camera_path(motion.camera_world, motion.camera_states, render_size)
-    except ValueError as error:
+    except CameraError as error:
         raise ExportError(f"camera {camera_obj.name!r}: {error}") from error
     joints2d, depth, visible = project_points(
         motion.joints3d, path.K, path.w2c, path.cam_type, path.width, path.height

@@ -16,6 +16,7 @@ import bpy
 
 from ..engine.batch.runners import ShotResult
 from ..engine.contract.shot import Guidance
+from ..engine.errors import BadInput
 from .armature import SkeletonOptions
 from .shot_export import ExportSettings
 from .shots import ShotRange, batch_shots, pose_frames, scene_range
@@ -23,7 +24,7 @@ from .shots import ShotRange, batch_shots, pose_frames, scene_range
 DEFORM_ONLY = {"AUTO": None, "ON": True, "OFF": False}
 
 
-class GenerateError(ValueError):
+class GenerateError(BadInput):
     """Settings that cannot start a Generate; the message says what to change."""
 
 

@@ -12,7 +12,11 @@ from rigs import (
 )
 
 from poseanything.engine.contract.skeleton import MAX_PARTS, joint_degrees
-from poseanything.poseanything_blender.armature import SkeletonOptions, extract_skeleton
+from poseanything.poseanything_blender.armature import (
+    SkeletonError,
+    SkeletonOptions,
+    extract_skeleton,
+)
 
 
 @pytest.fixture(scope="module")
@@ -160,10 +164,10 @@ def test_bone_collection_filter(fresh_scene):
     fingers = extract_skeleton(armature_obj, SkeletonOptions(bone_collections=("Fingers",)))
     assert fingers.graph.bone_names == ("left.00", "left.01", "left.02")
 
-    with pytest.raises(ValueError, match="no bone collection 'Face'.*Body, Extra, Fingers"):
+    with pytest.raises(SkeletonError, match="no bone collection 'Face'.*Body, Extra, Fingers"):
         extract_skeleton(armature_obj, SkeletonOptions(bone_collections=("Face",)))
     armature_obj.data.collections.new("Empty")
-    with pytest.raises(ValueError, match="change bone_collections"):
+    with pytest.raises(SkeletonError, match="change bone_collections"):
         extract_skeleton(armature_obj, SkeletonOptions(bone_collections=("Empty",)))
 
 
@@ -180,7 +184,7 @@ def test_hidden_bones_are_skipped_unless_asked_for(fresh_scene):
 
     for bone in armature_obj.pose.bones:
         bone.hide = True
-    with pytest.raises(ValueError, match="include_hidden=True"):
+    with pytest.raises(SkeletonError, match="include_hidden=True"):
         extract_skeleton(armature_obj)
 
 
@@ -195,17 +199,17 @@ def test_deform_only(fresh_scene):
 
     for bone in armature_obj.data.bones:
         bone.use_deform = False
-    with pytest.raises(ValueError, match="set deform_only=False"):
+    with pytest.raises(SkeletonError, match="set deform_only=False"):
         extract_skeleton(armature_obj, SkeletonOptions(deform_only=True))
 
 
 def test_errors_say_what_is_wrong(fresh_scene):
     import bpy
 
-    with pytest.raises(ValueError, match="'Cube' is a mesh object, not an armature"):
+    with pytest.raises(SkeletonError, match="'Cube' is a mesh object, not an armature"):
         extract_skeleton(bpy.data.objects["Cube"])
     empty = bpy.data.objects.new("Empty rig", bpy.data.armatures.new("Empty rig"))
-    with pytest.raises(ValueError, match="'Empty rig' has no bones"):
+    with pytest.raises(SkeletonError, match="'Empty rig' has no bones"):
         extract_skeleton(empty)
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from poseanything.engine.contract.camera import project_points
 from poseanything.poseanything_blender.camera_path import (
+    CameraError,
     RenderSize,
     camera_path,
     gather_render_size,
@@ -273,23 +274,23 @@ def test_bad_cameras_say_what_to_do(fresh_scene):
     state = read_camera_state(camera_obj)
 
     camera_obj.data.type = "PANO"
-    with pytest.raises(ValueError, match="PANO cameras cannot be exported; set the camera type"):
+    with pytest.raises(CameraError, match="PANO cameras cannot be exported; set the camera type"):
         camera_path(np.eye(4)[None], read_camera_state(camera_obj)[None], size)
     with pytest.raises(
-        ValueError, match="camera type changes from PERSP to PANO at frame offset 1"
+        CameraError, match="camera type changes from PERSP to PANO at frame offset 1"
     ):
         camera_path(
             np.repeat(np.eye(4)[None], 2, axis=0),
             np.stack([state, read_camera_state(camera_obj)]),
             size,
         )
-    with pytest.raises(ValueError, match="zero scale on an axis at frame offset 0"):
+    with pytest.raises(CameraError, match="zero scale on an axis at frame offset 0"):
         camera_path(np.diag([1.0, 0.0, 1.0, 1.0])[None], state[None], size)
     with pytest.raises(ValueError, match=r"camera_states has shape \(8,\)"):
         camera_path(np.eye(4)[None], state, size)
     with pytest.raises(ValueError, match=r"camera_world has shape \(0, 4, 4\)"):
         camera_path(np.zeros((0, 4, 4)), state[None][:0], size)
-    with pytest.raises(ValueError, match=r"render size 0x0 px is empty"):
+    with pytest.raises(CameraError, match=r"render size 0x0 px is empty"):
         camera_path(np.eye(4)[None], state[None], RenderSize(1, 1, 1, 1.0, 1.0))
-    with pytest.raises(ValueError, match="'Cube' is a MESH, not a camera"):
+    with pytest.raises(CameraError, match="'Cube' is a MESH, not a camera"):
         read_camera_state(fresh_scene.objects["Cube"])

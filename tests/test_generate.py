@@ -182,6 +182,29 @@ def test_the_button_a_script_and_the_command_line_make_the_same_take(shot_file):
     assert settings[0] == settings[1] == settings[2]
 
 
+@pytest.mark.parametrize("bug", [ValueError, TypeError])
+def test_a_bug_of_ours_is_a_traceback_never_bad_input(shot_file, tmp_path, monkeypatch, bug):
+    """A ValueError or TypeError from our own code (here a shape bug while reading the bones)
+    is a bug: it reaches the user as a traceback (exit 1), not as "bad input" (exit 2) that
+    tells them to fix a scene that is fine."""
+    import bpy
+
+    from poseanything.poseanything_blender import armature, cli
+
+    def shape_bug(*args, **kwargs):
+        raise bug("cannot reshape array of size 7 into shape (2,3)")
+
+    monkeypatch.setattr(armature, "_bone_arrays", shape_bug)
+    with pytest.raises(RuntimeError, match="(?s)Python: Traceback.*cannot reshape"):
+        bpy.ops.poseanything.generate()
+    with pytest.raises(bug, match="cannot reshape"):
+        cli.blender_command(["generate"])
+    out = tmp_path / "shot"
+    with pytest.raises(bug, match="cannot reshape"):
+        cli.main(["export", str(shot_file), "--armature", "rig", "--out", str(out)])
+    assert not out.exists() and strips(bpy.context.scene) == {}
+
+
 def add_marker_shots(scene):
     """Three camera markers; the middle camera looks away from the rig (a broken shot)."""
     import bpy

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from poseanything.engine.contract.shot import read_reference, read_shot
+from poseanything.engine.errors import BadInput
 
 SIZE = 32
 FRAMES = 4
@@ -130,7 +131,7 @@ def test_same_seed_same_clip_whatever_the_resume_order(fresh_scene, tmp_path):
             assert (whole / file).read_bytes() == (resumed / file).read_bytes(), file
     for changed in ({"seed": 5}, {"size": 2 * SIZE}):
         recipe = {"seed": 4, "size": SIZE, **changed}
-        with pytest.raises(ValueError, match="use the same seed, size, frames and fps"):
+        with pytest.raises(BadInput, match="use the same seed, size, frames and fps"):
             make_dataset(resumed, 3, frames=FRAMES, progress=None, **recipe)
     assert not (resumed / "clip_000002").exists()
     other = tmp_path / "other"

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from ...engine.errors import BadInput
 from . import METARIGS
 
 
@@ -59,24 +60,25 @@ def _add_clip_arguments(
     parser.add_argument("--fps", type=_at_least(1), default=24, help="frames per second")
 
 
-def _checked_out_dir(out: Path, bad_input: type[Exception]) -> Path:
+def _checked_out_dir(out: Path) -> Path:
     out = out.expanduser().absolute()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise bad_input(
+        raise BadInput(
             f"cannot create the folder {out} ({error.strerror}); choose a writable folder"
         ) from error
     return out
 
 
 def add_synthetic_commands(
-    commands: argparse._SubParsersAction, bad_input: type[Exception]
+    commands: argparse._SubParsersAction,
 ) -> dict[str, Callable[[argparse.Namespace], None]]:
     """Register both commands on the CLI's subparsers; return their handlers by name.
 
-    Handlers raise ``bad_input`` for mistakes the arguments alone cannot show (an output folder
-    that cannot be made), which the CLI turns into exit code 2.
+    Handlers raise ``BadInput`` for mistakes the arguments alone cannot show (an output folder
+    that cannot be made, a resumed folder made with other settings), which the CLI turns into
+    exit code 2.
     """
     make = commands.add_parser(
         "make-dataset",
@@ -96,7 +98,7 @@ def add_synthetic_commands(
     )
 
     def run_make_dataset(args: argparse.Namespace) -> None:
-        out = _checked_out_dir(args.out, bad_input)
+        out = _checked_out_dir(args.out)
         from .dataset import ProgressBar, make_dataset
 
         paths = make_dataset(
@@ -105,7 +107,7 @@ def add_synthetic_commands(
         print(f"{len(paths)} clips in {out}", file=sys.stderr)
 
     def run_make_eval_clips(args: argparse.Namespace) -> None:
-        out = _checked_out_dir(args.out, bad_input)
+        out = _checked_out_dir(args.out)
         from .dataset import ProgressBar, make_eval_clips
 
         paths = make_eval_clips(

@@ -31,6 +31,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
+from ...engine.errors import BadInput
 from ..addons import ensure_rigify
 from ..shot_export import ExportSettings, export_shot
 from . import METARIGS
@@ -249,14 +250,14 @@ def _check_same_recipe(clip: Path, seed_words: Sequence[int], settings: ClipSett
     sizes or seeds without anyone noticing."""
     try:
         meta = json.loads((clip / CLIP_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ValueError(
+    except (OSError, ValueError) as error:  # ValueError: not JSON
+        raise BadInput(
             f"{clip} has no readable {CLIP_JSON} ({error}); delete that folder to rebuild it"
         ) from error
     wanted = {"seed_words": list(seed_words), **asdict(settings)}
     found = {key: meta.get(key) for key in wanted}
     if found != wanted:
-        raise ValueError(
+        raise BadInput(
             f"{clip} was made with {found}, this run makes {wanted}; use the same seed, size, "
             "frames and fps to resume, or a new folder"
         )

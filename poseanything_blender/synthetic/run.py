@@ -14,11 +14,8 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
+from ...engine.errors import EXIT_BAD_INPUT, BadInput
 from .command import _add_clip_arguments, _checked_out_dir, add_synthetic_commands
-
-
-class BadInput(ValueError):
-    """A mistake in the arguments (exit code 2)."""
 
 
 def _blend_rig_factory(blend: Path, armature: str):
@@ -48,7 +45,7 @@ def make_rig_clips(args: argparse.Namespace) -> None:
     blend = args.blend.expanduser().absolute()
     if not blend.is_file():
         raise BadInput(f"--blend {blend} does not exist; give the .blend holding the armature")
-    out = _checked_out_dir(args.out, BadInput)
+    out = _checked_out_dir(args.out)
     factory = _blend_rig_factory(blend, args.armature)
     stem = "".join(c if c.isalnum() else "_" for c in args.armature)
     jobs = [
@@ -68,7 +65,7 @@ def make_rig_clips(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="poseanything-synthetic")
     commands = parser.add_subparsers(dest="command", required=True)
-    handlers = add_synthetic_commands(commands, BadInput)
+    handlers = add_synthetic_commands(commands)
     rig_clips = commands.add_parser(
         "make-rig-clips", help="render held-out clips of an armature from a .blend file"
     )
@@ -81,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handlers[args.command](args)
     except BadInput as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     return 0
 
 
