@@ -136,10 +136,17 @@ def skeleton_case() -> dict[str, np.ndarray]:
     )
     greys = {f: release_poses.grey(drawn[f]) for f in GRAPH_POSE_FRAMES}
     subject = graph_subject_image(joints[0])
-    parts = release_poses.part_masks(greys, subject, GRAPH_FRAMES)
+    parts = release_poses.part_masks(greys.__getitem__, sorted(greys), subject, GRAPH_FRAMES)
     return {
         "drawn": drawn,
-        "images": release_poses.resize_frames(drawn, *release_poses.long_side_size(width, height)),
+        "images": release_poses.skeleton_video(  # frame by frame, as the pipeline draws
+            joints,
+            in_front,
+            GRAPH_EDGES,
+            (width, height),
+            release_poses.long_side_size(width, height),
+            GRAPH_POSE_FRAMES,
+        ),
         "part_masks": parts.masks.numpy(),
         "first_parts": np.array(parts.first_parts),
         "dilation": np.array(release_poses.needed_dilation(subject, greys[0])),

@@ -23,6 +23,8 @@ from the rig's bone chains (``contract.skeleton``), which serves a small model b
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import torch
 
@@ -245,23 +247,30 @@ def segment_skeleton(
 
 
 def part_masks(
-    skeleton_greys: dict[int, np.ndarray], subject_bgr: np.ndarray | None, num_frames: int
+    grey_of: Callable[[int], np.ndarray],
+    pose_frames: Sequence[int],
+    subject_bgr: np.ndarray | None,
+    num_frames: int,
 ) -> FramePartMasks:
     """The release's part masks of a window on the token grid, for PTCM.
 
-    skeleton_greys: video frame -> its skeleton image in grey at the source resolution, for the
-    posed frames (frame 0 among them); subject_bgr: the subject image of frame 0 (subject on
-    white, ``subject_image``), None for none (then nothing is ANDed and one dilation is used).
+    grey_of(frame): the skeleton image of a posed video frame in grey at the source resolution
+    (asked once per frame, so a long window at 1080p never holds all its images); pose_frames:
+    the posed frames, frame 0 among them; subject_bgr: the subject image of frame 0 (subject on
+    white, ``subject_image``), None for none (then nothing is ANDed and one dilation is used, as
+    the release does without a subject image).
     """
     cv2 = _cv2()
-    if 0 not in skeleton_greys:
+    frames = sorted(set(pose_frames))
+    if not frames or frames[0] != 0:
         raise ValueError("part masks need the first frame's skeleton (the reference's pose)")
-    first = skeleton_greys[0]
+    first = grey_of(0)
     dilation = 1 if subject_bgr is None else needed_dilation(subject_bgr, first)
     height, width = _to_release_size(first).shape[:2]
     grid = (height // SIZE_MULTIPLE, width // SIZE_MULTIPLE)
     per_frame: dict[int, list[np.ndarray]] = {}
-    for frame, image in sorted(skeleton_greys.items()):
+    for frame in frames:
+        image = first if frame == 0 else grey_of(frame)
         masks = segment_skeleton(image, subject_bgr if frame == 0 else None, dilation)
         per_frame[frame] = [
             cv2.resize(mask, grid[::-1], interpolation=cv2.INTER_NEAREST) > 127 for mask in masks
@@ -275,3 +284,35 @@ def part_masks(
             if masks:
                 stacked[frame, : len(masks)] = np.stack(masks)
     return FramePartMasks(torch.from_numpy(stacked), len(per_frame[0]), torch.from_numpy(posed))
+
+
+def readable_edges(
+    joints2d: np.ndarray, in_front: np.ndarray, edges: np.ndarray, min_length: float
+) -> np.ndarray:
+    """(E,) bool: bones whose longest drawn length over the frames reaches ``min_length`` (in
+    the units of ``joints2d``). The release's skeletons are medial axes of whole bodies; a rig's
+    face and finger bones, far shorter, would draw a tangle of dots where it has a line."""
+    edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    if min_length <= 0 or len(edges) == 0:
+        return np.ones(len(edges), dtype=bool)
+    lengths = np.linalg.norm(joints2d[:, edges[:, 0]] - joints2d[:, edges[:, 1]], axis=-1)
+    drawn = np.asarray(in_front, dtype=bool)[:, edges].all(-1)
+    return np.where(drawn, lengths, 0.0).max(axis=0) >= min_length
+
+
+def skeleton_video(
+    joints2d: np.ndarray,
+    in_front: np.ndarray,
+    edges: np.ndarray,
+    source_size: tuple[int, int],
+    size: tuple[int, int],
+    pose_frames: Sequence[int] | None = None,
+) -> np.ndarray:
+    """(F, h, w, 3) uint8: each frame drawn at ``source_size`` (``draw_skeletons``) and resized to
+    ``size`` (``resize_frames``), one at a time; frames not in ``pose_frames`` stay black."""
+    num_frames = len(joints2d)
+    video = np.zeros((num_frames, size[1], size[0], 3), dtype=np.uint8)
+    for f in range(num_frames) if pose_frames is None else sorted(set(pose_frames)):
+        drawn = draw_skeletons(joints2d[f : f + 1], in_front[f : f + 1], edges, *source_size)
+        video[f] = resize_frames(drawn, *size)[0]
+    return video
