@@ -12,13 +12,12 @@ both inside a Hugging Face cache (``models--ORG--NAME/snapshots/REV/...``, ``ref
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from official_parity_cases import write_checkpoint
 
-from poseanything.engine.checkpoints.hub import DIT_INDEX, DIT_SHARDS, POSEANYTHING_REPO, WAN_REPO
+from poseanything.engine.checkpoints.hub import POSEANYTHING_REPO, WAN_REPO
 
 DIM = 256  # two heads of Wan's 128
 LATENT_CHANNELS = 4
@@ -86,22 +85,6 @@ def snapshot(cache: Path, repo: str) -> Path:
     return folder
 
 
-def write_official_checkpoint(folder: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """Two shards (blocks of the first half in shard 1, everything else in shard 2) + index."""
-    first_half = tuple(f"blocks.{block}." for block in range(NUM_LAYERS // 2))
-    shards: dict[str, dict[str, torch.Tensor]] = {name: {} for name in DIT_SHARDS}
-    for name, tensor in tensors.items():
-        shard = DIT_SHARDS[0] if name.startswith(first_half) else DIT_SHARDS[1]
-        shards[shard][name] = tensor.contiguous()
-    weight_map = {}
-    for shard, content in shards.items():
-        save_file(content, str(folder / shard))
-        weight_map.update(dict.fromkeys(content, shard))
-    total = sum(t.numel() * t.element_size() for t in tensors.values())
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (folder / DIT_INDEX).write_text(json.dumps(index, indent=2))
-
-
 def write_wan_repo(folder: Path) -> None:
     """Tiny Wan2.2 VAE, umT5 encoder (sharded) and tokenizer in diffusers layout."""
     from diffusers import AutoencoderKLWan
@@ -150,7 +133,7 @@ def write_wan_repo(folder: Path) -> None:
 def make_fake_cache(cache: Path) -> dict[str, Path]:
     """Both repositories in a hub cache at ``cache``; returns their snapshot folders."""
     dit = snapshot(cache, POSEANYTHING_REPO)
-    write_official_checkpoint(dit, official_tensors())
+    write_checkpoint(dit, official_tensors(), index=True)
     wan = snapshot(cache, WAN_REPO)
     write_wan_repo(wan)
     return {"poseanything": dit, "wan": wan}

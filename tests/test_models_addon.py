@@ -89,10 +89,11 @@ def test_each_model_choice_becomes_the_engines_options(preferences, tmp_path):
 def half_cache(tmp_path, monkeypatch) -> Path:
     """A Hugging Face cache with the tiny official PoseAnything checkpoint and no Wan2.2 files;
     the engine child inherits the environment, network off."""
-    from fake_full_model import official_tensors, snapshot, write_official_checkpoint
+    from fake_full_model import official_tensors, snapshot
+    from official_parity_cases import write_checkpoint
 
     cache = tmp_path / "hf" / "hub"
-    write_official_checkpoint(snapshot(cache, POSEANYTHING_REPO), official_tensors())
+    write_checkpoint(snapshot(cache, POSEANYTHING_REPO), official_tensors(), index=True)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return cache

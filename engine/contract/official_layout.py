@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .shot import CameraPath, Guidance, Shot, ShotError, SkeletonGraph, write_shot
+from .shot import CameraPath, Guidance, Shot, ShotError, SkeletonGraph, read_image, write_shot
 
 RELEASE_FRAMES = 81
 RELEASE_FPS = 24.0
@@ -39,6 +39,7 @@ SUBJECT_GREY_MAX = 245
 METADATA = "metadata.csv"
 FIRST_FRAME_DIR = "first_frame"
 SKELETON_DIR = "skeleton_image"
+COPY_AGAIN = "copy the release's data folder completely (git lfs pull)"
 SUBJECT_DIR = "video"
 
 
@@ -121,7 +122,7 @@ def read_release_layout(data_dir: str | Path) -> list[ReleaseSample]:
             raise ShotError(
                 f"{data_dir}: {name} lacks {', '.join(missing[:3])}"
                 + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-                + "; copy the release's data folder completely (git lfs pull)"
+                + f"; {COPY_AGAIN}"
             )
         if 0 not in frames:
             raise ShotError(
@@ -143,21 +144,11 @@ def read_release_layout(data_dir: str | Path) -> list[ReleaseSample]:
     return samples
 
 
-def _image(path: Path, mode: str) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert(mode))
-    except OSError as error:
-        raise ShotError(f"{path}: unreadable image ({error})") from error
-
-
 def subject_mask(subject: Path, width: int, height: int) -> np.ndarray:
     """(H, W) uint8 0/255 subject mask from the release's subject-on-white image."""
     from PIL import Image
 
-    grey = _image(subject, "L")
+    grey = read_image(subject, "L", COPY_AGAIN)
     mask = np.where(grey <= SUBJECT_GREY_MAX, 255, 0).astype(np.uint8)
     if mask.shape != (height, width):
         mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST))
@@ -206,7 +197,7 @@ def import_release_layout(data_dir: str | Path, out_dir: str | Path) -> list[Imp
     out_dir = Path(out_dir)
     imported = []
     for sample in samples:
-        reference = _image(sample.first_frame, "RGB")
+        reference = read_image(sample.first_frame, "RGB", COPY_AGAIN)
         height, width = reference.shape[:2]
         mask = None if sample.subject is None else subject_mask(sample.subject, width, height)
         folder = write_shot(

@@ -479,19 +479,20 @@ def read_shot(folder: str | Path) -> Shot:
     return shot
 
 
-def _read_image(path: Path, mode: str) -> np.ndarray:
+def read_image(path: Path, mode: str, fix: str = "re-export the shot") -> np.ndarray:
+    """A PNG as a uint8 array in PIL ``mode``, or a ``ShotError`` ending in ``fix``. Engine side."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert(mode))
     except OSError as error:
-        raise ShotError(f"{path.name}: unreadable ({error}); re-export the shot") from error
+        raise ShotError(f"{path.name}: unreadable ({error}); {fix}") from error
 
 
 def read_reference(folder: str | Path) -> np.ndarray:
     """The reference frame as (H, W, 3) uint8. Needs PIL, so it is for the engine side only."""
-    return _read_image(Path(folder) / REFERENCE_PNG, "RGB")
+    return read_image(Path(folder) / REFERENCE_PNG, "RGB")
 
 
 def read_reference_mask(folder: str | Path) -> np.ndarray | None:
@@ -500,7 +501,7 @@ def read_reference_mask(folder: str | Path) -> np.ndarray | None:
     path = Path(folder) / REFERENCE_MASK_PNG
     if not path.is_file():
         return None
-    return _read_image(path, "L").astype(np.float32) / 255.0
+    return read_image(path, "L").astype(np.float32) / 255.0
 
 
 def read_pose_images(folder: str | Path, shot: Shot) -> dict[int, np.ndarray]:
@@ -511,5 +512,5 @@ def read_pose_images(folder: str | Path, shot: Shot) -> dict[int, np.ndarray]:
     for frame in shot.pose_frames or ():
         path = folder / pose_image_name(frame)
         _require(path.is_file(), POSES_DIR, f"{path.name} is missing; import the shot again")
-        images[frame] = _read_image(path, "RGB")
+        images[frame] = read_image(path, "RGB")
     return images
