@@ -135,15 +135,21 @@ def subject_image(mask: np.ndarray) -> np.ndarray:
     return image
 
 
-def _to_release_size(image: np.ndarray) -> np.ndarray:
-    """``data_utils.resize_image``: bilinear (OpenCV) to the 832 long side, 32-px multiples."""
+Size = tuple[int, int] | None
+"""(width, height) the masks are cut at: the working size; None: the release's own
+(``long_side_size`` of the image), which the full model's working size is too."""
+
+
+def _to_working_size(image: np.ndarray, size: Size) -> np.ndarray:
+    """``data_utils.resize_image``: bilinear (OpenCV) to the working size."""
     height, width = image.shape[:2]
-    return _cv2().resize(image, long_side_size(width, height), interpolation=_cv2().INTER_LINEAR)
+    size = long_side_size(width, height) if size is None else size
+    return _cv2().resize(image, size, interpolation=_cv2().INTER_LINEAR)
 
 
-def _subject_mask(subject_bgr: np.ndarray) -> np.ndarray:
+def _subject_mask(subject_bgr: np.ndarray, size: Size) -> np.ndarray:
     cv2 = _cv2()
-    subject_grey = cv2.cvtColor(_to_release_size(subject_bgr), cv2.COLOR_BGR2GRAY)
+    subject_grey = cv2.cvtColor(_to_working_size(subject_bgr, size), cv2.COLOR_BGR2GRAY)
     _, mask = cv2.threshold(subject_grey, SUBJECT_THRESHOLD, 255, cv2.THRESH_BINARY_INV)
     return np.where(mask > 0, 255, 0).astype(np.uint8)
 
@@ -153,12 +159,12 @@ def _kernel():
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
 
 
-def needed_dilation(subject_bgr: np.ndarray, skeleton_grey: np.ndarray) -> int:
+def needed_dilation(subject_bgr: np.ndarray, skeleton_grey: np.ndarray, size: Size = None) -> int:
     """How often the first frame's skeleton is dilated so that it covers the subject, plus one
     (``data_utils.calculate_needed_dilation``); 1 for an empty subject, at most 100."""
     cv2 = _cv2()
-    subject = _subject_mask(subject_bgr)
-    skeleton = _to_release_size(skeleton_grey)
+    subject = _subject_mask(subject_bgr, size)
+    skeleton = _to_working_size(skeleton_grey, size)
     if subject.shape != skeleton.shape:
         size = (skeleton.shape[1], skeleton.shape[0])
         subject = cv2.resize(subject, size, interpolation=cv2.INTER_LINEAR)
@@ -223,15 +229,15 @@ def _merge_pieces(pieces: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def segment_skeleton(
-    skeleton_grey: np.ndarray, subject_bgr: np.ndarray | None, dilation: int
+    skeleton_grey: np.ndarray, subject_bgr: np.ndarray | None, dilation: int, size: Size = None
 ) -> list[np.ndarray]:
     """One frame's part masks at the release's working size, uint8 0/255 each
     (``data_utils.segment_skeleton``); with ``subject_bgr`` (the first frame) ANDed with the
     subject."""
     cv2 = _cv2()
-    resized = _to_release_size(skeleton_grey)
+    resized = _to_working_size(skeleton_grey, size)
     pieces, shape = _medial_pieces(resized)
-    subject = None if subject_bgr is None else _subject_mask(subject_bgr)
+    subject = None if subject_bgr is None else _subject_mask(subject_bgr, size)
     masks = []
     for piece in _merge_pieces(pieces):
         mask = np.zeros(shape, dtype=np.uint8)
@@ -251,6 +257,7 @@ def part_masks(
     pose_frames: Sequence[int],
     subject_bgr: np.ndarray | None,
     num_frames: int,
+    size: Size = None,
 ) -> FramePartMasks:
     """The release's part masks of a window on the token grid, for PTCM.
 
@@ -258,20 +265,21 @@ def part_masks(
     (asked once per frame, so a long window at 1080p never holds all its images); pose_frames:
     the posed frames, frame 0 among them; subject_bgr: the subject image of frame 0 (subject on
     white, ``subject_image``), None for none (then nothing is ANDed and one dilation is used, as
-    the release does without a subject image).
+    the release does without a subject image); size: see ``Size``. The token grid is the size
+    over 32 (VAE 16 x patch 2).
     """
     cv2 = _cv2()
     frames = sorted(set(pose_frames))
     if not frames or frames[0] != 0:
         raise ValueError("part masks need the first frame's skeleton (the reference's pose)")
     first = grey_of(0)
-    dilation = 1 if subject_bgr is None else needed_dilation(subject_bgr, first)
-    height, width = _to_release_size(first).shape[:2]
+    dilation = 1 if subject_bgr is None else needed_dilation(subject_bgr, first, size)
+    height, width = _to_working_size(first, size).shape[:2]
     grid = (height // SIZE_MULTIPLE, width // SIZE_MULTIPLE)
     per_frame: dict[int, list[np.ndarray]] = {}
     for frame in frames:
         image = first if frame == 0 else grey_of(frame)
-        masks = segment_skeleton(image, subject_bgr if frame == 0 else None, dilation)
+        masks = segment_skeleton(image, subject_bgr if frame == 0 else None, dilation, size)
         per_frame[frame] = [
             cv2.resize(mask, grid[::-1], interpolation=cv2.INTER_NEAREST) > 127 for mask in masks
         ]
