@@ -125,6 +125,7 @@ def _sized(config, args: argparse.Namespace):
                 f"(one {config.size_multiple}x{config.size_multiple} tile)"
             )
         changes["pixel_area"] = args.pixel_area
+        changes["working_size_rule"] = "pixel_area"  # a budget asked for beats a long side
     return dataclasses.replace(config, **changes)
 
 

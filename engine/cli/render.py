@@ -162,7 +162,7 @@ def resolve_device(name: str) -> str:
 
 def render(args: argparse.Namespace, reporter: Reporter, cancel) -> dict:
     """Read, render and write; returns the engine.json contents. Raises on any failure."""
-    from ..contract.shot import read_reference, read_shot
+    from ..contract.shot import read_pose_images, read_reference, read_reference_mask, read_shot
     from ..contract.video import check_output_free, write_frames, write_video
     from ..inference.pipeline import RenderSettings
 
@@ -200,7 +200,15 @@ def render(args: argparse.Namespace, reporter: Reporter, cancel) -> dict:
         model=pipeline.model_id,
         device=device,
     )
-    result = pipeline.render(shot, reference, settings, callback=reporter.progress, cancel=cancel)
+    result = pipeline.render(
+        shot,
+        reference,
+        settings,
+        callback=reporter.progress,
+        cancel=cancel,
+        pose_images=read_pose_images(args.shot_dir, shot) if shot.pose_source == "images" else None,
+        subject_mask=read_reference_mask(args.shot_dir),
+    )
     generated = time.perf_counter()
     if cancel is not None:
         cancel.check()  # a cancel that came after the last step still writes nothing

@@ -30,20 +30,31 @@ from ..contract.shot import Shot, ShotError
 from ..contract.skeleton import part_masks, render_skeleton_frames
 from ..model import PoseAnythingTransformer, TextEncoder, VideoCodec
 from ..model.ptcm import FramePartMasks
+from . import release_poses
 from .guidance import (
     CameraAnchorKind,
     SkeletonTrack,
     anchor_tracks,
     anchor_weights,
     anchors_needed,
+    full_track,
     rectangle_track,
 )
-from .sampling import DEFAULT_SHIFT, CancelToken, initial_noise, ptcm_steps, sample_with_ptcm
+from .sampling import (
+    DEFAULT_SHIFT,
+    SIGMA_SCHEDULES,
+    CancelToken,
+    initial_noise,
+    ptcm_steps,
+    sample_with_ptcm,
+)
 from .warp import WarpedReference, flow_base
 
 DEFAULT_OVERLAP = 4
 """Frames two consecutive windows share: the cross-fade that hides the seam (>= 1)."""
 FLOW_BASES = ("reference", "warp")
+WORKING_SIZE_RULES = ("pixel_area", "long_side")
+SKELETON_DRAWINGS = ("engine", "release")
 MIN_SUBJECT_PIXELS = 4.0
 """Below this extent (pixels, at the model's working size) a skeleton is a dot, not a pose."""
 
@@ -150,10 +161,37 @@ class PipelineConfig:
     change is measured from. "reference": the reference repeated over the window. "warp": the
     reference moved along each anchor's skeleton and camera (``engine.warp``), for a model
     trained that way."""
+    sigmas: str = "diffusers"
+    """The sampler's schedule (``sampling.SIGMA_SCHEDULES``): "diffusers", which the default
+    model was trained and tuned on; "release", the official code's, for its weights."""
+    working_size_rule: str = "pixel_area"
+    """"pixel_area": about ``pixel_area`` pixels, aspect kept, sides rounded to
+    ``size_multiple``, the reference centre-cropped and resized with Lanczos (the default model
+    trained on a pixel budget). "long_side": the release's, long side 832 and both sides
+    floored to ``size_multiple`` (1920x1080 -> 832x448), the reference resized bilinearly
+    without a crop, as its test script loads images."""
+    skeleton_drawing: str = "engine"
+    """"engine": skeleton images drawn at the working size from the joints, part masks from
+    the rig's bone chains (``contract.skeleton``), what the default model was trained on.
+    "release": drawn the release's way at the shot's size and resized, part masks cut from
+    those images (``release_poses``), what the official weights know; it also renders shots of
+    given skeleton images (``pose_source`` "images")."""
+    min_bone_px: float = 0.0
+    """With "release" drawing: bones shorter than this in every frame (pixels at the working
+    size) are left out; a Rigify rig's face and finger bones would draw a tangle where the
+    release's medial-axis skeletons have a line."""
 
     def __post_init__(self) -> None:
         if self.flow_base not in FLOW_BASES:
             raise ValueError(f"flow_base {self.flow_base!r} is not one of {FLOW_BASES}")
+        choices = (
+            ("sigmas", SIGMA_SCHEDULES),
+            ("working_size_rule", WORKING_SIZE_RULES),
+            ("skeleton_drawing", SKELETON_DRAWINGS),
+        )
+        for name, allowed in choices:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} {getattr(self, name)!r} is not one of {allowed}")
         if self.flow_base == "warp" and self.reference_source is None:
             raise ValueError("flow_base 'warp' needs reference_source (a flow from the base)")
 
@@ -164,9 +202,18 @@ class PipelineConfig:
 
 
 FULL_MODEL_CONFIG = PipelineConfig(
-    window_frames=81, pixel_area=832 * 480, size_multiple=32, steps=50, shift=5.0
+    window_frames=81,
+    pixel_area=832 * 480,
+    size_multiple=32,
+    steps=50,
+    shift=5.0,
+    sigmas="release",
+    working_size_rule="long_side",
+    skeleton_drawing="release",
+    min_bone_px=6.0,
 )
-"""The official PoseAnything on Wan2.2-TI2V-5B: 81 frames, long side 832, 50 steps, shift 5."""
+"""The official PoseAnything on Wan2.2-TI2V-5B as its release runs it: 81 frames, long side 832
+(``pixel_area`` for a ``--pixel-area`` budget), 50 steps, shift 5, its schedule and drawing."""
 
 
 @dataclass(frozen=True)
@@ -465,10 +512,20 @@ class PoseAnythingPipeline:
         return folder
 
     def working_size(self, shot: Shot) -> tuple[int, int]:
-        """The (width, height) the model renders ``shot`` at."""
-        return working_size(
-            shot.width, shot.height, self.config.pixel_area, self.config.size_multiple
-        )
+        """The (width, height) the model renders ``shot`` at (``working_size_rule``)."""
+        config = self.config
+        if config.working_size_rule == "long_side":
+            size = release_poses.long_side_size(
+                shot.width, shot.height, multiple=config.size_multiple
+            )
+            return max(size[0], config.size_multiple), max(size[1], config.size_multiple)
+        return working_size(shot.width, shot.height, config.pixel_area, config.size_multiple)
+
+    def fit_reference(self, reference: np.ndarray, width: int, height: int) -> np.ndarray:
+        """The reference at the working size, as the ``working_size_rule`` loads it."""
+        if self.config.working_size_rule == "long_side":
+            return release_poses.resize_frames(reference[None, ..., :3], width, height)[0]
+        return fit_image(reference, width, height)
 
     def __call__(
         self,
@@ -493,11 +550,11 @@ class PoseAnythingPipeline:
     def plan(self, shot: Shot, settings: RenderSettings | None = None) -> RenderPlan:
         """Resolve ``settings`` against the shot and the model: sizes, windows, anchors, steps."""
         settings = settings or RenderSettings()
-        if shot.pose_source == "images":
+        if shot.pose_source == "images" and self.config.skeleton_drawing != "release":
             raise ShotError(
                 f"pose_source: {shot.name} has skeleton images but no joints (imported from the "
                 "release's data with import-official); this model draws its skeletons from "
-                "joints, so it cannot render the shot"
+                "joints, so it cannot render the shot: render it with the full model (--full)"
             )
         guidance = shot.guidance
         subject = (
@@ -509,7 +566,14 @@ class PoseAnythingPipeline:
         temporal = self.codec.temporal_factor
         window = window_length(self.config.window_frames, temporal)
         starts = plan_windows(shot.num_frames, window, settings.overlap)
-        use_ptcm = settings.ptcm and bool(self.model.config.ptcm) and shot.skeleton.num_parts > 0
+        parts = self.config.skeleton_drawing == "release" or shot.skeleton.num_parts > 0
+        use_ptcm = settings.ptcm and bool(self.model.config.ptcm) and parts
+        anchors = anchors_needed(subject, camera)
+        if shot.pose_source == "images" and anchors != ("full",):
+            raise ShotError(
+                "guidance: a shot of given skeleton images has only its own poses, no subject or "
+                "camera anchor to guide with; use subject and camera guidance 1"
+            )
         capture, active = ptcm_steps(steps)
         return RenderPlan(
             settings=settings,
@@ -519,7 +583,7 @@ class PoseAnythingPipeline:
             seed=shot.seed if settings.seed is None else settings.seed,
             width=width,
             height=height,
-            anchors=anchors_needed(subject, camera),
+            anchors=anchors,
             starts=tuple(starts),
             length=window if len(starts) > 1 else window_length(shot.num_frames, temporal),
             ptcm=use_ptcm,
@@ -535,11 +599,28 @@ class PoseAnythingPipeline:
         settings: RenderSettings | None = None,
         callback: Callable[[Progress], None] | None = None,
         cancel: CancelToken | None = None,
+        pose_images: dict[int, np.ndarray] | None = None,
+        subject_mask: np.ndarray | None = None,
     ) -> RenderResult:
-        """Render ``shot`` window by window; see the module docstring."""
+        """Render ``shot`` window by window; see the module docstring. ``pose_images``: the
+        skeleton images of a shot without joints (``read_pose_images``); ``subject_mask``: the
+        reference's subject (``read_reference_mask``), for the release's part masks."""
         plan = self.plan(shot, settings)
         scale = np.array([plan.width / shot.width, plan.height / shot.height])
-        check_subject_size(shot.joints2d, shot.in_front, scale)
+        if shot.pose_source == "images":
+            if pose_images is None:
+                raise ValueError("a shot of skeleton images renders with its pose_images")
+        else:
+            check_subject_size(shot.joints2d, shot.in_front, scale)
+        style = None
+        if self.config.skeleton_drawing == "release":
+            style = release_poses.ReleaseStyle(
+                (shot.width, shot.height),
+                (plan.width, plan.height),
+                self.config.min_bone_px,
+                pose_images,
+                subject_mask,
+            )
         tracks = anchor_tracks(shot, plan.anchors, plan.settings.camera_anchor)
         rectangle = rectangle_track(shot) if self.config.flow_base == "warp" else None
         weights = anchor_weights(plan.subject, plan.camera)
@@ -551,7 +632,7 @@ class PoseAnythingPipeline:
             pose_set = set()
 
         video = np.zeros((num_frames, plan.height, plan.width, 3), dtype=np.float32)
-        reference_frame = shot_reference = fit_image(reference, plan.width, plan.height)
+        reference_frame = shot_reference = self.fit_reference(reference, plan.width, plan.height)
         correspondences = []
         clock = _ProgressClock(plan, callback, self._decode)
         done = 0
@@ -564,7 +645,9 @@ class PoseAnythingPipeline:
                 else [i for i, frame in enumerate(frames.tolist()) if frame in pose_set]
             )
             pose_videos = [
-                render_skeleton_frames(
+                style.video(tracks[name], frames, local_poses)
+                if style is not None
+                else render_skeleton_frames(
                     tracks[name].joints2d[frames] * scale,
                     tracks[name].in_front[frames],
                     tracks[name].edges,
@@ -588,11 +671,14 @@ class PoseAnythingPipeline:
             # The guidance mix of the anchors' bases: where the mixed prediction starts from.
             base_latent = (base_latents * mix.view(-1, 1, 1, 1, 1)).sum(0, keepdim=True)
             flow_start = self._flow_start(base_latent, plan.seed + index)
-            masks = (
-                self._part_masks(shot, frames, local_poses, scale, plan, pose_latents)
-                if plan.ptcm
-                else None
-            )
+            masks = None
+            if plan.ptcm and style is not None:
+                carrier = tracks.get("full", tracks.get("subject")) or full_track(shot)
+                _, patch_h, patch_w = self.model.config.patch_size
+                grid = (pose_latents.shape[-2] // patch_h, pose_latents.shape[-1] // patch_w)
+                masks = style.part_masks(carrier, frames, local_poses, grid).to(self.device)
+            elif plan.ptcm:
+                masks = self._part_masks(shot, frames, local_poses, scale, plan, pose_latents)
             latents, correspondence = sample_with_ptcm(
                 self.model,
                 flow_start,
@@ -608,6 +694,7 @@ class PoseAnythingPipeline:
                 on_step=clock.window(index),
                 cancel=cancel,
                 base_offsets=None if bases is None else base_latents - reference_latent,
+                sigmas=self.config.sigmas,
             )
             if correspondence is not None:
                 correspondences.append(correspondence.cpu().tolist())

@@ -258,6 +258,7 @@ def part_masks(
     subject_bgr: np.ndarray | None,
     num_frames: int,
     size: Size = None,
+    grid: tuple[int, int] | None = None,
 ) -> FramePartMasks:
     """The release's part masks of a window on the token grid, for PTCM.
 
@@ -265,8 +266,8 @@ def part_masks(
     (asked once per frame, so a long window at 1080p never holds all its images); pose_frames:
     the posed frames, frame 0 among them; subject_bgr: the subject image of frame 0 (subject on
     white, ``subject_image``), None for none (then nothing is ANDed and one dilation is used, as
-    the release does without a subject image); size: see ``Size``. The token grid is the size
-    over 32 (VAE 16 x patch 2).
+    the release does without a subject image); size: see ``Size``; grid: the token grid
+    (rows, columns), by default the size over 32 (the release's VAE 16 x patch 2).
     """
     cv2 = _cv2()
     frames = sorted(set(pose_frames))
@@ -274,8 +275,9 @@ def part_masks(
         raise ValueError("part masks need the first frame's skeleton (the reference's pose)")
     first = grey_of(0)
     dilation = 1 if subject_bgr is None else needed_dilation(subject_bgr, first, size)
-    height, width = _to_working_size(first, size).shape[:2]
-    grid = (height // SIZE_MULTIPLE, width // SIZE_MULTIPLE)
+    if grid is None:
+        height, width = _to_working_size(first, size).shape[:2]
+        grid = (height // SIZE_MULTIPLE, width // SIZE_MULTIPLE)
     per_frame: dict[int, list[np.ndarray]] = {}
     for frame in frames:
         image = first if frame == 0 else grey_of(frame)
@@ -324,3 +326,82 @@ def skeleton_video(
         drawn = draw_skeletons(joints2d[f : f + 1], in_front[f : f + 1], edges, *source_size)
         video[f] = resize_frames(drawn, *size)[0]
     return video
+
+
+class ReleaseStyle:
+    """The release's skeleton images and part masks for the windows of one shot.
+
+    ``given``: the skeleton images of a shot that has no joints (``pose_source`` "images"),
+    shot frame -> (H, W, 3) uint8 at their own size; otherwise each track is drawn at the shot's
+    size, leaving out bones shorter than ``min_bone`` pixels at the working size
+    (``readable_edges``). ``subject_mask``: the reference's subject at the shot's size (0..1),
+    None when the shot has none (then, as in the release without a subject image, the part
+    masks are not cut to a subject).
+    """
+
+    def __init__(
+        self,
+        source_size: tuple[int, int],
+        size: tuple[int, int],
+        min_bone: float = 0.0,
+        given: dict[int, np.ndarray] | None = None,
+        subject_mask: np.ndarray | None = None,
+    ) -> None:
+        self.source_size = source_size
+        self.size = size
+        self.min_bone = min_bone
+        self.given = given
+        self.subject = None if subject_mask is None else subject_image(subject_mask > 0.5)
+
+    def _edges(self, track) -> np.ndarray:
+        scale = np.array(self.size) / np.array(self.source_size)
+        keep = readable_edges(track.joints2d * scale, track.in_front, track.edges, self.min_bone)
+        return track.edges[keep]
+
+    def video(self, track, frames: np.ndarray, poses: Sequence[int] | None) -> np.ndarray:
+        """(len(frames), h, w, 3) uint8: the track's (or the given) skeleton images of the
+        window's shot ``frames``, black where the window has no pose."""
+        if self.given is not None:
+            video = np.zeros((len(frames), self.size[1], self.size[0], 3), dtype=np.uint8)
+            for i in self._posed(frames, poses):
+                video[i] = resize_frames(self.given[int(frames[i])][None], *self.size)[0]
+            return video
+        return skeleton_video(
+            track.joints2d[frames],
+            track.in_front[frames],
+            self._edges(track),
+            self.source_size,
+            self.size,
+            poses,
+        )
+
+    def _posed(self, frames: np.ndarray, poses: Sequence[int] | None) -> list[int]:
+        posed = range(len(frames)) if poses is None else poses
+        if self.given is None:
+            return sorted(set(posed))
+        return sorted(i for i in set(posed) if int(frames[i]) in self.given)
+
+    def part_masks(
+        self, track, frames: np.ndarray, poses: Sequence[int] | None, grid: tuple[int, int]
+    ) -> FramePartMasks:
+        """The window's part masks on the token ``grid``, cut from its skeleton images at the
+        shot's size, the first frame's (the reference's) against the subject."""
+        if self.given is not None:
+
+            def grey_of(i: int) -> np.ndarray:
+                return grey(self.given[int(frames[i])])
+
+        else:
+            edges = self._edges(track)
+
+            def grey_of(i: int) -> np.ndarray:
+                drawn = draw_skeletons(
+                    track.joints2d[frames[i : i + 1]],
+                    track.in_front[frames[i : i + 1]],
+                    edges,
+                    *self.source_size,
+                )
+                return grey(drawn[0])
+
+        posed = sorted({0, *self._posed(frames, poses)})
+        return part_masks(grey_of, posed, self.subject, len(frames), self.size, grid)

@@ -103,6 +103,10 @@ class FramePartMasks:
     def num_frames(self) -> int:
         return self.masks.shape[0]
 
+    def to(self, device: torch.device | str) -> FramePartMasks:
+        posed = None if self.posed is None else self.posed.to(device)
+        return FramePartMasks(self.masks.to(device), self.first_parts, posed)
+
     def temporal_factor(self, latent_frames: int) -> int:
         """Video frames per latent frame (after the first), from the causal VAE layout."""
         frames = self.num_frames
