@@ -1,4 +1,10 @@
-"""PoseAnythingPipeline on synthetic shots with a tiny randomly initialised model."""
+"""PoseAnythingPipeline on synthetic shots with a tiny randomly initialised model.
+
+As diffusers' pipeline tests: the tiny model is seeded (``tiny_models``) and torch on the CPU is
+deterministic, so slices of its latents and frames are pinned; a change that alters the numbers
+fails here, where "two outputs differ" would still pass. After a deliberate change, print the
+new slices and update the pins.
+"""
 
 import dataclasses
 import json
@@ -19,10 +25,29 @@ from poseanything.engine.contract.shot import ShotError
 from poseanything.engine.inference import pipeline as pl
 from poseanything.engine.inference.sampling import Cancelled, CancelToken
 
+MIXED = pl.RenderSettings(subject_guidance=1.5, camera_guidance=0.5)
+"""All three anchors in the guidance mix (camera -0.5, subject 1.0, full 0.5), PTCM on."""
+
 
 @pytest.fixture(scope="module")
 def pipeline():
     return tiny_pipeline()
+
+
+def prepared(pipeline, shot, settings=None, reference=None):
+    plan = pipeline.plan(shot, settings)
+    if reference is None:
+        reference = reference_image(shot.width, shot.height)
+    return pipeline.prepare(shot, reference, plan)
+
+
+def assert_latents(window, expected: list) -> None:
+    """A window's latents at a fixed slice (8 numbers of the last latent frame) are the pinned
+    ones. The tiny model's frames are a near-constant grey, so uint8 pixels would hide a change;
+    its latents do not."""
+    torch.testing.assert_close(
+        window.latents[0, :, -1, 2, 4:6].flatten(), torch.tensor(expected), atol=1e-4, rtol=0
+    )
 
 
 def test_working_size_keeps_aspect_on_the_tile_grid():
@@ -50,11 +75,86 @@ def test_blend_weights_cross_fade_without_a_jump():
     weights = pl.blend_weights(4)
     np.testing.assert_allclose(weights, [0, 0.25, 0.5, 0.75])
     video = np.zeros((10, 1, 1, 3), np.float32)
-    pl.stitch_window(video, np.full((6, 1, 1, 3), 100, np.float32), 0, 0)
-    pl.stitch_window(video, np.full((6, 1, 1, 3), 200, np.float32), 4, 6)
+    assert pl.stitch_window(video, np.full((6, 1, 1, 3), 100, np.float32), 0, 0) == 6
+    assert pl.stitch_window(video, np.full((6, 1, 1, 3), 200, np.float32), 4, 6) == 10
     np.testing.assert_allclose(
         video[:, 0, 0, 0], [100, 100, 100, 100, 100, 150, 200, 200, 200, 200]
     )
+
+
+def test_prepare_mixes_the_anchors_and_fits_the_reference(pipeline):
+    shot = make_shot(num_frames=6, width=48, height=32)
+    inputs = prepared(pipeline, shot, MIXED, reference=reference_image(64, 32))
+    assert inputs.plan.anchors == ("camera", "subject", "full")
+    assert inputs.mix.tolist() == [-0.5, 1.0, 0.5]  # 1 - subject, subject - camera, camera
+    assert sorted(inputs.tracks) == ["camera", "full", "subject"] and inputs.rectangle is None
+    np.testing.assert_allclose(inputs.scale, [40 / 48, 24 / 32])
+    assert inputs.reference.shape == (24, 40, 3) and inputs.pose_frames is None
+    torch.testing.assert_close(
+        inputs.text[0, :2, :4].flatten(),
+        torch.tensor([-0.412, -0.5837, -0.0664, -0.3122, 0.21, -0.2873, -0.5981, -1.0072]),
+        atol=1e-4,
+        rtol=0,
+    )
+    blank = prepared(pipeline, shot, pl.RenderSettings(blank_pose=True))
+    assert blank.pose_frames == frozenset()
+    conditions = pipeline.condition_window(blank, 0, blank.reference)
+    (pose_video,) = pipeline.pose_videos(blank, conditions.frames, conditions.poses)
+    assert conditions.poses == [] and not pose_video.any()
+
+
+def test_window_conditions_with_the_reference_as_flow_base(pipeline):
+    shot = make_shot(num_frames=6, width=48, height=32)
+    inputs = prepared(pipeline, shot, MIXED)
+    conditions = pipeline.condition_window(inputs, 0, inputs.reference)
+    assert conditions.frames.tolist() == list(range(6)) and conditions.poses is None
+    assert conditions.pose_latents.shape == (3, 4, 6, 6, 10)
+    torch.testing.assert_close(
+        conditions.pose_latents[:, 0, -1, 2:4, 4].flatten(),
+        torch.tensor([-0.0727, -0.0689, -0.076, -0.0653, -0.0731, -0.074]),
+        atol=1e-4,
+        rtol=0,
+    )
+    # The mix sums to one, so the mixed base is the reference latent in every frame.
+    repeated = conditions.reference_latent.expand(-1, -1, 6, -1, -1)
+    torch.testing.assert_close(conditions.base_latent, repeated)
+    assert conditions.base_offsets is None and conditions.region is None
+    parts = shot.skeleton.num_parts
+    assert conditions.part_masks.masks.shape == (6, parts, 3, 5)  # every frame, token grid
+    assert conditions.part_masks.first_parts == parts and conditions.part_masks.posed is None
+
+
+def test_a_window_samples_to_pinned_latents_and_frames(pipeline):
+    shot = make_shot(num_frames=6, width=48, height=32)
+    inputs = prepared(pipeline, shot, MIXED)
+    window = pipeline.sample_window(inputs, 0, inputs.reference)
+    assert window.latents.shape == (1, 4, 6, 6, 10) and window.frames.shape == (6, 24, 40, 3)
+    assert_latents(window, [1.4589, 0.0464, -1.4717, -1.2893, 0.8608, 1.5802, -0.7073, -0.441])
+    pixels = [129.351, 132.364, 118.056, 129.347, 132.202, 118.08, 129.219, 131.929, 118.046]
+    np.testing.assert_allclose(window.frames[-1, 12, 20:23].flatten(), pixels, atol=1e-3)
+    identity = [0, 1, 2, 3, 4]
+    assert window.correspondence.tolist() == [identity] * 3 + [[3, 1, 2, 0, 4]] + [identity] * 2
+    other_seed = prepared(pipeline, shot, dataclasses.replace(MIXED, seed=9))
+    assert_latents(
+        pipeline.sample_window(other_seed, 0, other_seed.reference),
+        [-0.3073, -3.3743, -0.1643, -1.25, 1.0266, 0.4523, -1.4944, -1.643],
+    )
+
+
+def test_windows_are_stitched_from_the_steps(pipeline):
+    """Four windows of 8 frames sharing 4: each starts from a frame of the one before it, and the
+    frames two windows share are cross-faded."""
+    shot = make_shot(num_frames=20, width=32, height=32)
+    settings = pl.RenderSettings(ptcm=False, upscale=False)
+    result = pipeline.render(shot, reference_image(32, 32), settings)
+    assert result.report["windows"] == [[0, 8], [4, 8], [8, 8], [12, 8]]
+    inputs = prepared(pipeline, shot, settings)
+    first = pipeline.sample_window(inputs, 0, inputs.reference)
+    second = pipeline.sample_window(inputs, 1, np.rint(first.frames[4]).astype(np.uint8))
+    assert_latents(second, [0.8294, 0.4863, -0.3213, 1.1309, -1.502, -0.7395, -1.5969, 3.7724])
+    np.testing.assert_array_equal(result.frames[:5], np.rint(first.frames[:5]))
+    faded = first.frames[5] * (1.0 - 0.25) + second.frames[1] * 0.25
+    np.testing.assert_array_equal(result.frames[5], np.rint(faded))
 
 
 def test_render_shapes_determinism_and_report(pipeline):
@@ -79,38 +179,46 @@ def test_render_shapes_determinism_and_report(pipeline):
 def test_ptcm_switch_camera_guidance_and_camera_anchor_change_the_video(pipeline):
     shot = make_shot(num_frames=5, width=32, height=32, pan=0.2)
     reference = reference_image(32, 32)
-    base = pipeline(shot, reference, pl.RenderSettings(subject_guidance=1.5))
-    no_ptcm = pipeline(shot, reference, pl.RenderSettings(subject_guidance=1.5, ptcm=False))
-    locked = pipeline(shot, reference, pl.RenderSettings(subject_guidance=1.5, camera_guidance=0.0))
-    static_anchor = pipeline(
-        shot, reference, pl.RenderSettings(subject_guidance=1.5, camera_anchor="static")
-    )
-    assert not np.array_equal(base, no_ptcm)
-    assert not np.array_equal(base, locked)
-    assert not np.array_equal(base, static_anchor)
+    variants = {  # settings, pinned latents
+        "base": (
+            pl.RenderSettings(subject_guidance=1.5),
+            [-2.8732, -0.1933, -0.7272, -0.2954, -0.398, 0.0322, 0.9535, 0.3711],
+        ),
+        "no_ptcm": (
+            pl.RenderSettings(subject_guidance=1.5, ptcm=False),
+            [-2.858, -0.2082, -0.7249, -0.3123, -0.3858, 0.0437, 0.9517, 0.3733],
+        ),
+        "locked": (
+            pl.RenderSettings(subject_guidance=1.5, camera_guidance=0.0),
+            [-2.8745, -0.1946, -0.7315, -0.2986, -0.3988, 0.0293, 0.956, 0.3674],
+        ),
+        "static_anchor": (
+            pl.RenderSettings(subject_guidance=1.5, camera_anchor="static"),
+            [-2.8706, -0.1936, -0.7293, -0.2962, -0.3974, 0.03, 0.9532, 0.3714],
+        ),
+    }
+    base = pipeline(shot, reference, variants["base"][0])
+    for name, (settings, expected) in variants.items():
+        inputs = prepared(pipeline, shot, settings)
+        assert_latents(pipeline.sample_window(inputs, 0, inputs.reference), expected)
+        assert name == "base" or not np.array_equal(base, pipeline(shot, reference, settings)), name
 
 
 def test_sparse_poses_blank_the_other_frames(pipeline):
     shot = make_shot(num_frames=6, width=32, height=32, pose_frames=(0, 5))
-    encoded = []
-    original = pipeline._encode
-
-    def recording_encode(videos):
-        encoded.append(videos)
-        return original(videos)
-
-    pipeline._encode = recording_encode
-    try:
-        pipeline(shot, reference_image(32, 32), pl.RenderSettings(ptcm=False))
-    finally:
-        del pipeline._encode
-    pose_video = encoded[0][0]
+    inputs = prepared(pipeline, shot, pl.RenderSettings(ptcm=False))
+    conditions = pipeline.condition_window(inputs, 0, inputs.reference)
+    assert inputs.pose_frames == {0, 5} and conditions.poses == [0, 5]
+    (pose_video,) = pipeline.pose_videos(inputs, conditions.frames, conditions.poses)
     assert pose_video[[0, 5]].any(axis=(1, 2, 3)).all()
     assert not pose_video[1:5].any()
-    dense = make_shot(num_frames=6, width=32, height=32)
-    assert not np.array_equal(
-        pipeline(shot, reference_image(32, 32)), pipeline(dense, reference_image(32, 32))
+    assert_latents(
+        pipeline.sample_window(inputs, 0, inputs.reference),
+        [0.0708, -0.3333, -2.2462, -1.4469, -2.5604, 0.4729, 1.1356, 0.5663],
     )
+    sparse = pipeline(shot, reference_image(32, 32))
+    dense = make_shot(num_frames=6, width=32, height=32)
+    assert not np.array_equal(sparse, pipeline(dense, reference_image(32, 32)))
 
 
 def test_long_full_hd_shot_renders_every_frame_at_the_shot_size(pipeline):
@@ -177,10 +285,15 @@ def test_flow_can_start_from_the_reference_plus_noise():
     shot = make_shot(num_frames=4, width=32, height=32)
     reference = reference_image(32, 32)
     from_noise = tiny_pipeline()(shot, reference)
-    config = dataclasses.replace(TINY_PIPELINE, reference_source=0.5)
-    from_reference = tiny_pipeline(config)(shot, reference)
+    pipeline = tiny_pipeline(dataclasses.replace(TINY_PIPELINE, reference_source=0.5))
+    from_reference = pipeline(shot, reference)
     assert from_reference.shape == from_noise.shape
     assert not np.array_equal(from_reference, from_noise)
+    inputs = prepared(pipeline, shot)
+    assert_latents(
+        pipeline.sample_window(inputs, 0, inputs.reference),
+        [-1.1681, -0.4871, -0.3944, -0.5585, -0.223, -0.1868, -0.1226, -0.2247],
+    )
 
 
 def wan_codec_pipeline():
@@ -226,12 +339,11 @@ def test_model_folder_names_its_component_classes(tmp_path):
 
 def test_sparse_poses_give_part_masks_only_where_a_pose_is_shown(pipeline):
     shot = make_shot(num_frames=6, width=32, height=32, pose_frames=(2, 4))
-    plan = pipeline.plan(shot)
+    inputs = prepared(pipeline, shot)
     frames = np.arange(6)
-    scale = np.array([plan.width / 32, plan.height / 32])
-    latents = torch.zeros(1, 4, 6, plan.height // 4, plan.width // 4)
-    masks = pipeline._part_masks(shot, frames, [2, 4], scale, plan, latents)
+    latents = torch.zeros(1, 4, 6, inputs.plan.height // 4, inputs.plan.width // 4)
+    masks = pipeline.ptcm_masks(inputs, frames, [2, 4], latents)
     shown = masks.posed_masks().flatten(2).any(-1).any(1)  # (F,) any part in the frame
     assert shown.tolist() == [True, False, True, False, True, False]  # frame 0: the reference
-    dense = pipeline._part_masks(shot, frames, None, scale, plan, latents)
+    dense = pipeline.ptcm_masks(inputs, frames, None, latents)
     assert dense.posed_masks().flatten(2).any(-1).any(1).all()

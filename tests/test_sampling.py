@@ -133,23 +133,17 @@ def test_ptcm_reads_correspondence_then_restarts_from_the_same_noise():
     noise, reference, pose, text, masks = ptcm_inputs()
     names = ("subject", "full")
     steps = []
+    guidance = dict(names=names, subject=1.0, camera=0.5, text_embeds=text, steps=10, shift=5.0)
     with_ptcm, correspondence = sampling.sample_with_ptcm(
         model,
         noise,
         reference,
         pose,
-        names,
-        1.0,
-        0.5,
-        text,
-        10,
-        5.0,
-        masks,
+        **guidance,
+        part_masks=masks,
         on_step=lambda done, x0: steps.append(done),
     )
-    without, none = sampling.sample_with_ptcm(
-        model, noise, reference, pose, names, 1.0, 0.5, text, 10, 5.0, None
-    )
+    without, none = sampling.sample_with_ptcm(model, noise, reference, pose, **guidance)
     assert none is None
     assert correspondence.shape == (3, 2)
     assert sorted(correspondence[1].tolist()) == [0, 1]  # a one-to-one assignment
@@ -165,10 +159,9 @@ def test_ptcm_part_attention_changes_the_early_steps_when_trained():
         torch.nn.init.normal_(block.ptcm.to_out.weight, std=0.5)
     noise, reference, pose, text, masks = ptcm_inputs()
     names = ("full",)
+    guidance = dict(names=names, subject=1.0, camera=1.0, text_embeds=text, steps=10, shift=5.0)
     with_ptcm, _ = sampling.sample_with_ptcm(
-        model, noise, reference, pose[:1], names, 1.0, 1.0, text, 10, 5.0, masks
+        model, noise, reference, pose[:1], **guidance, part_masks=masks
     )
-    without, _ = sampling.sample_with_ptcm(
-        model, noise, reference, pose[:1], names, 1.0, 1.0, text, 10, 5.0, None
-    )
+    without, _ = sampling.sample_with_ptcm(model, noise, reference, pose[:1], **guidance)
     assert not torch.allclose(with_ptcm, without)

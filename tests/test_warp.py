@@ -159,10 +159,11 @@ def test_every_window_starts_and_ends_at_the_warped_shot_reference():
     reference = fit_image(clip.reference, *frames.shape[2:0:-1])
     base = np.rint(warp_along_shot(clip.shot, reference)).astype(np.uint8)
     assert np.abs(base[1:].astype(float) - base[:1]).mean() > 1.0  # the pose moves the base
-    expected = pipeline._decode(pipeline._encode([base]))
+    expected = pipeline.decode_latents(pipeline.encode_videos([base]))
     assert np.abs(frames.astype(float) - np.rint(expected)).max() <= 1.0
     blank = pipeline.render(clip.shot, clip.reference, replace(settings, blank_pose=True)).frames
-    still = pipeline._decode(pipeline._encode([np.repeat(reference[None], len(frames), 0)]))
+    repeated = np.repeat(reference[None], len(frames), 0)
+    still = pipeline.decode_latents(pipeline.encode_videos([repeated]))
     assert np.abs(blank.astype(float) - np.rint(still)).max() <= 1.0  # no pose: the reference
 
 
@@ -197,14 +198,10 @@ def test_later_windows_warp_the_shots_own_reference():
     pipeline = warp_pipeline()
     shot = read_shot(EVAL_CLIP)
     plan = pipeline.plan(shot, RenderSettings(upscale=False))
-    assert len(plan.starts) > 1
-    reference = fit_image(read_reference(EVAL_CLIP), plan.width, plan.height)
-    scale = np.array([plan.width / shot.width, plan.height / shot.height])
-    tracks = {"full": full_track(shot)}
+    assert len(plan.starts) > 1 and plan.anchors == ("full",)
+    inputs = pipeline.prepare(shot, read_reference(EVAL_CLIP), plan)
     start = plan.starts[1]
     frames = np.arange(start, start + plan.length)
-    (base,) = pipeline._flow_bases(
-        reference, plan, tracks, rectangle_track(shot), frames, None, scale
-    )
-    whole = warp_along_shot(shot, reference)
+    (base,) = pipeline.flow_bases(inputs, frames, None)
+    whole = warp_along_shot(shot, fit_image(read_reference(EVAL_CLIP), plan.width, plan.height))
     np.testing.assert_allclose(base.frames, whole[frames], atol=1e-3)

@@ -44,6 +44,7 @@ from .sampling import (
     DEFAULT_SHIFT,
     SIGMA_SCHEDULES,
     CancelToken,
+    StepFn,
     initial_noise,
     ptcm_steps,
     sample_with_ptcm,
@@ -105,14 +106,15 @@ def blend_weights(shared: int) -> np.ndarray:
     return np.arange(shared, dtype=np.float32) / shared
 
 
-def stitch_window(video: np.ndarray, frames: np.ndarray, start: int, done: int) -> None:
+def stitch_window(video: np.ndarray, frames: np.ndarray, start: int, done: int) -> int:
     """Write a window's ``frames`` (float) into ``video`` at ``start``, cross-fading the frames
-    ``start .. done-1`` that the previous windows already produced."""
+    ``start .. done-1`` that the previous windows already produced; returns the new ``done``."""
     shared = max(0, done - start)
     if shared:
         weight = blend_weights(shared)[:, None, None, None]
         video[start:done] = video[start:done] * (1.0 - weight) + frames[:shared] * weight
     video[done : start + len(frames)] = frames[shared:]
+    return start + len(frames)
 
 
 def check_subject_size(joints2d: np.ndarray, in_front: np.ndarray, scale: np.ndarray) -> None:
@@ -317,6 +319,70 @@ class RenderPlan:
         }
 
 
+@dataclass(frozen=True, eq=False)
+class RenderInputs:
+    """What every window of one render shares, prepared once (``PoseAnythingPipeline.prepare``)."""
+
+    shot: Shot
+    plan: RenderPlan
+    scale: np.ndarray
+    """(2,) x and y factors from the shot's pixels to the working size's."""
+    tracks: dict[str, SkeletonTrack]
+    """Each anchor's skeleton in the shot's pixels (``engine.guidance.anchor_tracks``)."""
+    rectangle: SkeletonTrack | None
+    """The frame's rectangle moved by the camera, for the "warp" flow base (else None)."""
+    mix: torch.Tensor
+    """(A,) each anchor's weight in the guidance mix, in ``plan.anchors`` order."""
+    text: torch.Tensor
+    """(1,L,D) the prompt, encoded."""
+    pose_frames: frozenset[int] | None
+    """Shot frames that carry a pose (None: all of them; empty with ``blank_pose``)."""
+    reference: np.ndarray
+    """(h,w,3) uint8: the reference image at the working size, the first window's reference."""
+    style: release_poses.ReleaseStyle | None
+    """With ``skeleton_drawing`` "release": how skeleton images and part masks are drawn (and
+    the given images of a shot without joints); None: ``contract.skeleton``'s drawing."""
+
+
+@dataclass(frozen=True, eq=False)
+class WindowConditions:
+    """One window's encoded conditions (``PoseAnythingPipeline.condition_window``)."""
+
+    index: int
+    frames: np.ndarray
+    """(length,) the shot frame of each window frame (past the shot's end: its last frame)."""
+    poses: list[int] | None
+    """Window frames that carry a pose (None: all of them)."""
+    pose_latents: torch.Tensor
+    """(A,C,T,h,w) each anchor's skeleton video, encoded."""
+    reference_latent: torch.Tensor
+    """(1,C,1,h,w) the window's reference frame, encoded: the clean first latent frame."""
+    base_latent: torch.Tensor
+    """(1,C,T,h,w) the anchors' flow bases in the guidance mix: where the mixed prediction
+    starts from."""
+    base_offsets: torch.Tensor | None
+    """(A,C,T,h,w) each anchor's flow base minus the reference (None: the base is the
+    reference repeated), for a ``reference_delta`` model (``sampling.rebase_velocity``)."""
+    base: np.ndarray
+    """(length,h,w,3) float: the mixed flow base in pixels, for the detail restore."""
+    region: np.ndarray | None
+    """(length,h,w) where the warp is a guess (``warp_outside_region``); None without a warp."""
+    part_masks: FramePartMasks | None
+    """PTCM part masks of every window frame on the token grid; None without PTCM."""
+
+
+@dataclass(frozen=True, eq=False)
+class SampledWindow:
+    """One window sampled and decoded (``PoseAnythingPipeline.sample_window``)."""
+
+    frames: np.ndarray
+    """(n,h,w,3) float in [0, 255], cut at the shot's last frame."""
+    latents: torch.Tensor
+    """(1,C,T,h,w) the sampler's clean latents."""
+    correspondence: torch.Tensor | None
+    """The part matching PTCM read (``ptcm.resolve_parts``; None without PTCM)."""
+
+
 class _ProgressClock:
     """Turns each window's step count into overall progress with an ETA for the callback."""
 
@@ -432,6 +498,11 @@ class PoseAnythingPipeline:
     ``model(latents, pose_latents, timestep, text_embeds, ptcm)`` is the transformer
     (``engine.model.PoseAnythingTransformer``); ``codec`` turns (B,3,F,H,W) videos in [-1, 1]
     into (B,C,T,h,w) latents and back; ``text_encoder.encode(prompts)`` gives (B,L,D).
+
+    ``render`` runs its steps in order, and each can be called on its own (the tests do):
+    ``plan`` (sizes, windows, anchors, steps) -> ``prepare`` (``RenderInputs``: anchor tracks,
+    guidance mix, text) -> per window ``sample_window`` (``condition_window``, the sampler,
+    ``decode_window``) and ``stitch_window`` -> ``finish`` (``RenderResult``).
     """
 
     def __init__(
@@ -538,13 +609,14 @@ class PoseAnythingPipeline:
         """Render ``shot`` from ``reference`` (H,W,3) uint8: (F,H,W,3) uint8 frames."""
         return self.render(shot, reference, settings, callback, cancel).frames
 
-    def _encode(self, videos: list[np.ndarray]) -> torch.Tensor:
+    def encode_videos(self, videos: list[np.ndarray]) -> torch.Tensor:
         """Same-size uint8 videos (F,H,W,3) -> latents (len(videos),C,T,h,w), one codec call."""
         batch = torch.cat([to_unit_range(video, self.device) for video in videos])
         return self.codec.encode(batch)
 
     @torch.inference_mode()
-    def _decode(self, latents: torch.Tensor) -> np.ndarray:
+    def decode_latents(self, latents: torch.Tensor) -> np.ndarray:
+        """Latents (1,C,T,h,w) -> frames (F,H,W,3) float32 in [0, 255]."""
         return to_pixels(self.codec.decode(latents))
 
     def plan(self, shot: Shot, settings: RenderSettings | None = None) -> RenderPlan:
@@ -602,10 +674,59 @@ class PoseAnythingPipeline:
         pose_images: dict[int, np.ndarray] | None = None,
         subject_mask: np.ndarray | None = None,
     ) -> RenderResult:
-        """Render ``shot`` window by window; see the module docstring. ``pose_images``: the
-        skeleton images of a shot without joints (``read_pose_images``); ``subject_mask``: the
-        reference's subject (``read_reference_mask``), for the release's part masks."""
+        """Render ``shot`` window by window (see the module docstring).
+
+        Args:
+            shot: the skeleton and camera tracks, prompt, seed, guidance and sparse poses.
+            reference: (H,W,3) uint8, the subject in the shot's first pose, any size: it is
+                centre-cropped to the shot's aspect and resized to the working size.
+            settings: per-render choices; None fields fall back to the shot's, then the model's.
+            callback: called after every sampling step with a ``Progress`` (ETA, preview).
+            cancel: checked before every sampling step; a cancel raises ``Cancelled``.
+            pose_images: the skeleton images of a shot without joints (``read_pose_images``).
+            subject_mask: the reference's subject (``read_reference_mask``), for the
+                release's part masks.
+
+        Returns:
+            ``RenderResult``: (F,H,W,3) uint8 frames, F the shot's frame count, at the shot's
+            size (the working size without ``settings.upscale``), and the report for
+            engine.json.
+
+        Raises:
+            ShotError: no joint is in front of the camera, or the subject is too small to draw
+                at the working size.
+        """
+        # 1. Plan: working size, windows, guidance anchors and steps.
         plan = self.plan(shot, settings)
+        # 2. Prepare what every window shares: anchor tracks, guidance mix, text, reference.
+        inputs = self.prepare(shot, reference, plan, pose_images, subject_mask)
+        video = np.zeros((shot.num_frames, plan.height, plan.width, 3), dtype=np.float32)
+        clock = _ProgressClock(plan, callback, self.decode_latents)
+        reference_frame, done, correspondences = inputs.reference, 0, []
+        for index, start in enumerate(plan.starts):
+            # 3. Sample the window from its reference frame.
+            window = self.sample_window(inputs, index, reference_frame, clock.window(index), cancel)
+            if window.correspondence is not None:
+                correspondences.append(window.correspondence.cpu().tolist())
+            # 4. Stitch it into the shot's video; the next window starts from a frame of it.
+            done = stitch_window(video, window.frames, start, done)
+            if index + 1 < len(plan.starts):
+                reference_frame = np.rint(video[plan.starts[index + 1]]).astype(np.uint8)
+        # 5. The result: uint8 frames at the shot's size and the report.
+        return self.finish(inputs, video, correspondences)
+
+    @torch.inference_mode()
+    def prepare(
+        self,
+        shot: Shot,
+        reference: np.ndarray,
+        plan: RenderPlan,
+        pose_images: dict[int, np.ndarray] | None = None,
+        subject_mask: np.ndarray | None = None,
+    ) -> RenderInputs:
+        """Check that the subject can be drawn at the working size (or that a shot of skeleton
+        images comes with them), then prepare what every window shares: each anchor's skeleton
+        track, the guidance mix, the text, the reference at the working size, the drawing."""
         scale = np.array([plan.width / shot.width, plan.height / shot.height])
         if shot.pose_source == "images":
             if pose_images is None:
@@ -621,138 +742,210 @@ class PoseAnythingPipeline:
                 pose_images,
                 subject_mask,
             )
-        tracks = anchor_tracks(shot, plan.anchors, plan.settings.camera_anchor)
-        rectangle = rectangle_track(shot) if self.config.flow_base == "warp" else None
         weights = anchor_weights(plan.subject, plan.camera)
-        mix = torch.tensor([weights[name] for name in plan.anchors], device=self.device)
-        text = self.text_encoder.encode([shot.prompt]).to(self.device)
-        num_frames = shot.num_frames
-        pose_set = None if shot.pose_frames is None else set(shot.pose_frames)
-        if plan.settings.blank_pose:
-            pose_set = set()
+        pose_frames = None if shot.pose_frames is None else frozenset(shot.pose_frames)
+        return RenderInputs(
+            shot=shot,
+            plan=plan,
+            scale=scale,
+            tracks=anchor_tracks(shot, plan.anchors, plan.settings.camera_anchor),
+            rectangle=rectangle_track(shot) if self.config.flow_base == "warp" else None,
+            mix=torch.tensor([weights[name] for name in plan.anchors], device=self.device),
+            text=self.text_encoder.encode([shot.prompt]).to(self.device),
+            pose_frames=frozenset() if plan.settings.blank_pose else pose_frames,
+            reference=self.fit_reference(reference, plan.width, plan.height),
+            style=style,
+        )
 
-        video = np.zeros((num_frames, plan.height, plan.width, 3), dtype=np.float32)
-        reference_frame = shot_reference = self.fit_reference(reference, plan.width, plan.height)
-        correspondences = []
-        clock = _ProgressClock(plan, callback, self._decode)
-        done = 0
-        for index, start in enumerate(plan.starts):
-            # Frames past the shot's end (a codec needing 1 + k*t frames) hold the last pose.
-            frames = np.minimum(np.arange(start, start + plan.length), num_frames - 1)
-            local_poses = (
-                None
-                if pose_set is None
-                else [i for i, frame in enumerate(frames.tolist()) if frame in pose_set]
-            )
-            pose_videos = [
-                style.video(tracks[name], frames, local_poses)
-                if style is not None
-                else render_skeleton_frames(
-                    tracks[name].joints2d[frames] * scale,
-                    tracks[name].in_front[frames],
-                    tracks[name].edges,
+    @torch.inference_mode()
+    def sample_window(
+        self,
+        inputs: RenderInputs,
+        index: int,
+        reference_frame: np.ndarray,
+        on_step: StepFn | None = None,
+        cancel: CancelToken | None = None,
+    ) -> SampledWindow:
+        """Sample window ``index`` from ``reference_frame`` ((h,w,3) uint8, its first frame)
+        and decode it; the noise is seeded by the plan's seed plus ``index``."""
+        window = self.condition_window(inputs, index, reference_frame)
+        plan = inputs.plan
+        latents, correspondence = sample_with_ptcm(
+            self.model,
+            self._flow_start(window.base_latent, plan.seed + index),
+            window.reference_latent,
+            window.pose_latents,
+            names=plan.anchors,
+            subject=plan.subject,
+            camera=plan.camera,
+            text_embeds=inputs.text,
+            steps=plan.steps,
+            shift=self.config.shift,
+            part_masks=window.part_masks,
+            base_offsets=window.base_offsets,
+            on_step=on_step,
+            cancel=cancel,
+            sigmas=self.config.sigmas,
+        )
+        return SampledWindow(self.decode_window(inputs, window, latents), latents, correspondence)
+
+    @torch.inference_mode()
+    def condition_window(
+        self, inputs: RenderInputs, index: int, reference_frame: np.ndarray
+    ) -> WindowConditions:
+        """Encode window ``index``'s conditions: each anchor's skeleton video, the reference
+        frame, the flow base in the guidance mix and (with PTCM) the part masks."""
+        plan = inputs.plan
+        start = plan.starts[index]
+        # Frames past the shot's end (a codec needing 1 + k*t frames) hold the last pose.
+        frames = np.minimum(np.arange(start, start + plan.length), inputs.shot.num_frames - 1)
+        poses = (
+            None
+            if inputs.pose_frames is None
+            else [i for i, frame in enumerate(frames.tolist()) if frame in inputs.pose_frames]
+        )
+        pose_latents = self.encode_videos(self.pose_videos(inputs, frames, poses))
+        reference_latent = self.encode_videos([reference_frame[None]])
+        bases = self.flow_bases(inputs, frames, poses)
+        if bases is None:
+            base_latents = reference_latent.expand_as(pose_latents)
+            base = np.broadcast_to(reference_frame, (plan.length, *reference_frame.shape))
+        else:
+            base_latents = self.encode_videos([np.rint(b.frames).astype(np.uint8) for b in bases])
+            base = sum(w * b.frames for w, b in zip(inputs.mix.tolist(), bases, strict=True))
+        return WindowConditions(
+            index=index,
+            frames=frames,
+            poses=poses,
+            pose_latents=pose_latents,
+            reference_latent=reference_latent,
+            base_latent=(base_latents * inputs.mix.view(-1, 1, 1, 1, 1)).sum(0, keepdim=True),
+            base_offsets=None if bases is None else base_latents - reference_latent,
+            base=base,
+            region=None if bases is None else _guess_region(bases, plan.anchors),
+            part_masks=self.ptcm_masks(inputs, frames, poses, pose_latents) if plan.ptcm else None,
+        )
+
+    def decode_window(
+        self, inputs: RenderInputs, window: WindowConditions, latents: torch.Tensor
+    ) -> np.ndarray:
+        """The window's frames from its sampled ``latents``, (n,h,w,3) float in [0, 255] cut at
+        the shot's last frame: the codec's decode, with the flow base's detail restored
+        (``reference_detail``) and the warp kept outside its guess region
+        (``warp_outside_region``)."""
+        generated = self.decode_latents(latents)
+        if self.config.reference_detail is not None:
+            generated = self._restore_detail(generated, latents, window.base, window.base_latent)
+        if window.region is not None and self.config.warp_outside_region:
+            region = window.region[..., None]
+            generated = region * generated + (1.0 - region) * window.base
+        start = inputs.plan.starts[window.index]
+        return generated[: min(inputs.plan.length, inputs.shot.num_frames - start)]
+
+    def finish(
+        self, inputs: RenderInputs, video: np.ndarray, correspondences: list
+    ) -> RenderResult:
+        """The stitched float ``video`` as uint8 frames at the shot's size (unless not
+        ``upscale``), with the render's report."""
+        frames = np.rint(video).clip(0, 255).astype(np.uint8)
+        if inputs.plan.settings.upscale:
+            frames = upscale_frames(frames, inputs.shot.width, inputs.shot.height)
+        report = inputs.plan.report(self.config.shift, inputs.shot.num_frames, correspondences)
+        return RenderResult(frames, report)
+
+    def pose_videos(
+        self, inputs: RenderInputs, frames: np.ndarray, poses: list[int] | None
+    ) -> list[np.ndarray]:
+        """Each anchor's skeleton drawn over the shot ``frames`` at the working size,
+        (len(frames),h,w,3) uint8; with ``poses``, the other window frames are blank."""
+        plan = inputs.plan
+        if inputs.style is not None:
+            return [inputs.style.video(inputs.tracks[name], frames, poses) for name in plan.anchors]
+        videos = []
+        for name in plan.anchors:
+            track = inputs.tracks[name].select(frames, inputs.scale)
+            videos.append(
+                render_skeleton_frames(
+                    track.joints2d,
+                    track.in_front,
+                    track.edges,
                     plan.width,
                     plan.height,
-                    pose_frames=local_poses,
+                    pose_frames=poses,
                 )
-                for name in plan.anchors
-            ]
-            pose_latents = self._encode(pose_videos)
-            reference_latent = self._encode([reference_frame[None]])
-            bases = self._flow_bases(
-                shot_reference, plan, tracks, rectangle, frames, local_poses, scale
             )
-            if bases is None:
-                base_latents = reference_latent.expand_as(pose_latents)
-                base = np.broadcast_to(reference_frame, (plan.length, *reference_frame.shape))
-            else:
-                base_latents = self._encode([np.rint(b.frames).astype(np.uint8) for b in bases])
-                base = sum(w * b.frames for w, b in zip(mix.tolist(), bases, strict=True))
-            # The guidance mix of the anchors' bases: where the mixed prediction starts from.
-            base_latent = (base_latents * mix.view(-1, 1, 1, 1, 1)).sum(0, keepdim=True)
-            flow_start = self._flow_start(base_latent, plan.seed + index)
-            masks = None
-            if plan.ptcm and style is not None:
-                carrier = tracks.get("full", tracks.get("subject")) or full_track(shot)
-                _, patch_h, patch_w = self.model.config.patch_size
-                grid = (pose_latents.shape[-2] // patch_h, pose_latents.shape[-1] // patch_w)
-                masks = style.part_masks(carrier, frames, local_poses, grid).to(self.device)
-            elif plan.ptcm:
-                masks = self._part_masks(shot, frames, local_poses, scale, plan, pose_latents)
-            latents, correspondence = sample_with_ptcm(
-                self.model,
-                flow_start,
-                reference_latent,
-                pose_latents,
-                plan.anchors,
-                plan.subject,
-                plan.camera,
-                text,
-                plan.steps,
-                self.config.shift,
-                masks,
-                on_step=clock.window(index),
-                cancel=cancel,
-                base_offsets=None if bases is None else base_latents - reference_latent,
-                sigmas=self.config.sigmas,
-            )
-            if correspondence is not None:
-                correspondences.append(correspondence.cpu().tolist())
-            generated = self._decode(latents)
-            if self.config.reference_detail is not None:
-                generated = self._restore_detail(generated, latents, base, base_latent)
-            if bases is not None and self.config.warp_outside_region:
-                region = _guess_region(bases, plan.anchors)[..., None]
-                generated = region * generated + (1.0 - region) * base
-            generated = generated[: min(plan.length, num_frames - start)]
-            stitch_window(video, generated, start, done)
-            done = start + len(generated)
-            if index + 1 < len(plan.starts):
-                reference_frame = np.rint(video[plan.starts[index + 1]]).astype(np.uint8)
+        return videos
 
-        frames_out = np.rint(video).clip(0, 255).astype(np.uint8)
-        if plan.settings.upscale:
-            frames_out = upscale_frames(frames_out, shot.width, shot.height)
-        return RenderResult(frames_out, plan.report(self.config.shift, num_frames, correspondences))
-
-    def _flow_bases(
-        self,
-        reference: np.ndarray,
-        plan: RenderPlan,
-        tracks: dict[str, SkeletonTrack],
-        rectangle: SkeletonTrack | None,
-        frames: np.ndarray,
-        local_poses: list[int] | None,
-        scale: np.ndarray,
+    def flow_bases(
+        self, inputs: RenderInputs, frames: np.ndarray, poses: list[int] | None
     ) -> list[WarpedReference] | None:
-        """Each anchor's flow base for this window (None: the reference).
+        """Each anchor's flow base over the shot ``frames`` (None: the window's reference).
 
         Every window warps the shot's own reference (its pose is frame 0's), not the frame the
         previous window generated: a long shot then does not blur or drift window by window."""
         if self.config.flow_base != "warp":
             return None
+        plan = inputs.plan
         origin = np.concatenate([[0], frames])  # the shot's reference, then this window
 
         def window(track: SkeletonTrack | None) -> SkeletonTrack | None:
-            return None if track is None else track.select(origin, scale)
+            return None if track is None else track.select(origin, inputs.scale)
 
         posed = None
-        if local_poses is not None:
+        if poses is not None:
             posed = np.zeros(len(origin), dtype=bool)
-            posed[[0, *(i + 1 for i in local_poses)]] = True
+            posed[[0, *(i + 1 for i in poses)]] = True
         camera_moves = plan.settings.camera_anchor == "rectangle"
         bases = [
             flow_base(
-                reference,
+                inputs.reference,
                 "blank" if plan.settings.blank_pose else name,
-                window(tracks.get(name)) if name != "camera" else None,
-                window(rectangle) if name != "camera" or camera_moves else None,
+                window(inputs.tracks.get(name)) if name != "camera" else None,
+                window(inputs.rectangle) if name != "camera" or camera_moves else None,
                 len(origin),
                 posed,
             )
             for name in plan.anchors
         ]
         return [WarpedReference(b.frames[1:], b.region[1:]) for b in bases]
+
+    def ptcm_masks(
+        self,
+        inputs: RenderInputs,
+        frames: np.ndarray,
+        poses: list[int] | None,
+        pose_latents: torch.Tensor,
+    ) -> FramePartMasks:
+        """PTCM masks of the shot's parts, per video frame, on the token grid of ``pose_latents``.
+
+        Only frames that carry a pose get masks (and the window's first frame, the reference
+        image, whose pose is the shot's): with sparse poses the model must not learn where the
+        limbs are in the frames it was not shown. With the release's drawing
+        (``inputs.style``) they are cut from the skeleton images of the track that carries the
+        subject's skeleton.
+        """
+        shot, plan = inputs.shot, inputs.plan
+        _, patch_h, patch_w = self.model.config.patch_size
+        grid = (pose_latents.shape[-2] // patch_h, pose_latents.shape[-1] // patch_w)
+        if inputs.style is not None:
+            tracks = inputs.tracks
+            carrier = tracks.get("full", tracks.get("subject")) or full_track(shot)
+            return inputs.style.part_masks(carrier, frames, poses, grid).to(self.device)
+        masks = part_masks(
+            shot.joints2d[frames] * inputs.scale,
+            shot.in_front[frames],
+            shot.skeleton.edges,
+            shot.skeleton.edge_part,
+            plan.width,
+            plan.height,
+            grid,
+        )  # (F, P, gh, gw)
+        posed = None
+        if poses is not None:
+            posed = np.zeros(len(frames), dtype=bool)
+            posed[[0, *poses]] = True
+            posed = torch.from_numpy(posed)
+        return FramePartMasks(torch.from_numpy(masks).to(self.device), masks.shape[1], posed)
 
     def _restore_detail(
         self, generated: np.ndarray, latents: torch.Tensor, base: np.ndarray, base_latent
@@ -771,7 +964,7 @@ class PoseAnythingPipeline:
             .cpu()
             .numpy()
         )
-        return np.clip(generated + weight * (base - self._decode(base_latent)), 0.0, 255.0)
+        return np.clip(generated + weight * (base - self.decode_latents(base_latent)), 0.0, 255.0)
 
     def _flow_start(self, base_latent: torch.Tensor, seed: int) -> torch.Tensor:
         """The window's latents at sigma = 1: seeded noise, or the flow base plus noise."""
@@ -779,36 +972,3 @@ class PoseAnythingPipeline:
         if self.config.reference_source is None:
             return noise
         return base_latent + self.config.reference_source * noise
-
-    def _part_masks(
-        self,
-        shot: Shot,
-        frames: np.ndarray,
-        local_poses: list[int] | None,
-        scale: np.ndarray,
-        plan: RenderPlan,
-        pose_latents: torch.Tensor,
-    ) -> FramePartMasks:
-        """PTCM masks of the shot's parts, per video frame, on the token grid of ``pose_latents``.
-
-        Only frames that carry a pose get masks (and the window's first frame, the reference
-        image, whose pose is the shot's): with sparse poses the model must not learn where the
-        limbs are in the frames it was not shown.
-        """
-        _, patch_h, patch_w = self.model.config.patch_size
-        grid = (pose_latents.shape[-2] // patch_h, pose_latents.shape[-1] // patch_w)
-        masks = part_masks(
-            shot.joints2d[frames] * scale,
-            shot.in_front[frames],
-            shot.skeleton.edges,
-            shot.skeleton.edge_part,
-            plan.width,
-            plan.height,
-            grid,
-        )  # (F, P, gh, gw)
-        posed = None
-        if local_poses is not None:
-            posed = np.zeros(len(frames), dtype=bool)
-            posed[[0, *local_poses]] = True
-            posed = torch.from_numpy(posed)
-        return FramePartMasks(torch.from_numpy(masks).to(self.device), masks.shape[1], posed)

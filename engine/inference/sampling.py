@@ -223,6 +223,7 @@ def sample_with_ptcm(
     noise: torch.Tensor,
     reference: torch.Tensor | None,
     pose_latents: torch.Tensor,
+    *,
     names: tuple[str, ...],
     subject: float,
     camera: float,
