@@ -10,4 +10,7 @@ Rooms, lowest first (a room imports only rooms above it in this list, and nothin
 - ``training``: training the default model and evaluating models
 - ``batch``: many shot folders, in this process or on a Ray cluster
 - ``cli``: the ``poseanything`` command
+
+Beside the rooms, ``configs`` reads config dataclasses from JSON (pure Python, imports none of
+them).
 """

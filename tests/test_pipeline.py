@@ -8,6 +8,7 @@ new slices and update the pins.
 
 import dataclasses
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from tiny_models import (  # noqa: F401
     tiny_wan_codec,
 )
 
+from poseanything.engine.configs import UnknownConfigKey
 from poseanything.engine.contract.shot import ShotError
 from poseanything.engine.inference import pipeline as pl
 from poseanything.engine.inference.sampling import Cancelled, CancelToken
@@ -347,3 +349,21 @@ def test_sparse_poses_give_part_masks_only_where_a_pose_is_shown(pipeline):
     assert shown.tolist() == [True, False, True, False, True, False]  # frame 0: the reference
     dense = pipeline.ptcm_masks(inputs, frames, None, latents)
     assert dense.posed_masks().flatten(2).any(-1).any(1).all()
+
+
+def test_an_unknown_config_key_is_warned_about_not_dropped_silently(tmp_path):
+    data = {**dataclasses.asdict(TINY_PIPELINE), "window_frame": 9}
+    pattern = r"model/pipeline.json config: ignoring 'window_frame', not a PipelineConfig field"
+    with pytest.warns(UnknownConfigKey, match=pattern + r".*window_frames, pixel_area"):
+        config = pl.PipelineConfig.from_dict(data, "model/pipeline.json config")
+    assert config == TINY_PIPELINE
+    folder = tiny_model_folder(tmp_path / "model")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a folder save_pretrained wrote loads without a warning
+        pl.PoseAnythingPipeline.from_pretrained(folder)
+    meta = json.loads((folder / "pipeline.json").read_text())
+    meta["config"]["steps_per_window"] = 3
+    (folder / "pipeline.json").write_text(json.dumps(meta))
+    with pytest.warns(UnknownConfigKey, match=r"pipeline\.json config: ignoring 'steps_per_win"):
+        loaded = pl.PoseAnythingPipeline.from_pretrained(folder)
+    assert loaded.config == TINY_PIPELINE

@@ -9,6 +9,7 @@ from synthetic_shots import make_shot
 from tiny_models import one_torch_thread  # noqa: F401
 
 from poseanything.engine.cli.train import parse_overrides
+from poseanything.engine.configs import UnknownConfigKey
 from poseanything.engine.contract.shot import write_shot
 from poseanything.engine.contract.skeleton import render_skeleton_frames, write_png
 from poseanything.engine.inference.pipeline import PoseAnythingPipeline, RenderSettings
@@ -17,8 +18,10 @@ from poseanything.engine.training.train import (
     LOG_EVERY,
     LOSS_PNG,
     TrainConfig,
+    TrainState,
     list_clips,
     load_checkpoint,
+    save_checkpoint,
     train,
 )
 
@@ -175,3 +178,17 @@ def test_a_run_can_measure_its_loss_on_decoded_pixels(dataset, tmp_path):
 
 def test_a_bare_word_setting_is_a_string():
     assert parse_overrides(["flow_base=warp"]) == {"flow_base": "warp"}
+
+
+def test_a_checkpoint_with_an_unknown_setting_warns_and_keeps_the_rest(tmp_path):
+    save_checkpoint(tmp_path, TrainState(TINY, step=3), {"w": torch.ones(2)})
+    state = json.loads((tmp_path / "state.json").read_text())
+    state["config"]["codec_stepz"] = 7
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    with pytest.warns(
+        UnknownConfigKey, match=r"state\.json config: ignoring 'codec_stepz'.*size, "
+    ):
+        loaded, tensors = load_checkpoint(tmp_path)
+    assert loaded.config == TINY and loaded.step == 3 and tensors["w"].tolist() == [1.0, 1.0]
+    with pytest.warns(UnknownConfigKey, match="TrainConfig: ignoring 'batchsize'"):
+        assert TrainConfig.from_dict({"batchsize": 8, "batch": 8}) == TrainConfig(batch=8)

@@ -19,13 +19,14 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..checkpoints.weights import MODEL_INDEX, resolve_model_dir
+from ..configs import known_fields
 from ..contract.shot import Shot, ShotError
 from ..contract.skeleton import part_masks, render_skeleton_frames
 from ..model import PoseAnythingTransformer, TextEncoder, VideoCodec
@@ -198,9 +199,10 @@ class PipelineConfig:
             raise ValueError("flow_base 'warp' needs reference_source (a flow from the base)")
 
     @classmethod
-    def from_dict(cls, data: dict) -> PipelineConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+    def from_dict(cls, data: dict, source: str = "PipelineConfig") -> PipelineConfig:
+        """The config in ``data``; a key that is not a field is named in a warning (``source``:
+        where ``data`` came from) and ignored."""
+        return cls(**known_fields(cls, data, source))
 
 
 FULL_MODEL_CONFIG = PipelineConfig(
@@ -555,7 +557,7 @@ class PoseAnythingPipeline:
             loaded["transformer"],
             loaded["codec"],
             loaded["text_encoder"].eval(),
-            PipelineConfig.from_dict(meta.get("config", {})),
+            PipelineConfig.from_dict(meta.get("config", {}), f"{folder / MODEL_INDEX} config"),
             model_id=str(meta.get("model_id", folder.name)),
             device=device,
         )

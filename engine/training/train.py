@@ -37,13 +37,14 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..configs import known_fields
 from ..contract.shot import read_shot
 from ..contract.skeleton import part_masks, render_skeleton_frames
 from ..inference.guidance import (
@@ -118,9 +119,10 @@ class TrainConfig:
     seed: int = 0
 
     @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        known = {f.name: f for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+    def from_dict(cls, data: dict, source: str = "TrainConfig") -> TrainConfig:
+        """The config in ``data`` (JSON values); a key that is not a field is named in a
+        warning (``source``: where ``data`` came from) and ignored."""
+        values = known_fields(cls, data, source)
         if "condition_probs" in values:
             values["condition_probs"] = tuple(values["condition_probs"])
         return cls(**values)
@@ -384,7 +386,7 @@ def load_checkpoint(folder: Path) -> tuple[TrainState, dict[str, torch.Tensor]]:
     from safetensors.torch import load_file
 
     data = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-    data["config"] = TrainConfig.from_dict(data["config"])
+    data["config"] = TrainConfig.from_dict(data["config"], f"{folder / 'state.json'} config")
     return TrainState(**data), load_file(folder / "state.safetensors")
 
 
