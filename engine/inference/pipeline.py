@@ -33,7 +33,6 @@ from ..model import PoseAnythingTransformer, TextEncoder, VideoCodec
 from ..model.ptcm import FramePartMasks
 from . import release_poses
 from .guidance import (
-    CameraAnchorKind,
     SkeletonTrack,
     anchor_tracks,
     anchor_weights,
@@ -50,10 +49,9 @@ from .sampling import (
     ptcm_steps,
     sample_with_ptcm,
 )
+from .settings import DEFAULT_OVERLAP, RenderSettings
 from .warp import WarpedReference, flow_base
 
-DEFAULT_OVERLAP = 4
-"""Frames two consecutive windows share: the cross-fade that hides the seam (>= 1)."""
 FLOW_BASES = ("reference", "warp")
 WORKING_SIZE_RULES = ("pixel_area", "long_side")
 SKELETON_DRAWINGS = ("engine", "release")
@@ -218,25 +216,6 @@ FULL_MODEL_CONFIG = PipelineConfig(
 )
 """The official PoseAnything on Wan2.2-TI2V-5B as its release runs it: 81 frames, long side 832
 (``pixel_area`` for a ``--pixel-area`` budget), 50 steps, shift 5, its schedule and drawing."""
-
-
-@dataclass(frozen=True)
-class RenderSettings:
-    """Per-render choices; None means "the shot's" (guidance, seed, ``engine["steps"]``), then
-    "the model's" (steps)."""
-
-    steps: int | None = None
-    subject_guidance: float | None = None
-    camera_guidance: float | None = None
-    camera_anchor: CameraAnchorKind = "rectangle"
-    seed: int | None = None
-    ptcm: bool = True
-    upscale: bool = True
-    """Resize the result to the shot's size (else keep the model's working size)."""
-    overlap: int = DEFAULT_OVERLAP
-    blank_pose: bool = False
-    """Blank skeleton images in every frame (the model's no-pose input, trained as condition
-    dropout): the no-pose baseline of ``poseanything eval``."""
 
 
 @dataclass(frozen=True)

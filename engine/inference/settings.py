@@ -1,0 +1,33 @@
+"""The per-render choices as one frozen object.
+
+torch-free, so the command lines, batch planning and the resume key build and compare it without
+loading a model; ``PoseAnythingPipeline.render`` takes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .guidance import CameraAnchorKind
+
+DEFAULT_OVERLAP = 4
+"""Frames two consecutive windows share: the cross-fade that hides the seam (>= 1)."""
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Per-render choices; None means "the shot's" (guidance, seed, ``engine["steps"]``), then
+    "the model's" (steps)."""
+
+    steps: int | None = None
+    subject_guidance: float | None = None
+    camera_guidance: float | None = None
+    camera_anchor: CameraAnchorKind = "rectangle"
+    seed: int | None = None
+    ptcm: bool = True
+    upscale: bool = True
+    """Resize the result to the shot's size (else keep the model's working size)."""
+    overlap: int = DEFAULT_OVERLAP
+    blank_pose: bool = False
+    """Blank skeleton images in every frame (the model's no-pose input, trained as condition
+    dropout): the no-pose baseline of ``poseanything eval``."""
