@@ -8,6 +8,7 @@ exactly as a crashed or preempted node would lose it.
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -151,6 +152,33 @@ def test_a_shot_that_keeps_failing_is_retried_then_reported(tmp_path, model_dir)
     assert (result.status, result.attempts) == ("failed", 2)
     assert result.error
     assert not (shot / batch.VIDEO_NAME).exists()
+
+
+def test_bad_input_is_never_retried_but_an_error_a_retry_can_fix_is(tmp_path, model_dir):
+    """A broken shot fails at its first attempt. An I/O error is not the user's input: here the
+    model's weights file is a folder during the first attempt (as while an install is being
+    replaced), so the attempt fails with an OSError, and the retry renders the shot."""
+    model = shutil.copytree(model_dir, tmp_path / "model")
+    (weights,) = (model / "transformer").glob("*.safetensors")
+    aside = weights.rename(tmp_path / "weights.safetensors")
+    weights.mkdir()
+    (shot,) = make_shots(tmp_path / "shots", [SHOT_FRAMES])
+    broken = make_broken_shot(tmp_path / "shots")
+    errors = []
+
+    def put_the_weights_back_before_the_second_attempt(event):
+        if event["event"] == "start" and event["shot"] == str(shot) and weights.is_dir():
+            if errors:
+                weights.rmdir()
+                aside.rename(weights)
+            errors.append(event)
+
+    settings = BatchSettings(render_options={"model": model}, retries=1)
+    summary = run_batch([shot, broken], settings, put_the_weights_back_before_the_second_attempt)
+    by_name = {Path(result.shot).name: result for result in summary.results}
+    assert (by_name["shot0"].status, by_name["shot0"].attempts) == ("done", 2)
+    assert (by_name["broken"].status, by_name["broken"].attempts) == ("failed", 1)
+    assert_complete_video(shot, shot / batch.VIDEO_NAME)
 
 
 def test_cancel_stops_the_shot_in_progress_and_starts_no_more(tmp_path, model_dir):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -211,3 +212,38 @@ def test_bundled_model_renders_a_shot_the_add_on_exported(tmp_path, capsys):
     report = json.loads((tmp_path / "engine.json").read_text())
     assert report["model"] and report["num_frames"] == 16
     assert sorted(p.relative_to(shot_dir) for p in shot_dir.rglob("*")) == before
+
+
+def run_engine(*argv: str) -> subprocess.CompletedProcess:
+    """``python -m poseanything.engine.cli`` as the add-on starts it."""
+    command = [sys.executable, "-m", "poseanything.engine.cli", *argv]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+def test_bad_input_exits_2_in_one_line_and_our_own_value_error_exits_1_with_a_traceback(
+    tmp_path, model_dir
+):
+    """A ``BadInput`` is the user's to fix: exit 2, its message, no traceback. A ``ValueError``
+    from our own code (here: a model folder whose pipeline.json no tool of ours writes) is a bug:
+    exit 1, a crash event and the traceback, never passed off as the user's bad input."""
+    shot_dir = write_synthetic_shot(tmp_path / "shot", num_frames=3, width=32, height=32)
+    common = ["--progress", "json", "--threads", "1"]
+
+    bad = run_engine("render", str(shot_dir), "--out", str(tmp_path / "a.mp4"), "--steps", "-1",
+                     "--model", str(model_dir), *common)  # fmt: skip
+    assert bad.returncode == 2
+    (event,) = json_lines(bad.stdout)
+    assert event == {"event": "error", "kind": "bad_input", "message": event["message"]}
+    assert event["message"].startswith("steps is -1; use at least 1")
+    assert "Traceback" not in bad.stderr
+
+    broken = shutil.copytree(model_dir, tmp_path / "broken-model")
+    meta = json.loads((broken / "pipeline.json").read_text())
+    meta["config"]["flow_base"] = "warp"  # without reference_source: PipelineConfig refuses
+    (broken / "pipeline.json").write_text(json.dumps(meta))
+    bug = run_engine("render", str(shot_dir), "--out", str(tmp_path / "b.mp4"),
+                     "--model", str(broken), *common)  # fmt: skip
+    assert bug.returncode == 1
+    assert json_lines(bug.stdout)[-1]["kind"] == "crash"
+    assert "Traceback" in bug.stderr and "ValueError: flow_base 'warp'" in bug.stderr
+    assert sorted(os.listdir(tmp_path)) == ["broken-model", "shot"]

@@ -22,6 +22,7 @@ from tiny_models import (  # noqa: F401
     tiny_wan_codec,
 )
 
+from poseanything.engine.checkpoints.weights import CheckpointError
 from poseanything.engine.configs import UnknownConfigKey
 from poseanything.engine.contract.shot import ShotError
 from poseanything.engine.inference import pipeline as pl
@@ -335,7 +336,7 @@ def test_model_folder_names_its_component_classes(tmp_path):
     assert type(loaded.codec).__name__ == "WanVAECodec" and loaded.codec.temporal_factor == 4
     meta["components"]["codec"] = "PickleCodec"
     (folder / "pipeline.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="PickleCodec"):
+    with pytest.raises(CheckpointError, match="PickleCodec"):
         pl.PoseAnythingPipeline.from_pretrained(folder)
 
 

@@ -13,6 +13,7 @@ from poseanything.engine.configs import UnknownConfigKey
 from poseanything.engine.contract.shot import write_shot
 from poseanything.engine.contract.skeleton import render_skeleton_frames, write_png
 from poseanything.engine.inference.pipeline import PoseAnythingPipeline, RenderSettings
+from poseanything.engine.training import TrainingError
 from poseanything.engine.training.train import (
     CHECKPOINT_DIR,
     LOG_EVERY,
@@ -97,10 +98,10 @@ def test_checkpoint_is_safetensors_and_json_only(dataset, tmp_path):
 
 
 def test_a_new_run_refuses_to_overwrite_and_resume_needs_a_checkpoint(dataset, tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(TrainingError, match="no checkpoint"):
         train(dataset, tmp_path, 5, resume=True, config=TINY)
     train(dataset, tmp_path, 5, config=TINY, max_steps=1)
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(TrainingError, match="--resume"):
         train(dataset, tmp_path, 5, config=TINY, max_steps=1)
 
 
@@ -110,7 +111,7 @@ def test_evaluation_clips_are_never_trained_on(tmp_path):
     (tmp_path / ".clip_000001.staging.tmp").mkdir()  # a clip still being rendered: skipped
     assert len(list_clips(tmp_path)) == 1
     write_clip(tmp_path, 2, source="metarig")
-    with pytest.raises(ValueError, match="held-out"):
+    with pytest.raises(TrainingError, match="held-out"):
         list_clips(tmp_path)
 
 
@@ -119,14 +120,14 @@ def test_settings_from_the_command_line():
         "batch": 8,
         "reference_source": None,
     }
-    with pytest.raises(ValueError, match="unknown setting"):
+    with pytest.raises(TrainingError, match="unknown setting"):
         parse_overrides(["batchsize=8"])
 
 
 def test_a_resumed_run_may_sharpen_the_decoder_but_not_move_the_latents(dataset, tmp_path):
     train(dataset, tmp_path, 5, config=TINY, max_steps=2)
     _, before = load_checkpoint(tmp_path / CHECKPOINT_DIR)
-    with pytest.raises(ValueError, match="keeps its settings"):
+    with pytest.raises(TrainingError, match="keeps its settings"):
         train(dataset, tmp_path, 5, resume=True, max_steps=2, resume_overrides={"batch": 8})
     train(dataset, tmp_path, 5, resume=True, max_steps=2, resume_overrides={"decoder_steps": 3})
     state, after = load_checkpoint(tmp_path / CHECKPOINT_DIR)

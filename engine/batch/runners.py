@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..contract.files import write_bytes_atomic, write_json_atomic
-from ..errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, EXIT_OK
+from ..errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, BadInput
 
 if TYPE_CHECKING:
     from ..inference.sampling import CancelToken
@@ -77,7 +77,7 @@ STATUSES = ("done", "skipped", "failed", "cancelled")
 EventFn = Callable[[dict], None]
 
 
-class BatchError(ValueError):
+class BatchError(BadInput):
     """The batch as a whole cannot run (bad options, Ray missing, clashing outputs)."""
 
 
@@ -360,10 +360,6 @@ def render_job(
     the caller (or Ray) retries it. ``Cancelled`` raises too. ``shot`` names the shot in events
     and the result when ``job`` is a temporary copy (default: ``job.shot_dir``).
     """
-    from ..checkpoints.weights import ModelNotFoundError
-    from ..contract.shot import ShotError
-    from ..contract.video import OutputExistsError
-
     shot = shot or job.shot_dir
     emit({"event": "start", "shot": shot, "pid": os.getpid(), "host": socket.gethostname()})
     if cancel is not None:
@@ -371,7 +367,7 @@ def render_job(
     started = time.perf_counter()
     try:
         _render_video(job, _RenderEvents(shot, emit), cancel)
-    except (ShotError, ModelNotFoundError, OutputExistsError, ValueError) as error:
+    except BadInput as error:
         return ShotResult(shot, "failed", time.perf_counter() - started, error=str(error))
     seconds = time.perf_counter() - started
     if marker:
@@ -790,7 +786,6 @@ def summary_path(args: argparse.Namespace) -> Path:
 
 def batch_command(args: argparse.Namespace) -> int:
     """Run ``poseanything batch``; Ctrl-C or SIGTERM cancel; returns the exit code."""
-    from ..checkpoints.weights import ModelNotFoundError
     from ..inference.sampling import CancelToken
 
     cancel = CancelToken()
@@ -801,7 +796,7 @@ def batch_command(args: argparse.Namespace) -> int:
     progress = BatchProgress(args.progress, len(args.shot_dirs))
     try:
         summary = run_batch(args.shot_dirs, settings_from_args(args), progress, cancel)
-    except (BatchError, ModelNotFoundError) as error:
+    except BadInput as error:
         print(f"poseanything batch: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     finally:

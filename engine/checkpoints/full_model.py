@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import BadInput
 from ..inference.pipeline import FULL_MODEL_CONFIG, PipelineConfig, PoseAnythingPipeline
 from .hub import DEFAULT_SOURCES, FullModelSources
 from .official import is_wan22_5b, load_full_components
 
 
-class FullModelDeviceError(ValueError):
+class FullModelDeviceError(BadInput):
     """The full model was asked to run where it cannot be useful."""
 
 

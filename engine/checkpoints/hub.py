@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .weights import ModelNotFoundError
+from .weights import CheckpointError, ModelNotFoundError
 
 POSEANYTHING_REPO = "Ryan241005/PoseAnything"
 WAN_REPO = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
@@ -38,10 +38,6 @@ WEIGHTS_LICENCE = (
     "PoseAnything weights: see the Ryan241005/PoseAnything model card; Wan2.2-TI2V-5B (VAE, "
     "umT5): Apache-2.0"
 )
-
-
-class CheckpointError(ValueError):
-    """A weights file does not fit the model or is damaged; the message lists what and where."""
 
 
 class WeightsMissingError(ModelNotFoundError):

@@ -11,14 +11,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import BadInput
+
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default-model"
 MODEL_ENV_VAR = "POSEANYTHING_MODEL"
 MODEL_INDEX = "pipeline.json"
 """Marks a model folder; written by ``PoseAnythingPipeline.save_pretrained``."""
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(BadInput, FileNotFoundError):
     """No model at the requested place; the message says how to get one."""
+
+
+class CheckpointError(BadInput):
+    """A weights file does not fit the model or is damaged; the message lists what and where."""
 
 
 def how_to_get_a_model() -> str:

@@ -25,6 +25,8 @@ from ..checkpoints.hub import (
     hub_cache_dir,
     inventory,
 )
+from ..errors import EXIT_BAD_INPUT, BadInput
+from ..inference.settings import OptionError
 
 
 def _add_source_options(parser: argparse.ArgumentParser) -> None:
@@ -90,7 +92,7 @@ def load_render_pipeline(args: argparse.Namespace, device: str):
         from ..inference.pipeline import FULL_MODEL_CONFIG
 
         if args.backend == "onnx":
-            raise ValueError(
+            raise OptionError(
                 "--backend onnx runs the default model; the full model runs with torch on a GPU"
             )
         from ..checkpoints.full_model import check_full_model_device
@@ -116,11 +118,11 @@ def _sized(config, args: argparse.Namespace):
     changes = {}
     if args.window_frames is not None:
         if args.window_frames < 1:
-            raise ValueError(f"--window-frames is {args.window_frames}; use at least 1")
+            raise OptionError(f"--window-frames is {args.window_frames}; use at least 1")
         changes["window_frames"] = args.window_frames
     if args.pixel_area is not None:
         if args.pixel_area < config.size_multiple**2:
-            raise ValueError(
+            raise OptionError(
                 f"--pixel-area is {args.pixel_area}; use at least {config.size_multiple**2} "
                 f"(one {config.size_multiple}x{config.size_multiple} tile)"
             )
@@ -168,7 +170,7 @@ def add_models_command(commands) -> None:
 
 def models_command(args: argparse.Namespace) -> int:
     """``poseanything models``: what the full model needs and what is here; exit 0 if complete."""
-    from ..checkpoints.hub import CheckpointError, WeightsMissingError
+    from ..checkpoints.hub import WeightsMissingError
 
     sources = sources_from_args(args)
     try:
@@ -178,7 +180,7 @@ def models_command(args: argparse.Namespace) -> int:
                 report = lambda event, fields: _json_line(event, **fields)  # noqa: E731
             try:
                 download(sources, report, confirm=None if args.download else lambda *sizes: False)
-            except (CheckpointError, WeightsMissingError):
+            except BadInput:
                 raise
             except Exception as error:  # network, disk full, refused: all end the download
                 traceback.print_exception(error, file=sys.stderr)
@@ -187,11 +189,11 @@ def models_command(args: argparse.Namespace) -> int:
                     "so far stay in the cache, so running it again fetches only the rest"
                 ) from error
         found = inventory(sources)
-    except (CheckpointError, WeightsMissingError) as error:
+    except BadInput as error:
         print(str(error), file=sys.stderr)
         if args.json:
             _json_line("error", kind="bad_input", message=str(error))
-        return 2
+        return EXIT_BAD_INPUT
     rows = [
         {
             "component": status.component,

@@ -27,7 +27,15 @@ from pathlib import Path
 
 from ..batch.runners import add_batch_command
 from ..contract.files import write_json_atomic
-from ..errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_CRASH, EXIT_OK, EXIT_OUT_OF_MEMORY
+from ..errors import (
+    EXIT_BAD_INPUT,
+    EXIT_CANCELLED,
+    EXIT_CRASH,
+    EXIT_OK,
+    EXIT_OUT_OF_MEMORY,
+    BadInput,
+)
+from ..inference.settings import OptionError
 from .import_official import add_import_official_command
 from .models import add_model_options, add_models_command, load_render_pipeline
 from .train import add_eval_command, add_train_command
@@ -156,7 +164,7 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: --device cuda was asked for but no CUDA GPU is available")
+        raise OptionError("device: --device cuda was asked for but no CUDA GPU is available")
     return name
 
 
@@ -171,11 +179,11 @@ def render(args: argparse.Namespace, reporter: Reporter, cancel) -> dict:
     if args.frames_dir is not None:
         check_output_free(args.frames_dir, args.overwrite)
     if args.out.suffix.lower() != ".mp4":
-        raise ValueError(f"--out: {args.out} must end in .mp4 (H.264 video)")
+        raise OptionError(f"--out: {args.out} must end in .mp4 (H.264 video)")
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ValueError(
+        raise OptionError(
             f"--out: cannot create {args.out.parent} ({error.strerror}); choose a writable folder"
         ) from error
     shot = read_shot(args.shot_dir)
@@ -258,9 +266,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def render_command(args: argparse.Namespace) -> int:
     """``poseanything render``: one shot folder to one video, reporting on stdout."""
-    from ..checkpoints.weights import ModelNotFoundError
-    from ..contract.shot import ShotError
-    from ..contract.video import OutputExistsError
     from ..inference.sampling import Cancelled, CancelToken
 
     if args.threads is not None:
@@ -285,7 +290,7 @@ def render_command(args: argparse.Namespace) -> int:
     except Cancelled:
         reporter.event("cancelled", message="cancelled; no video was written")
         code = EXIT_CANCELLED
-    except (ShotError, ModelNotFoundError, OutputExistsError, ValueError) as error:
+    except BadInput as error:
         reporter.event("error", kind="bad_input", message=str(error))
         code = EXIT_BAD_INPUT
     except PermissionError as error:

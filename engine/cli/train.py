@@ -8,6 +8,9 @@ import sys
 from dataclasses import asdict, fields
 from pathlib import Path
 
+from ..errors import EXIT_BAD_INPUT, EXIT_OK, BadInput
+from ..training import TrainingError
+
 
 def add_train_command(commands) -> None:
     """``poseanything train DATA --out DIR [--minutes M] [--resume]`` on the CLI's subparsers."""
@@ -41,7 +44,7 @@ def parse_overrides(items: list[str]) -> dict:
     for item in items:
         name, _, value = item.partition("=")
         if name not in known:
-            raise ValueError(f"--set {item}: unknown setting {name!r}; known: {sorted(known)}")
+            raise TrainingError(f"--set {item}: unknown setting {name!r}; known: {sorted(known)}")
         try:
             overrides[name] = json.loads(value)
         except json.JSONDecodeError:
@@ -53,7 +56,7 @@ def train_command(args) -> int:
     import torch
 
     from ..training.train import ProgressBar, TrainConfig, train
-    from .render import EXIT_BAD_INPUT, EXIT_OK, resolve_device
+    from .render import resolve_device
 
     try:
         overrides = parse_overrides(args.set)
@@ -72,7 +75,7 @@ def train_command(args) -> int:
             args.cache,
             overrides if args.resume else None,
         )
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+    except BadInput as error:
         print(f"poseanything train: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if folder is None:
@@ -117,7 +120,7 @@ def build_eval_clips(args, folder: Path) -> list[Path]:
 
     if args.blend is not None:
         if not args.armature:
-            raise ValueError("--blend needs --armature NAME (the armature object in the file)")
+            raise TrainingError("--blend needs --armature NAME (the armature object in the file)")
         rig = ["make-rig-clips", "--blend", str(args.blend), "--armature", args.armature]
         names = None
     else:
@@ -141,7 +144,7 @@ def build_eval_clips(args, folder: Path) -> list[Path]:
     ]
     result = subprocess.run(command, check=False)
     if result.returncode != 0:
-        raise ValueError(f"building the evaluation clips failed (exit {result.returncode})")
+        raise TrainingError(f"building the evaluation clips failed (exit {result.returncode})")
     # The folder may hold clips of earlier runs: take the ones this command asked for.
     return [
         path
@@ -155,27 +158,25 @@ def build_eval_clips(args, folder: Path) -> list[Path]:
 def eval_command(args) -> int:
     import torch
 
-    from ..checkpoints.weights import ModelNotFoundError
-    from ..contract.shot import ShotError
     from ..inference.pipeline import PoseAnythingPipeline
     from ..training.evaluate import evaluate, format_table, summary_line, table_rows
-    from .render import EXIT_BAD_INPUT, EXIT_OK, resolve_device
+    from .render import resolve_device
 
     torch.set_num_threads(args.threads)
     out = args.out.expanduser().absolute()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         if args.clips_dir is not None:
-            clips = sorted(
-                p for p in args.clips_dir.expanduser().iterdir() if (p / "clip.json").is_file()
-            )
+            folder = args.clips_dir.expanduser()
+            found = sorted(folder.iterdir()) if folder.is_dir() else []
+            clips = [p for p in found if (p / "clip.json").is_file()]
             if not clips:
-                raise ValueError(f"--clips-dir {args.clips_dir}: no clip folders (clip.json)")
+                raise TrainingError(f"--clips-dir {args.clips_dir}: no clip folders (clip.json)")
         else:
             clips = build_eval_clips(args, out.with_name(out.stem + "_clips"))
         pipeline = PoseAnythingPipeline.from_pretrained(args.model, resolve_device(args.device))
         results = evaluate(pipeline, clips, out, table_rows(ablations=not args.quick))
-    except (ValueError, FileNotFoundError, ShotError, ModelNotFoundError) as error:
+    except BadInput as error:
         print(f"poseanything eval: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(format_table(results))

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import BadInput
 from .skeleton import MAX_PARTS, render_skeleton_frames, write_png
 
 SCHEMA_VERSION = 2
@@ -49,7 +50,7 @@ CAMERA_TYPES = ("perspective", "orthographic")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-class ShotError(ValueError):
+class ShotError(BadInput):
     """A shot folder that cannot be used; the message names the file or field and the fix."""
 
 

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import BadInput
 from .files import move_into_place, temporary_sibling
 
 
-class OutputExistsError(FileExistsError):
+class OutputExistsError(BadInput, FileExistsError):
     """The output already exists and overwriting was not asked for."""
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoints.weights import MODEL_INDEX, resolve_model_dir
+from ..checkpoints.weights import MODEL_INDEX, CheckpointError, resolve_model_dir
 from ..configs import known_fields
 from ..contract.shot import Shot, ShotError
 from ..contract.skeleton import part_masks, render_skeleton_frames
@@ -527,7 +527,7 @@ class PoseAnythingPipeline:
         for name, default in DEFAULT_COMPONENTS.items():
             class_name = meta.get("components", {}).get(name, default)
             if class_name not in COMPONENT_CLASSES:
-                raise ValueError(
+                raise CheckpointError(
                     f"{MODEL_INDEX}: component {name} is {class_name!r}; this engine knows "
                     f"{', '.join(sorted(COMPONENT_CLASSES))}"
                 )

@@ -1,4 +1,4 @@
-"""The per-render choices as one frozen object.
+"""The per-render choices as one frozen object, checked when it is made.
 
 torch-free, so the command lines, batch planning and the resume key build and compare it without
 loading a model; ``PoseAnythingPipeline.render`` takes it.
@@ -7,11 +7,18 @@ loading a model; ``PoseAnythingPipeline.render`` takes it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
+from ..errors import BadInput
 from .guidance import CameraAnchorKind
 
 DEFAULT_OVERLAP = 4
 """Frames two consecutive windows share: the cross-fade that hides the seam (>= 1)."""
+CAMERA_ANCHORS: tuple[str, ...] = get_args(CameraAnchorKind)
+
+
+class OptionError(BadInput):
+    """A render option that cannot work; the message names the option and what to use."""
 
 
 @dataclass(frozen=True)
@@ -31,3 +38,11 @@ class RenderSettings:
     blank_pose: bool = False
     """Blank skeleton images in every frame (the model's no-pose input, trained as condition
     dropout): the no-pose baseline of ``poseanything eval``."""
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.steps < 1:
+            raise OptionError(f"steps is {self.steps}; use at least 1 sampling step")
+        if self.camera_anchor not in CAMERA_ANCHORS:
+            raise OptionError(
+                f"camera anchor is {self.camera_anchor!r}; use one of {', '.join(CAMERA_ANCHORS)}"
+            )

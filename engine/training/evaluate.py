@@ -31,6 +31,7 @@ from ..contract.shot import Shot, read_reference, read_shot
 from ..inference.guidance import full_track, rectangle_track
 from ..inference.pipeline import PoseAnythingPipeline, RenderSettings, fit_image
 from ..inference.warp import flow_base
+from . import TrainingError
 from .metrics import video_metrics
 
 FULL, REPEAT, NO_POSE = "full model", "repeated reference", "no pose"
@@ -104,7 +105,7 @@ def load_clip(folder: Path, width: int, height: int) -> EvalClip:
     mask_paths = [folder / "masks" / f"{i:04d}.png" for i in range(1, count + 1)]
     missing = [str(p) for p in paths + mask_paths if not p.is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise TrainingError(
             f"{folder} is not an evaluation clip: {missing[0]} is missing; make clips with "
             "`poseanything-blender make-eval-clips --out DIR`"
         )

@@ -58,6 +58,7 @@ from ..inference.pipeline import PipelineConfig, PoseAnythingPipeline, fit_image
 from ..inference.sampling import rebase_velocity
 from ..inference.warp import flow_base
 from ..model import HashTextEncoder, PartConditioning, PoseAnythingTransformer, TinyVideoCodec
+from . import TrainingError
 
 CHECKPOINT_DIR = "checkpoint"
 MODEL_DIR = "model"
@@ -168,6 +169,11 @@ instead of from changes measured against the old one."""
 
 def list_clips(data: Path) -> list[Path]:
     """Complete synthetic clip folders under ``data`` (staged ones are hidden dot-folders)."""
+    if not data.is_dir():
+        raise TrainingError(
+            f"{data} is not a folder of clips; make one with "
+            "`poseanything-blender make-dataset --out DATA --clips N`"
+        )
     clips = []
     for folder in sorted(data.iterdir()):
         meta_path = folder / "clip.json"
@@ -175,7 +181,7 @@ def list_clips(data: Path) -> list[Path]:
             continue
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("source") != "synthetic":
-            raise ValueError(
+            raise TrainingError(
                 f"{folder} is a {meta.get('source')!r} clip, not a synthetic one; the metarig "
                 "clips are the held-out evaluation set: train on `make-dataset` output only"
             )
@@ -252,7 +258,7 @@ class ClipStore:
     def rescan(self) -> int:
         self.clips = list_clips(self.data)
         if not self.clips:
-            raise ValueError(
+            raise TrainingError(
                 f"no clips in {self.data}; make some with "
                 "`poseanything-blender make-dataset --out DATA --clips N`"
             )
@@ -484,13 +490,13 @@ class Trainer:
         rebase = False
         if resume:
             if not (checkpoint / "state.json").is_file():
-                raise FileNotFoundError(
+                raise TrainingError(
                     f"--resume: no checkpoint in {checkpoint}; start without --resume"
                 )
             self.state, tensors = load_checkpoint(checkpoint)
             unknown = set(resume_overrides or {}) - set(RESUMABLE)
             if unknown:
-                raise ValueError(
+                raise TrainingError(
                     f"a resumed run keeps its settings; only {', '.join(RESUMABLE)} may change "
                     f"(not {', '.join(sorted(unknown))})"
                 )
@@ -499,7 +505,7 @@ class Trainer:
             config = self.state.config
             rebase = config.flow_base != previous_base
         elif (checkpoint / "state.json").is_file():
-            raise FileExistsError(
+            raise TrainingError(
                 f"{checkpoint} holds a checkpoint; pass --resume to continue it or choose "
                 "another --out"
             )
@@ -537,6 +543,11 @@ class Trainer:
 
     def _take_codec(self, source: Path) -> None:
         """Start from the trained codec of another run (its model folder or checkpoint)."""
+        if not (source / "state.safetensors").is_file() and not (source / "codec").is_dir():
+            raise TrainingError(
+                f"--init-codec: {source} holds no training checkpoint (state.safetensors) and no "
+                "model folder's codec/; give the --out folder of an earlier run"
+            )
         if (source / "state.safetensors").is_file():
             source_state, tensors = load_checkpoint(source)
             self.codec.load_state_dict(_split(tensors, "codec"))
