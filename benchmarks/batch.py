@@ -29,7 +29,8 @@ from pathlib import Path
 import ray
 import torch
 
-from poseanything.engine.batch.runners import BatchSettings, run_batch
+from poseanything.engine.batch.plan import BatchSettings
+from poseanything.engine.batch.runners import run_batch
 from poseanything.engine.checkpoints.weights import resolve_model_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))

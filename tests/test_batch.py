@@ -17,16 +17,18 @@ import pytest
 from synthetic_shots import write_synthetic_shot
 from test_pipeline import tiny_pipeline
 
-from poseanything.engine.batch import runners as batch
-from poseanything.engine.batch.runners import BatchError, BatchSettings, run_batch
+from poseanything.engine.batch.plan import DONE_MARKER, VIDEO_NAME, BatchError, BatchSettings
+from poseanything.engine.batch.runners import run_batch
 from poseanything.engine.cli import main
+from poseanything.engine.cli.batch import SUMMARY_NAME
 from poseanything.engine.contract.video import read_video
+from poseanything.engine.errors import EXIT_CANCELLED, EXIT_FAILED
 from poseanything.engine.inference.sampling import CancelToken
 
 SHOT_FRAMES = 6
 LONG_SHOT_FRAMES = 40
 """Five model windows: long enough that a worker can be killed while it is still sampling."""
-RENDERED = {batch.VIDEO_NAME, "engine.json", batch.DONE_MARKER}
+RENDERED = {VIDEO_NAME, "engine.json", DONE_MARKER}
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +91,9 @@ def test_local_batch_renders_each_shot_once_and_reports_a_broken_one(
 
     assert statuses(summary) == {"shot0": "done", "shot1": "done", "broken": "failed"}
     assert "poses.npz" in summary.results[2].error and summary.results[2].attempts == 1
-    assert summary.exit_code == batch.EXIT_FAILED
+    assert summary.exit_code == EXIT_FAILED
     for shot in shots:
-        assert_complete_video(shot, shot / batch.VIDEO_NAME)
+        assert_complete_video(shot, shot / VIDEO_NAME)
     expected = {f"{shot.name}/{name}" for shot in shots for name in RENDERED}
     assert new_files(before, tree(tmp_path)) == expected
     progress = [e for e in events if e["event"] == "progress" and e["shot"] == str(shots[0])]
@@ -108,7 +110,7 @@ def test_changed_shot_or_settings_render_again_but_never_replace_a_video_silentl
 ):
     (shot,) = make_shots(tmp_path, [SHOT_FRAMES])
     run_batch([shot], BatchSettings(render_options={"model": model_dir}))
-    video = shot / batch.VIDEO_NAME
+    video = shot / VIDEO_NAME
     first = video.stat().st_mtime_ns
     reseeded = BatchSettings(render_options={"model": model_dir, "seed": 7})
 
@@ -132,7 +134,7 @@ def test_out_dir_leaves_shot_folders_untouched(tmp_path, model_dir):
     assert statuses(summary) == {"shot0": "done", "shot1": "done"}
     assert tree(tmp_path / "shots") == before
     assert set(tree(out)) == {f"{shot.name}/{name}" for shot in shots for name in RENDERED}
-    assert summary.results[0].output == str(out / "shot0" / batch.VIDEO_NAME)
+    assert summary.results[0].output == str(out / "shot0" / VIDEO_NAME)
 
 
 def test_a_shot_that_keeps_failing_is_retried_then_reported(tmp_path, model_dir):
@@ -151,7 +153,7 @@ def test_a_shot_that_keeps_failing_is_retried_then_reported(tmp_path, model_dir)
     (result,) = summary.results
     assert (result.status, result.attempts) == ("failed", 2)
     assert result.error
-    assert not (shot / batch.VIDEO_NAME).exists()
+    assert not (shot / VIDEO_NAME).exists()
 
 
 def test_bad_input_is_never_retried_but_an_error_a_retry_can_fix_is(tmp_path, model_dir):
@@ -178,7 +180,7 @@ def test_bad_input_is_never_retried_but_an_error_a_retry_can_fix_is(tmp_path, mo
     by_name = {Path(result.shot).name: result for result in summary.results}
     assert (by_name["shot0"].status, by_name["shot0"].attempts) == ("done", 2)
     assert (by_name["broken"].status, by_name["broken"].attempts) == ("failed", 1)
-    assert_complete_video(shot, shot / batch.VIDEO_NAME)
+    assert_complete_video(shot, shot / VIDEO_NAME)
 
 
 def test_cancel_stops_the_shot_in_progress_and_starts_no_more(tmp_path, model_dir):
@@ -194,7 +196,7 @@ def test_cancel_stops_the_shot_in_progress_and_starts_no_more(tmp_path, model_di
         shots, BatchSettings(render_options={"model": model_dir}), cancel_at_first_step, cancel
     )
     assert statuses(summary) == {"shot0": "cancelled", "shot1": "cancelled"}
-    assert summary.exit_code == batch.EXIT_CANCELLED
+    assert summary.exit_code == EXIT_CANCELLED
     assert tree(tmp_path) == before
 
 
@@ -219,17 +221,17 @@ def test_command_line_prints_the_table_and_writes_the_summary_json(
     shots = make_shots(tmp_path, [SHOT_FRAMES])
     broken = make_broken_shot(tmp_path)
     argv = ["batch", *map(str, shots), str(broken), "--model", str(model_dir), "--progress", "none"]
-    assert main(argv) == batch.EXIT_FAILED
+    assert main(argv) == EXIT_FAILED
     printed = capsys.readouterr().out
     assert "shot0" in printed and "done" in printed and "poses.npz" in printed
-    summary = json.loads((tmp_path / batch.SUMMARY_NAME).read_text())
+    summary = json.loads((tmp_path / SUMMARY_NAME).read_text())
     assert summary["counts"] == {"done": 1, "skipped": 0, "failed": 1, "cancelled": 0}
     assert [shot["status"] for shot in summary["shots"]] == ["done", "failed"]
-    assert summary["shots"][0]["output"] == str(shots[0] / batch.VIDEO_NAME)
+    assert summary["shots"][0]["output"] == str(shots[0] / VIDEO_NAME)
 
     json_summary = tmp_path / "again.json"
     argv = [*argv[:-1], "json", "--summary", str(json_summary)]
-    assert main(argv) == batch.EXIT_FAILED
+    assert main(argv) == EXIT_FAILED
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["event"] for line in lines if "shot" in line] == ["skipped", "start", "failed"]
     assert lines[-1]["event"] == "summary" and lines[-1]["path"] == str(json_summary)
@@ -292,7 +294,7 @@ def test_ray_batch_survives_a_killed_worker_and_reports_a_broken_shot(
     assert by_name["shot0"].attempts == 2 and pids[victim] != killed[0]
     assert by_name["broken"].attempts == 1 and "poses.npz" in by_name["broken"].error
     for shot in shots:
-        assert_complete_video(shot, shot / batch.VIDEO_NAME)
+        assert_complete_video(shot, shot / VIDEO_NAME)
     expected = {f"{shot.name}/{name}" for shot in shots for name in RENDERED}
     assert new_files(before, tree(tmp_path)) == expected
 
@@ -320,7 +322,7 @@ def test_ray_without_shared_storage_sends_shots_and_videos_as_bytes(
     assert tree(tmp_path / "shots") == before
     assert set(tree(out)) == {f"{shot.name}/{name}" for shot in shots for name in RENDERED}
     for shot in shots:
-        assert_complete_video(shot, out / shot.name / batch.VIDEO_NAME)
+        assert_complete_video(shot, out / shot.name / VIDEO_NAME)
         engine = json.loads((out / shot.name / "engine.json").read_text())
         assert engine["shot"] == str(shot)
     assert not any(ray_cluster.iterdir())
@@ -342,7 +344,7 @@ def test_ray_cancel_keeps_finished_videos_and_leaves_no_partial_files(
     settings = BatchSettings(render_options={"model": model_dir}, ray="auto")
     summary = run_batch(shots, settings, cancel_after_the_first_video, cancel)
     assert not any(ray_cluster.iterdir())
-    assert summary.cancelled and summary.exit_code == batch.EXIT_CANCELLED
+    assert summary.cancelled and summary.exit_code == EXIT_CANCELLED
     result = statuses(summary)
     assert "cancelled" in result.values() and "done" in result.values()
     written = new_files(before, tree(tmp_path))
@@ -350,6 +352,6 @@ def test_ray_cancel_keeps_finished_videos_and_leaves_no_partial_files(
         outputs = {name for name in written if name.startswith(f"{shot.name}/")}
         if result[shot.name] == "done":
             assert outputs == {f"{shot.name}/{name}" for name in RENDERED}
-            assert_complete_video(shot, shot / batch.VIDEO_NAME)
+            assert_complete_video(shot, shot / VIDEO_NAME)
         else:
             assert result[shot.name] == "cancelled" and not outputs

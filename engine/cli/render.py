@@ -18,14 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..batch.runners import add_batch_command
 from ..contract.files import write_json_atomic
 from ..errors import (
     EXIT_BAD_INPUT,
@@ -36,8 +34,10 @@ from ..errors import (
     BadInput,
 )
 from ..inference.settings import OptionError
+from .batch import add_batch_command
 from .import_official import add_import_official_command
-from .models import add_model_options, add_models_command, load_render_pipeline
+from .models import add_models_command, load_render_pipeline
+from .options import add_render_options, cancel_on_signals
 from .train import add_eval_command, add_train_command
 
 ENGINE_JSON = "engine.json"
@@ -65,42 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_command(commands)
     add_import_official_command(commands)
     return parser
-
-
-def add_render_options(parser: argparse.ArgumentParser) -> None:
-    """The options that say how to render (not which shot, or where to): ``render`` and ``batch``
-    share them, so a batch takes every render option."""
-    parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
-    parser.add_argument(
-        "--guidance", type=float, help="subject motion guidance (default: the shot's)"
-    )
-    parser.add_argument(
-        "--camera-guidance",
-        type=float,
-        help="camera motion guidance, 0 = locked-off camera (default: the shot's)",
-    )
-    parser.add_argument(
-        "--camera-anchor",
-        choices=("rectangle", "static"),
-        default="rectangle",
-        help="camera-only CFG anchor: moving view rectangle, or static first-frame skeleton",
-    )
-    parser.add_argument("--seed", type=int, help="noise seed (default: the shot's)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--no-ptcm", action="store_true", help="switch part attention off")
-    parser.add_argument("--model", type=Path, help="model folder (default: the bundled one)")
-    parser.add_argument(
-        "--native-size",
-        action="store_true",
-        help="keep the model's working size instead of upscaling to the shot's size",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine)",
-    )
-    add_model_options(parser)
 
 
 class Reporter:
@@ -249,15 +213,6 @@ def render(args: argparse.Namespace, reporter: Reporter, cancel) -> dict:
     return report
 
 
-def _install_cancel_handlers(cancel) -> dict:
-    """SIGINT/SIGTERM set the cancel token; returns the previous handlers to restore."""
-
-    def handler(signum, frame):
-        cancel.cancel()
-
-    return {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a ``poseanything`` command; returns its exit code."""
     args = build_parser().parse_args(argv)
@@ -266,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def render_command(args: argparse.Namespace) -> int:
     """``poseanything render``: one shot folder to one video, reporting on stdout."""
-    from ..inference.sampling import Cancelled, CancelToken
+    from ..inference.sampling import CancelToken
 
     if args.threads is not None:
         import torch
@@ -276,7 +231,15 @@ def render_command(args: argparse.Namespace) -> int:
     preview = args.out.with_name(f".{args.out.stem}.preview.png")
     reporter = Reporter(args.progress, preview)
     cancel = CancelToken()
-    previous_handlers = _install_cancel_handlers(cancel)
+    code = EXIT_OK
+    with cancel_on_signals(cancel):
+        code = _render_reporting(args, reporter, cancel, preview)
+    return code
+
+
+def _render_reporting(args, reporter, cancel, preview) -> int:
+    from ..inference.sampling import Cancelled
+
     code = EXIT_OK
     try:
         report = render(args, reporter, cancel)
@@ -313,8 +276,6 @@ def render_command(args: argparse.Namespace) -> int:
         code = _crash(reporter, error)
     finally:
         preview.unlink(missing_ok=True)
-        for signum, handler in previous_handlers.items():
-            signal.signal(signum, handler)
     return code
 
 
