@@ -24,6 +24,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import ray
@@ -32,6 +33,7 @@ import torch
 from poseanything.engine.batch.plan import BatchSettings
 from poseanything.engine.batch.runners import run_batch
 from poseanything.engine.checkpoints.weights import resolve_model_dir
+from poseanything.engine.render import ModelChoice, RenderSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from synthetic_shots import write_synthetic_shot  # noqa: E402 - the tests' walking figure
@@ -62,17 +64,15 @@ def main() -> None:
             write_synthetic_shot(scratch / "shots" / f"shot{i}", num_frames=args.frames, seed=i)
             for i in range(SHOTS)
         ]
-        options = {"model": model, "steps": args.steps}
+        base = BatchSettings(render=RenderSettings(steps=args.steps), model=ModelChoice(model))
         print(f"model: {model}; {SHOTS} shots of {args.frames} frames at 64x64")
 
         threads = torch.get_num_threads()
-        serial = timed_batch(
-            shots, BatchSettings(render_options=options, out_dir=scratch / "serial")
-        )
+        serial = timed_batch(shots, replace(base, out_dir=scratch / "serial"))
         print(f"serial (one process, {threads} torch threads): {serial:.1f} s")
         serial_one_thread = timed_batch(
             shots,
-            BatchSettings(render_options={**options, "threads": 1}, out_dir=scratch / "serial-1"),
+            replace(base, model=ModelChoice(model, threads=1), out_dir=scratch / "serial-1"),
         )
         print(f"serial (one process, 1 torch thread as a Ray task has): {serial_one_thread:.1f} s")
 
@@ -87,10 +87,7 @@ def main() -> None:
         print(f"local Ray cluster start ({args.cpus} CPUs): {time.perf_counter() - started:.1f} s")
         try:
             cold, warm = (
-                timed_batch(
-                    shots,
-                    BatchSettings(render_options=options, out_dir=scratch / name, ray="auto"),
-                )
+                timed_batch(shots, replace(base, out_dir=scratch / name, ray="auto"))
                 for name in ("ray-cold", "ray-warm")
             )
         finally:

@@ -17,13 +17,21 @@ import pytest
 from synthetic_shots import write_synthetic_shot
 from test_pipeline import tiny_pipeline
 
-from poseanything.engine.batch.plan import DONE_MARKER, VIDEO_NAME, BatchError, BatchSettings
+from poseanything.engine.batch.plan import (
+    DONE_MARKER,
+    VIDEO_NAME,
+    BatchError,
+    BatchSettings,
+    read_contract,
+    shot_key,
+)
 from poseanything.engine.batch.runners import run_batch
 from poseanything.engine.cli import main
 from poseanything.engine.cli.batch import SUMMARY_NAME
 from poseanything.engine.contract.video import read_video
 from poseanything.engine.errors import EXIT_CANCELLED, EXIT_FAILED
 from poseanything.engine.inference.sampling import CancelToken
+from poseanything.engine.render import ModelChoice, RenderSettings
 
 SHOT_FRAMES = 6
 LONG_SHOT_FRAMES = 40
@@ -84,7 +92,7 @@ def test_local_batch_renders_each_shot_once_and_reports_a_broken_one(
     monkeypatch.chdir(tmp_path)
     shots = make_shots(tmp_path, [SHOT_FRAMES, SHOT_FRAMES])
     broken = make_broken_shot(tmp_path)
-    settings = BatchSettings(render_options={"model": model_dir})
+    settings = BatchSettings(model=ModelChoice(folder=model_dir))
     before = tree(tmp_path)
     events = []
     summary = run_batch([*shots, broken], settings, on_event=events.append)
@@ -109,18 +117,17 @@ def test_changed_shot_or_settings_render_again_but_never_replace_a_video_silentl
     tmp_path, model_dir
 ):
     (shot,) = make_shots(tmp_path, [SHOT_FRAMES])
-    run_batch([shot], BatchSettings(render_options={"model": model_dir}))
+    run_batch([shot], BatchSettings(model=ModelChoice(folder=model_dir)))
     video = shot / VIDEO_NAME
     first = video.stat().st_mtime_ns
-    reseeded = BatchSettings(render_options={"model": model_dir, "seed": 7})
+    reseeded = BatchSettings(model=ModelChoice(folder=model_dir), render=RenderSettings(seed=7))
 
     refused = run_batch([shot], reseeded)
     assert statuses(refused) == {"shot0": "failed"}
     assert "--overwrite" in refused.results[0].error
     assert video.stat().st_mtime_ns == first
 
-    options = {"model": model_dir, "seed": 7, "overwrite": True}
-    replaced = run_batch([shot], BatchSettings(render_options=options))
+    replaced = run_batch([shot], dataclasses.replace(reseeded, overwrite=True))
     assert statuses(replaced) == {"shot0": "done"}
     assert video.stat().st_mtime_ns != first
     assert statuses(run_batch([shot], reseeded)) == {"shot0": "skipped"}
@@ -130,7 +137,7 @@ def test_out_dir_leaves_shot_folders_untouched(tmp_path, model_dir):
     shots = make_shots(tmp_path / "shots", [SHOT_FRAMES, SHOT_FRAMES])
     before = tree(tmp_path / "shots")
     out = tmp_path / "renders"
-    summary = run_batch(shots, BatchSettings(render_options={"model": model_dir}, out_dir=out))
+    summary = run_batch(shots, BatchSettings(model=ModelChoice(folder=model_dir), out_dir=out))
     assert statuses(summary) == {"shot0": "done", "shot1": "done"}
     assert tree(tmp_path / "shots") == before
     assert set(tree(out)) == {f"{shot.name}/{name}" for shot in shots for name in RENDERED}
@@ -149,7 +156,7 @@ def test_a_shot_that_keeps_failing_is_retried_then_reported(tmp_path, model_dir)
     (weights,) = (corrupt / "transformer").glob("*.safetensors")
     weights.write_bytes(b"not safetensors")
     (shot,) = make_shots(tmp_path / "shots", [SHOT_FRAMES])
-    summary = run_batch([shot], BatchSettings(render_options={"model": corrupt}, retries=1))
+    summary = run_batch([shot], BatchSettings(model=ModelChoice(folder=corrupt), retries=1))
     (result,) = summary.results
     assert (result.status, result.attempts) == ("failed", 2)
     assert result.error
@@ -175,7 +182,7 @@ def test_bad_input_is_never_retried_but_an_error_a_retry_can_fix_is(tmp_path, mo
                 aside.rename(weights)
             errors.append(event)
 
-    settings = BatchSettings(render_options={"model": model}, retries=1)
+    settings = BatchSettings(model=ModelChoice(folder=model), retries=1)
     summary = run_batch([shot, broken], settings, put_the_weights_back_before_the_second_attempt)
     by_name = {Path(result.shot).name: result for result in summary.results}
     assert (by_name["shot0"].status, by_name["shot0"].attempts) == ("done", 2)
@@ -193,25 +200,46 @@ def test_cancel_stops_the_shot_in_progress_and_starts_no_more(tmp_path, model_di
             cancel.cancel()
 
     summary = run_batch(
-        shots, BatchSettings(render_options={"model": model_dir}), cancel_at_first_step, cancel
+        shots, BatchSettings(model=ModelChoice(folder=model_dir)), cancel_at_first_step, cancel
     )
     assert statuses(summary) == {"shot0": "cancelled", "shot1": "cancelled"}
     assert summary.exit_code == EXIT_CANCELLED
     assert tree(tmp_path) == before
 
 
+def test_the_resume_key_follows_what_changes_the_pixels_only(tmp_path, model_dir):
+    (shot,) = make_shots(tmp_path, [SHOT_FRAMES])
+    contract = read_contract(shot)
+    base = BatchSettings(model=ModelChoice(folder=model_dir))
+    key = shot_key(contract, base, model_dir)
+    same = [
+        dataclasses.replace(base, overwrite=True, retries=0, ray="auto", out_dir=tmp_path),
+        dataclasses.replace(base, model=ModelChoice(model_dir, device="cpu", threads=1)),
+        dataclasses.replace(base, model=ModelChoice(model_dir, online=True)),
+    ]
+    assert {shot_key(contract, settings, model_dir) for settings in same} == {key}
+    different = [
+        dataclasses.replace(base, render=RenderSettings(seed=3)),
+        dataclasses.replace(base, render=RenderSettings(overlap=2)),
+        dataclasses.replace(base, model=ModelChoice(model_dir, pixel_area=4096)),
+        dataclasses.replace(base, model=ModelChoice(model_dir, backend="onnx")),
+    ]
+    keys = {shot_key(contract, settings, model_dir) for settings in different}
+    assert len(keys) == len(different) and key not in keys
+    (shot / "poses" / "0001.png").write_bytes(b"re-exported")
+    assert shot_key(read_contract(shot), base, model_dir) != key
+
+
 def test_clashing_outputs_and_missing_ray_are_clear_errors(tmp_path, model_dir, monkeypatch):
     shots = [tmp_path / "a" / "shot", tmp_path / "b" / "shot"]
-    with pytest.raises(BatchError, match="unknown render option.*stepz"):
-        run_batch(shots, BatchSettings(render_options={"stepz": 3}))
     with pytest.raises(BatchError, match="same video"):
         run_batch(
-            shots, BatchSettings(render_options={"model": model_dir}, out_dir=tmp_path / "out")
+            shots, BatchSettings(model=ModelChoice(folder=model_dir), out_dir=tmp_path / "out")
         )
     (shot,) = make_shots(tmp_path, [SHOT_FRAMES])
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the ray extra were not installed
     with pytest.raises(BatchError, match=r"poseanything\[ray\]"):
-        run_batch([shot], BatchSettings(render_options={"model": model_dir}, ray="auto"))
+        run_batch([shot], BatchSettings(model=ModelChoice(folder=model_dir), ray="auto"))
 
 
 def test_command_line_prints_the_table_and_writes_the_summary_json(
@@ -278,7 +306,7 @@ def test_ray_batch_survives_a_killed_worker_and_reports_a_broken_shot(
             killed.append(pids[victim])
             os.kill(pids[victim], signal.SIGKILL)
 
-    settings = BatchSettings(render_options={"model": model_dir}, ray="auto", retries=2)
+    settings = BatchSettings(model=ModelChoice(folder=model_dir), ray="auto", retries=2)
     before = tree(tmp_path)
     summary = run_batch([*shots, broken], settings, on_event=kill_the_first_attempt_mid_shot)
 
@@ -313,7 +341,7 @@ def test_ray_without_shared_storage_sends_shots_and_videos_as_bytes(
     before = tree(tmp_path / "shots")
     out = tmp_path / "renders"
     settings = BatchSettings(
-        render_options={"model": model_dir}, ray="auto", out_dir=out, shared_fs=False
+        model=ModelChoice(folder=model_dir), ray="auto", out_dir=out, shared_fs=False
     )
     summary = run_batch([*shots, broken], settings)
 
@@ -341,7 +369,7 @@ def test_ray_cancel_keeps_finished_videos_and_leaves_no_partial_files(
         if event["event"] == "done":
             cancel.cancel()
 
-    settings = BatchSettings(render_options={"model": model_dir}, ray="auto")
+    settings = BatchSettings(model=ModelChoice(folder=model_dir), ray="auto")
     summary = run_batch(shots, settings, cancel_after_the_first_video, cancel)
     assert not any(ray_cluster.iterdir())
     assert summary.cancelled and summary.exit_code == EXIT_CANCELLED

@@ -2,15 +2,15 @@
 
 A finished shot has a marker, ``batch-done.json``, beside its video, written atomically after the
 video and ``engine.json``. It holds a key: a hash of the shot folder's contract files, the render
-options (all but how and where it runs: device, threads, overwrite, online) and the model's
-files. A re-run skips a shot whose marker holds the same key; an interrupted shot has no
+settings and model choice (all but how and where it runs: device, threads, online) and the
+model's files. A re-run skips a shot whose marker holds the same key; an interrupted shot has no
 marker and renders again; a changed shot or setting renders again, replacing the old video only
 with ``overwrite`` (the user's take is never lost silently).
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
@@ -18,13 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BadInput
+from ..render import ModelChoice, RenderSettings
 
 VIDEO_NAME = "video.mp4"
 DONE_MARKER = "batch-done.json"
-KEY_VERSION = 1
-"""Bump when the meaning of a rendered video changes for the same inputs (forces re-renders)."""
-UNKEYED_OPTIONS = frozenset({"device", "threads", "overwrite", "online"})
-"""Render options that change how or where a shot renders, not its pixels: not in the key."""
+KEY_VERSION = 2
+"""Bump when the meaning of a rendered video changes for the same inputs (forces re-renders).
+2: the key is made of the settings objects' fields, not of the command line's option names."""
+UNKEYED_MODEL_FIELDS = frozenset({"device", "threads", "online"})
+"""``ModelChoice`` fields that change how or where a shot renders, not its pixels."""
 STATUSES = ("done", "skipped", "failed", "cancelled")
 
 
@@ -36,9 +38,11 @@ class BatchError(BadInput):
 class BatchSettings:
     """Everything that decides where and how the shots render; copied once from the CLI or UI."""
 
-    render_options: dict | None = None
-    """``poseanything render`` options by their argparse names (``{"steps": 4, "model": path,
-    "overwrite": True}``); the others keep their defaults. Part of the resume key."""
+    render: RenderSettings = RenderSettings()
+    model: ModelChoice = ModelChoice()
+    """Render settings and model choice of every shot; part of the resume key."""
+    overwrite: bool = False
+    """Replace a video a different render (or no batch) left; never needed to resume."""
     out_dir: Path | None = None
     """Videos go to ``out_dir/<shot folder name>/video.mp4`` instead of into the shot folders."""
     retries: int = 2
@@ -51,6 +55,10 @@ class BatchSettings:
     shared_fs: bool = True
     """False: shot files go to Ray workers, and videos come back, through the object store."""
 
+    def __post_init__(self) -> None:
+        if self.retries < 0:
+            raise BatchError(f"--retries is {self.retries}; use 0 or more")
+
 
 @dataclass(frozen=True)
 class ShotJob:
@@ -59,8 +67,7 @@ class ShotJob:
     shot_dir: str
     video: str
     key: str
-    options: dict
-    """Every ``render`` option, as ``render_options`` completed with the defaults."""
+    settings: BatchSettings
     shot_files: dict[str, bytes] | None = None
     """The contract files' bytes, when workers cannot see ``shot_dir`` (no shared storage)."""
 
@@ -94,37 +101,24 @@ def read_contract(shot_dir: Path) -> dict[str, bytes]:
     }
 
 
-def render_defaults() -> dict:
-    """Every ``poseanything render`` option (how to render) with its default, by argparse name."""
-    from ..cli.render import add_render_options
-
-    parser = argparse.ArgumentParser(add_help=False)
-    add_render_options(parser)
-    return vars(parser.parse_args([]))
-
-
-def complete_options(render_options: dict | None) -> dict:
-    """``render_options`` over the defaults; an unknown name is an error, not silently ignored."""
-    defaults = render_defaults()
-    unknown = sorted(set(render_options or {}) - set(defaults))
-    if unknown:
-        raise BatchError(
-            f"unknown render option(s) {', '.join(unknown)}; use names of `poseanything render` "
-            f"options with _ for -, e.g. {', '.join(sorted(defaults)[:4])}"
-        )
-    return {**defaults, **(render_options or {})}
+def keyed_settings(settings: BatchSettings) -> dict:
+    """The settings that decide a video's pixels, as plain values: what the key hashes."""
+    model = dataclasses.asdict(settings.model)
+    return {
+        "key_version": KEY_VERSION,
+        "render": dataclasses.asdict(settings.render),
+        "model": {name: value for name, value in model.items() if name not in UNKEYED_MODEL_FIELDS},
+    }
 
 
-def shot_key(contract: dict[str, bytes], options: dict, model_dir: Path | None) -> str:
-    """Hash of the shot's contract files, the render options and the model files.
+def shot_key(contract: dict[str, bytes], settings: BatchSettings, model_dir: Path | None) -> str:
+    """Hash of the shot's contract files, the keyed settings and the model files.
 
     The model enters by file name, size and modification time (hashing multi-GB weights for every
     shot would cost more than it saves); a touched model file re-renders, never wrongly skips.
     """
     digest = hashlib.sha256()
-    keyed = {name: value for name, value in options.items() if name not in UNKEYED_OPTIONS}
-    settings = {"key_version": KEY_VERSION, "render": keyed}
-    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    digest.update(json.dumps(keyed_settings(settings), sort_keys=True, default=str).encode())
     for name, data in sorted(contract.items()):
         digest.update(f"{name}\0{len(data)}\0".encode() + data)
     for path in sorted(model_dir.rglob("*")) if model_dir is not None else []:
@@ -154,9 +148,8 @@ def plan_batch(
     from ..checkpoints.weights import resolve_model_dir
     from ..contract.video import OutputExistsError, check_output_free
 
-    options = complete_options(settings.render_options)
-    # The full model lives in the Hugging Face cache; its sources are options, so in the key.
-    model_dir = None if options.get("full") else resolve_model_dir(options["model"])
+    # The full model lives in the Hugging Face cache; its sources are in the keyed settings.
+    model_dir = None if settings.model.full else resolve_model_dir(settings.model.folder)
     folders = [Path(folder).expanduser().resolve() for folder in shot_dirs]
     if not folders:
         raise BatchError("no shot folders given; pass one or more SHOT_DIR")
@@ -171,16 +164,18 @@ def plan_batch(
     jobs, finished = [], []
     for folder, video in zip(folders, videos, strict=True):
         contract = read_contract(folder)
-        key = shot_key(contract, options, model_dir)
+        key = shot_key(contract, settings, model_dir)
         if read_done_key(video) == key:
             finished.append(ShotResult(str(folder), "skipped", output=str(video)))
             continue
         try:
-            check_output_free(video, options["overwrite"])
+            check_output_free(video, settings.overwrite)
         except OutputExistsError as error:
             finished.append(ShotResult(str(folder), "failed", error=str(error)))
             continue
         jobs.append(
-            ShotJob(str(folder), str(video), key, options, None if settings.shared_fs else contract)
+            ShotJob(
+                str(folder), str(video), key, settings, None if settings.shared_fs else contract
+            )
         )
     return jobs, finished

@@ -7,7 +7,6 @@ folder and its outputs go back as bytes for the driver to put in place.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from ..contract.files import write_bytes_atomic, write_json_atomic
 from ..errors import BadInput
+from ..render import ENGINE_JSON
 from .plan import DONE_MARKER, VIDEO_NAME, ShotJob, ShotResult
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ EVENT_INTERVAL_S = 0.25
 EventFn = Callable[[dict], None]
 
 
-class _RenderEvents:
+class ProgressEvents:
     """Turns the renderer's progress into batch events, at most every ``EVENT_INTERVAL_S``."""
 
     def __init__(self, shot: str, emit: EventFn) -> None:
@@ -39,10 +39,7 @@ class _RenderEvents:
         self.emit = emit
         self._last = 0.0
 
-    def event(self, name: str, **fields) -> None:
-        """Renderer lifecycle events (start/done) carry nothing the batch needs."""
-
-    def progress(self, progress) -> None:
+    def __call__(self, progress) -> None:
         now = time.monotonic()
         if progress.step < progress.total and now - self._last < EVENT_INTERVAL_S:
             return
@@ -60,25 +57,7 @@ class _RenderEvents:
         )
 
 
-def _render_video(job: ShotJob, events: _RenderEvents, cancel: CancelToken | None) -> None:
-    """Render the shot to its video and engine.json with the ``render`` command's own code."""
-    from ..cli.render import render
-
-    args = argparse.Namespace(
-        **job.options,
-        shot_dir=Path(job.shot_dir),
-        out=Path(job.video),
-        frames_dir=None,
-    )
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(max(1, args.threads))
-    render(args, events, cancel)
-
-
 def write_done_marker(job: ShotJob, seconds: float) -> None:
-
     marker = {
         "key": job.key,
         "shot": job.shot_dir,
@@ -103,13 +82,23 @@ def render_job(
     the caller (or Ray) retries it. ``Cancelled`` raises too. ``shot`` names the shot in events
     and the result when ``job`` is a temporary copy (default: ``job.shot_dir``).
     """
+    from ..render import render_shot_folder
+
     shot = shot or job.shot_dir
     emit({"event": "start", "shot": shot, "pid": os.getpid(), "host": socket.gethostname()})
     if cancel is not None:
         cancel.check()
     started = time.perf_counter()
     try:
-        _render_video(job, _RenderEvents(shot, emit), cancel)
+        render_shot_folder(
+            job.shot_dir,
+            job.video,
+            job.settings.render,
+            job.settings.model,
+            overwrite=job.settings.overwrite,
+            on_progress=ProgressEvents(shot, emit),
+            cancel=cancel,
+        )
     except BadInput as error:
         return ShotResult(shot, "failed", time.perf_counter() - started, error=str(error))
     seconds = time.perf_counter() - started
@@ -125,8 +114,6 @@ def render_job_from_bytes(
 
     For workers that cannot see the driver's files; the driver puts the outputs in place.
     """
-    from ..cli.render import ENGINE_JSON
-
     name = Path(job.shot_dir).name
     with tempfile.TemporaryDirectory(prefix="poseanything-batch-") as work:
         shot_dir = Path(work) / "shot" / name
@@ -169,12 +156,10 @@ def ray_render_task(job: ShotJob, channel) -> tuple[ShotResult, dict[str, bytes]
 
 def deliver_outputs(job: ShotJob, result: ShotResult, files: dict[str, bytes]) -> ShotResult:
     """Put a remote render's outputs in place: the video, engine.json, then the done marker."""
-    from ..cli.render import ENGINE_JSON
-
     folder = Path(job.video).parent
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        write_bytes_atomic(folder / VIDEO_NAME, files[VIDEO_NAME], job.options["overwrite"])
+        write_bytes_atomic(folder / VIDEO_NAME, files[VIDEO_NAME], job.settings.overwrite)
     except FileExistsError:
         message = f"{job.video} appeared during the render; pass --overwrite to replace it"
         return ShotResult(job.shot_dir, "failed", result.seconds, error=message)

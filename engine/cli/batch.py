@@ -16,10 +16,10 @@ import json
 import sys
 from pathlib import Path
 
-from ..batch.plan import STATUSES, BatchError, BatchSettings, render_defaults
+from ..batch.plan import STATUSES, BatchSettings
 from ..contract.files import write_json_atomic
 from ..errors import EXIT_BAD_INPUT, BadInput
-from .options import add_render_options, cancel_on_signals
+from .options import add_render_options, cancel_on_signals, model_from_args, settings_from_args
 
 SUMMARY_NAME = "batch.json"
 
@@ -104,11 +104,11 @@ def add_batch_command(commands: argparse._SubParsersAction) -> argparse.Argument
     return batch
 
 
-def settings_from_args(args: argparse.Namespace) -> BatchSettings:
-    if args.retries < 0:
-        raise BatchError(f"--retries is {args.retries}; use 0 or more")
+def batch_settings_from_args(args: argparse.Namespace) -> BatchSettings:
     return BatchSettings(
-        render_options={name: getattr(args, name) for name in render_defaults()},
+        render=settings_from_args(args),
+        model=model_from_args(args),
+        overwrite=args.overwrite,
         out_dir=args.out_dir,
         retries=args.retries,
         ray=args.ray,
@@ -133,7 +133,7 @@ def batch_command(args: argparse.Namespace) -> int:
     progress = BatchProgress(args.progress, len(args.shot_dirs))
     with cancel_on_signals(cancel):
         try:
-            summary = run_batch(args.shot_dirs, settings_from_args(args), progress, cancel)
+            summary = run_batch(args.shot_dirs, batch_settings_from_args(args), progress, cancel)
         except BadInput as error:
             print(f"poseanything batch: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT

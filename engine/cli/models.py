@@ -10,7 +10,6 @@ it from Blender's "Allow Online Access").
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import traceback
@@ -26,7 +25,7 @@ from ..checkpoints.hub import (
     inventory,
 )
 from ..errors import EXIT_BAD_INPUT, BadInput
-from ..inference.settings import OptionError
+from ..render import BACKENDS
 
 
 def _add_source_options(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +60,7 @@ def add_model_options(render: argparse.ArgumentParser) -> None:
     )
     render.add_argument(
         "--backend",
-        choices=("torch", "onnx"),
+        choices=BACKENDS,
         default="torch",
         help="run the default model's denoiser and codec with ONNX Runtime (exported once per "
         "size, cached)",
@@ -82,56 +81,8 @@ def sources_from_args(args: argparse.Namespace) -> FullModelSources:
     return FullModelSources(args.poseanything_weights, args.wan_weights)
 
 
-def load_render_pipeline(args: argparse.Namespace, device: str):
-    """The pipeline ``render`` asked for: default or ``--model`` folder, or ``--full``."""
-    from ..inference.pipeline import PoseAnythingPipeline
-
-    if args.full:
-        from ..checkpoints.full_model import load_full_pipeline
-        from ..checkpoints.hub import require_complete
-        from ..inference.pipeline import FULL_MODEL_CONFIG
-
-        if args.backend == "onnx":
-            raise OptionError(
-                "--backend onnx runs the default model; the full model runs with torch on a GPU"
-            )
-        from ..checkpoints.full_model import check_full_model_device
-
-        check_full_model_device(device, args.allow_cpu)  # before fetching gigabytes for nothing
-        sources = sources_from_args(args)
-        if args.online and not inventory(sources).complete:
-            download(sources, report=_stderr_reporter)
-        require_complete(sources)
-        config = _sized(FULL_MODEL_CONFIG, args)
-        return load_full_pipeline(sources, device, args.allow_cpu, args.cpu_offload, config)
-    pipeline = PoseAnythingPipeline.from_pretrained(args.model, device=device)
-    pipeline.config = _sized(pipeline.config, args)
-    if args.backend == "onnx":
-        from ..checkpoints.onnx import use_onnx_runtime
-
-        use_onnx_runtime(pipeline)
-    return pipeline
-
-
-def _sized(config, args: argparse.Namespace):
-    """``config`` with the ``--window-frames`` / ``--pixel-area`` overrides."""
-    changes = {}
-    if args.window_frames is not None:
-        if args.window_frames < 1:
-            raise OptionError(f"--window-frames is {args.window_frames}; use at least 1")
-        changes["window_frames"] = args.window_frames
-    if args.pixel_area is not None:
-        if args.pixel_area < config.size_multiple**2:
-            raise OptionError(
-                f"--pixel-area is {args.pixel_area}; use at least {config.size_multiple**2} "
-                f"(one {config.size_multiple}x{config.size_multiple} tile)"
-            )
-        changes["pixel_area"] = args.pixel_area
-        changes["working_size_rule"] = "pixel_area"  # a budget asked for beats a long side
-    return dataclasses.replace(config, **changes)
-
-
-def _stderr_reporter(event: str, fields: dict) -> None:
+def print_download(event: str, fields: dict) -> None:
+    """A download's ``plan`` (every file, the sizes) and each fetched ``file``, on stderr."""
     if event == "plan":
         for item in fields["items"]:
             state = "here" if item["present"] else "to fetch"
@@ -175,7 +126,7 @@ def models_command(args: argparse.Namespace) -> int:
     sources = sources_from_args(args)
     try:
         if args.download or args.plan:
-            report = _stderr_reporter
+            report = print_download
             if args.json:
                 report = lambda event, fields: _json_line(event, **fields)  # noqa: E731
             try:

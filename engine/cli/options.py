@@ -1,4 +1,5 @@
-"""What ``render`` and ``batch`` share: the render options, and Ctrl-C / SIGTERM as a cancel."""
+"""What ``render`` and ``batch`` share: the render options, read into the settings objects
+``engine.render`` takes, and Ctrl-C / SIGTERM as a cancel."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-from .models import add_model_options
+from ..inference.settings import CAMERA_ANCHORS
+from ..render import DEVICES, ModelChoice, RenderSettings
+from .models import add_model_options, sources_from_args
 
 
 def add_render_options(parser: argparse.ArgumentParser) -> None:
@@ -25,12 +28,12 @@ def add_render_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--camera-anchor",
-        choices=("rectangle", "static"),
+        choices=CAMERA_ANCHORS,
         default="rectangle",
         help="camera-only CFG anchor: moving view rectangle, or static first-frame skeleton",
     )
     parser.add_argument("--seed", type=int, help="noise seed (default: the shot's)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--no-ptcm", action="store_true", help="switch part attention off")
     parser.add_argument("--model", type=Path, help="model folder (default: the bundled one)")
     parser.add_argument(
@@ -45,6 +48,36 @@ def add_render_options(parser: argparse.ArgumentParser) -> None:
         help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine)",
     )
     add_model_options(parser)
+
+
+def settings_from_args(args: argparse.Namespace) -> RenderSettings:
+    """The render options as the ``RenderSettings`` they stand for."""
+    return RenderSettings(
+        steps=args.steps,
+        subject_guidance=args.guidance,
+        camera_guidance=args.camera_guidance,
+        camera_anchor=args.camera_anchor,
+        seed=args.seed,
+        ptcm=not args.no_ptcm,
+        upscale=not args.native_size,
+    )
+
+
+def model_from_args(args: argparse.Namespace) -> ModelChoice:
+    """The model options as the ``ModelChoice`` they stand for."""
+    return ModelChoice(
+        folder=args.model,
+        full=args.full,
+        sources=sources_from_args(args),
+        online=args.online,
+        allow_cpu=args.allow_cpu,
+        cpu_offload=args.cpu_offload,
+        backend=args.backend,
+        window_frames=args.window_frames,
+        pixel_area=args.pixel_area,
+        device=args.device,
+        threads=args.threads,
+    )
 
 
 @contextlib.contextmanager

@@ -2,15 +2,16 @@
 
 ``poseanything render SHOT_DIR --out FILE.mp4`` reads the shot, renders it with the default (or
 ``--model``) PoseAnything model and writes the mp4, optional PNG frames and ``engine.json``
-(settings, seed, model, timings, part correspondence) beside the video.
+(settings, seed, model, timings, part correspondence) beside the video, through
+``engine.render.render_shot_folder``.
 
 With ``--progress json`` every line on stdout is one JSON object, for the Blender add-on, which
 runs this as a subprocess: ``start``, ``progress`` (step, total, eta_s, preview), ``done`` or
 ``error`` / ``cancelled``. SIGTERM or SIGINT cancel between two sampling steps and leave no file.
 
-Exit codes: 0 done; 1 crash (an ``error`` event, then the traceback on stderr); 2 bad input
-(shot folder, options, output exists, model missing, folder not writable); 3 out of memory
-(the message says what to lower); 130 cancelled.
+Exit codes (``engine.errors``): 0 done; 1 crash (an ``error`` event, then the traceback on
+stderr); 2 bad input (shot folder, options, output exists, model missing, folder not writable);
+3 out of memory (the message says what to lower); 130 cancelled.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..contract.files import write_json_atomic
 from ..errors import (
     EXIT_BAD_INPUT,
     EXIT_CANCELLED,
@@ -33,14 +33,13 @@ from ..errors import (
     EXIT_OUT_OF_MEMORY,
     BadInput,
 )
-from ..inference.settings import OptionError
+from ..render import ENGINE_JSON
 from .batch import add_batch_command
 from .import_official import add_import_official_command
-from .models import add_models_command, load_render_pipeline
-from .options import add_render_options, cancel_on_signals
+from .models import add_models_command, print_download
+from .options import add_render_options, cancel_on_signals, model_from_args, settings_from_args
 from .train import add_eval_command, add_train_command
 
-ENGINE_JSON = "engine.json"
 PREVIEW_INTERVAL_S = 0.5
 """At most this often the live preview PNG is rewritten (decoding costs a little each time)."""
 
@@ -84,6 +83,13 @@ class Reporter:
             elif name == "done":
                 print(f"\nwrote {fields['video']} in {fields['seconds']:.1f} s", flush=True)
 
+    def engine_event(self, name: str, fields: dict) -> None:
+        """``render_shot_folder``'s events: ``start`` on the protocol, downloads on stderr."""
+        if name == "start":
+            self.event(name, **fields)
+        else:
+            print_download(name, fields)
+
     def progress(self, progress) -> None:
         preview = None
         now = time.monotonic()
@@ -122,97 +128,6 @@ class Reporter:
         os.replace(temp, self.preview_path)
 
 
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise OptionError("device: --device cuda was asked for but no CUDA GPU is available")
-    return name
-
-
-def render(args: argparse.Namespace, reporter: Reporter, cancel) -> dict:
-    """Read, render and write; returns the engine.json contents. Raises on any failure."""
-    from ..contract.shot import read_pose_images, read_reference, read_reference_mask, read_shot
-    from ..contract.video import check_output_free, write_frames, write_video
-    from ..inference.pipeline import RenderSettings
-
-    started = time.perf_counter()
-    check_output_free(args.out, args.overwrite)
-    if args.frames_dir is not None:
-        check_output_free(args.frames_dir, args.overwrite)
-    if args.out.suffix.lower() != ".mp4":
-        raise OptionError(f"--out: {args.out} must end in .mp4 (H.264 video)")
-    try:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OptionError(
-            f"--out: cannot create {args.out.parent} ({error.strerror}); choose a writable folder"
-        ) from error
-    shot = read_shot(args.shot_dir)
-    reference = read_reference(args.shot_dir)
-    settings = RenderSettings(
-        steps=args.steps,
-        subject_guidance=args.guidance,
-        camera_guidance=args.camera_guidance,
-        camera_anchor=args.camera_anchor,
-        seed=args.seed,
-        ptcm=not args.no_ptcm,
-        upscale=not args.native_size,
-    )
-    device = resolve_device(args.device)
-    pipeline = load_render_pipeline(args, device)
-    loaded = time.perf_counter()
-    reporter.event(
-        "start",
-        shot=shot.name,
-        frames=shot.num_frames,
-        fps=shot.fps,
-        model=pipeline.model_id,
-        device=device,
-    )
-    result = pipeline.render(
-        shot,
-        reference,
-        settings,
-        callback=reporter.progress,
-        cancel=cancel,
-        pose_images=read_pose_images(args.shot_dir, shot) if shot.pose_source == "images" else None,
-        subject_mask=read_reference_mask(args.shot_dir),
-    )
-    generated = time.perf_counter()
-    if cancel is not None:
-        cancel.check()  # a cancel that came after the last step still writes nothing
-    write_video(args.out, result.frames, shot.fps, overwrite=args.overwrite)
-    if args.frames_dir is not None:
-        write_frames(args.frames_dir, result.frames, overwrite=args.overwrite)
-    finished = time.perf_counter()
-    report = {
-        "video": args.out.name,
-        "frames_dir": None if args.frames_dir is None else str(args.frames_dir),
-        "shot": str(args.shot_dir.resolve()),
-        "shot_name": shot.name,
-        "num_frames": int(result.frames.shape[0]),
-        "fps": shot.fps,
-        "size": [int(result.frames.shape[2]), int(result.frames.shape[1])],
-        "model": pipeline.model_id,
-        "device": device,
-        "backend": args.backend,
-        "onnx_providers": getattr(pipeline.model, "providers", None),
-        **result.report,
-        "timings_s": {
-            "load": round(loaded - started, 3),
-            "generate": round(generated - loaded, 3),
-            "write": round(finished - generated, 3),
-            "total": round(finished - started, 3),
-            "per_frame": round((generated - loaded) / max(1, shot.num_frames), 4),
-        },
-    }
-    write_json_atomic(args.out.parent / ENGINE_JSON, report)
-    return report
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a ``poseanything`` command; returns its exit code."""
     args = build_parser().parse_args(argv)
@@ -222,64 +137,60 @@ def main(argv: Sequence[str] | None = None) -> int:
 def render_command(args: argparse.Namespace) -> int:
     """``poseanything render``: one shot folder to one video, reporting on stdout."""
     from ..inference.sampling import CancelToken
+    from ..render import render_shot_folder
 
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(max(1, args.threads))
-    args.out = args.out.expanduser().resolve()
-    preview = args.out.with_name(f".{args.out.stem}.preview.png")
+    out = args.out.expanduser().resolve()
+    preview = out.with_name(f".{out.stem}.preview.png")
     reporter = Reporter(args.progress, preview)
     cancel = CancelToken()
-    code = EXIT_OK
     with cancel_on_signals(cancel):
-        code = _render_reporting(args, reporter, cancel, preview)
-    return code
+        try:
+            report = render_shot_folder(
+                args.shot_dir,
+                out,
+                settings_from_args(args),
+                model_from_args(args),
+                frames_dir=args.frames_dir,
+                overwrite=args.overwrite,
+                on_event=reporter.engine_event,
+                on_progress=reporter.progress,
+                cancel=cancel,
+            )
+        except Exception as error:
+            return report_failure(reporter, error)
+        finally:
+            preview.unlink(missing_ok=True)
+    reporter.event(
+        "done",
+        video=str(out),
+        frames_dir=report["frames_dir"],
+        engine_json=str(out.parent / ENGINE_JSON),
+        seconds=report["timings_s"]["total"],
+    )
+    return EXIT_OK
 
 
-def _render_reporting(args, reporter, cancel, preview) -> int:
+def report_failure(reporter: Reporter, error: Exception) -> int:
+    """Report why a render stopped (cancel, bad input, out of memory, crash); returns the exit
+    code that says so. Only a crash prints its traceback: it is our bug, not the user's input."""
     from ..inference.sampling import Cancelled
 
-    code = EXIT_OK
-    try:
-        report = render(args, reporter, cancel)
-        reporter.event(
-            "done",
-            video=str(args.out),
-            frames_dir=report["frames_dir"],
-            engine_json=str(args.out.parent / ENGINE_JSON),
-            seconds=report["timings_s"]["total"],
-        )
-    except Cancelled:
+    if isinstance(error, Cancelled):
         reporter.event("cancelled", message="cancelled; no video was written")
-        code = EXIT_CANCELLED
-    except BadInput as error:
+        return EXIT_CANCELLED
+    if isinstance(error, BadInput):
         reporter.event("error", kind="bad_input", message=str(error))
-        code = EXIT_BAD_INPUT
-    except PermissionError as error:
-        reporter.event(
-            "error",
-            kind="bad_input",
-            message=f"cannot write {error.filename}: permission denied; choose a writable folder",
-        )
-        code = EXIT_BAD_INPUT
-    except MemoryError as error:  # torch.OutOfMemoryError derives from RuntimeError; see below
+        return EXIT_BAD_INPUT
+    if isinstance(error, PermissionError):
+        message = f"cannot write {error.filename}: permission denied; choose a writable folder"
+        reporter.event("error", kind="bad_input", message=message)
+        return EXIT_BAD_INPUT
+    # torch.OutOfMemoryError derives from RuntimeError, and some backends say it in words only.
+    if isinstance(error, MemoryError) or (
+        isinstance(error, RuntimeError) and is_out_of_memory(error)
+    ):
         reporter.event("error", kind="out_of_memory", message=out_of_memory_message(error))
-        code = EXIT_OUT_OF_MEMORY
-    except RuntimeError as error:
-        if not is_out_of_memory(error):
-            code = _crash(reporter, error)
-        else:
-            reporter.event("error", kind="out_of_memory", message=out_of_memory_message(error))
-            code = EXIT_OUT_OF_MEMORY
-    except Exception as error:  # a crash: report it on the protocol too, then the traceback
-        code = _crash(reporter, error)
-    finally:
-        preview.unlink(missing_ok=True)
-    return code
-
-
-def _crash(reporter: Reporter, error: BaseException) -> int:
+        return EXIT_OUT_OF_MEMORY
     traceback.print_exception(error, file=sys.stderr)
     reporter.event(
         "error", kind="crash", message=f"engine crashed: {type(error).__name__}: {error}"

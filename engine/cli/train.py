@@ -55,8 +55,8 @@ def parse_overrides(items: list[str]) -> dict:
 def train_command(args) -> int:
     import torch
 
+    from ..render import resolve_device
     from ..training.train import ProgressBar, TrainConfig, train
-    from .render import resolve_device
 
     try:
         overrides = parse_overrides(args.set)
@@ -158,9 +158,8 @@ def build_eval_clips(args, folder: Path) -> list[Path]:
 def eval_command(args) -> int:
     import torch
 
-    from ..inference.pipeline import PoseAnythingPipeline
+    from ..render import ModelChoice, load_pipeline
     from ..training.evaluate import evaluate, format_table, summary_line, table_rows
-    from .render import resolve_device
 
     torch.set_num_threads(args.threads)
     out = args.out.expanduser().absolute()
@@ -174,7 +173,7 @@ def eval_command(args) -> int:
                 raise TrainingError(f"--clips-dir {args.clips_dir}: no clip folders (clip.json)")
         else:
             clips = build_eval_clips(args, out.with_name(out.stem + "_clips"))
-        pipeline = PoseAnythingPipeline.from_pretrained(args.model, resolve_device(args.device))
+        pipeline = load_pipeline(ModelChoice(folder=args.model, device=args.device))
         results = evaluate(pipeline, clips, out, table_rows(ablations=not args.quick))
     except BadInput as error:
         print(f"poseanything eval: {error}", file=sys.stderr)
