@@ -61,7 +61,7 @@ class BatchSettings:
 
 
 @dataclass(frozen=True)
-class ShotJob:
+class RenderTask:
     """One shot to render: what a worker needs, all of it paths and plain values."""
 
     shot_dir: str
@@ -142,7 +142,7 @@ def read_done_key(video: Path) -> str | None:
 
 def plan_batch(
     shot_dirs: Sequence[str | Path], settings: BatchSettings
-) -> tuple[list[ShotJob], list[ShotResult]]:
+) -> tuple[list[RenderTask], list[ShotResult]]:
     """Jobs to render, and the shots already settled: skipped (their marker holds the same key)
     or failed (a video from another render is there and ``overwrite`` is off)."""
     from ..checkpoints.weights import resolve_model_dir
@@ -161,7 +161,7 @@ def plan_batch(
             f"two shots would write the same video ({', '.join(clashes)}): shot folders given "
             "twice, or with the same name under --out-dir; rename one or drop --out-dir"
         )
-    jobs, finished = [], []
+    tasks, finished = [], []
     for folder, video in zip(folders, videos, strict=True):
         contract = read_contract(folder)
         key = shot_key(contract, settings, model_dir)
@@ -173,9 +173,9 @@ def plan_batch(
         except OutputExistsError as error:
             finished.append(ShotResult(str(folder), "failed", error=str(error)))
             continue
-        jobs.append(
-            ShotJob(
+        tasks.append(
+            RenderTask(
                 str(folder), str(video), key, settings, None if settings.shared_fs else contract
             )
         )
-    return jobs, finished
+    return tasks, finished

@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK
-from .plan import STATUSES, BatchError, BatchSettings, ShotJob, ShotResult, plan_batch
-from .worker import EventFn, deliver_outputs, ray_render_task, render_job
+from .plan import STATUSES, BatchError, BatchSettings, RenderTask, ShotResult, plan_batch
+from .worker import EventFn, deliver_outputs, ray_render_task, render_task
 
 if TYPE_CHECKING:
     from ..inference.sampling import CancelToken
@@ -124,21 +124,21 @@ class _Attempts:
 
 
 def _run_local(
-    jobs: list[ShotJob], retries: int, attempts: _Attempts, cancel: CancelToken
+    tasks: list[RenderTask], retries: int, attempts: _Attempts, cancel: CancelToken
 ) -> list[ShotResult]:
     """One shot after another in this process; errors other than bad input retried."""
     from ..inference.sampling import Cancelled
 
     results = []
-    for job in jobs:
+    for task in tasks:
         failures = 0
         while True:
             if cancel.cancelled:
-                result = ShotResult(job.shot_dir, "cancelled")
+                result = ShotResult(task.shot_dir, "cancelled")
                 break
             started = time.perf_counter()
             try:
-                result = render_job(job, attempts, cancel)
+                result = render_task(task, attempts, cancel)
                 break
             except (Cancelled, KeyboardInterrupt):
                 cancel.cancel()
@@ -147,7 +147,7 @@ def _run_local(
                 if failures > retries:
                     seconds = time.perf_counter() - started
                     message = f"{type(error).__name__}: {error}"
-                    result = ShotResult(job.shot_dir, "failed", seconds, error=message)
+                    result = ShotResult(task.shot_dir, "failed", seconds, error=message)
                     break
         results.append(attempts.finish(result))
     return results
@@ -210,7 +210,7 @@ class _Channel:
 
 
 def _run_ray(
-    jobs: list[ShotJob], settings: BatchSettings, attempts: _Attempts, cancel: CancelToken
+    tasks: list[RenderTask], settings: BatchSettings, attempts: _Attempts, cancel: CancelToken
 ) -> list[ShotResult]:
     """One Ray task a shot; events come back through a ``_Channel`` actor.
 
@@ -220,31 +220,31 @@ def _run_ray(
     import ray
 
     channel = ray.remote(num_cpus=0)(_Channel).remote()
-    task = ray.remote(ray_render_task).options(
+    remote_render = ray.remote(ray_render_task).options(
         num_cpus=settings.cpus_per_shot,
         num_gpus=settings.gpus_per_shot,
         max_retries=settings.retries,
         retry_exceptions=True,
     )
-    submitted = {task.remote(job, channel): job for job in jobs}
+    submitted = {remote_render.remote(task, channel): task for task in tasks}
     started = time.perf_counter()
     results: dict[str, ShotResult] = {}
     stopped = (ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError)
 
     def collect(ref) -> None:
-        job = submitted[ref]
+        task = submitted[ref]
         try:
             result, files = ray.get(ref)
             if files is not None:
-                result = deliver_outputs(job, result, files)
+                result = deliver_outputs(task, result, files)
         except ray.exceptions.RayError as error:
             if cancel.cancelled and isinstance(error, stopped):
-                result = ShotResult(job.shot_dir, "cancelled")
+                result = ShotResult(task.shot_dir, "cancelled")
             else:
                 seconds = time.perf_counter() - started
                 message = _ray_error_message(error)
-                result = ShotResult(job.shot_dir, "failed", seconds, error=message)
-        results[job.shot_dir] = attempts.finish(result)
+                result = ShotResult(task.shot_dir, "failed", seconds, error=message)
+        results[task.shot_dir] = attempts.finish(result)
 
     def settle(refs: list, timeout: float | None = None) -> list:
         """Collect ``refs`` as they finish, until all are in, ``timeout`` passed or (without a
@@ -283,7 +283,7 @@ def _run_ray(
         results[submitted[ref].shot_dir] = attempts.finish(
             ShotResult(submitted[ref].shot_dir, "cancelled", error=message)
         )
-    return [results[job.shot_dir] for job in jobs]
+    return [results[task.shot_dir] for task in tasks]
 
 
 def run_batch(
@@ -303,16 +303,16 @@ def run_batch(
 
     cancel = cancel or CancelToken()
     started = time.perf_counter()
-    jobs, skipped = plan_batch(shot_dirs, settings)
+    tasks, skipped = plan_batch(shot_dirs, settings)
     attempts = _Attempts(on_event)
     for result in skipped:
         attempts.finish(result)
-    if settings.ray is None or not jobs:
-        rendered = _run_local(jobs, settings.retries, attempts, cancel)
+    if settings.ray is None or not tasks:
+        rendered = _run_local(tasks, settings.retries, attempts, cancel)
     else:
         started_ray = connect_ray(settings.ray)
         try:
-            rendered = _run_ray(jobs, settings, attempts, cancel)
+            rendered = _run_ray(tasks, settings, attempts, cancel)
         finally:
             if started_ray:
                 import ray

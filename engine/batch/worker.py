@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from ..contract.files import write_bytes_atomic, write_json_atomic
 from ..errors import BadInput
 from ..render import ENGINE_JSON
-from .plan import DONE_MARKER, VIDEO_NAME, ShotJob, ShotResult
+from .plan import DONE_MARKER, VIDEO_NAME, RenderTask, ShotResult
 
 if TYPE_CHECKING:
     from ..inference.sampling import CancelToken
@@ -57,20 +57,20 @@ class ProgressEvents:
         )
 
 
-def write_done_marker(job: ShotJob, seconds: float) -> None:
+def write_done_marker(task: RenderTask, seconds: float) -> None:
     marker = {
-        "key": job.key,
-        "shot": job.shot_dir,
-        "video": Path(job.video).name,
+        "key": task.key,
+        "shot": task.shot_dir,
+        "video": Path(task.video).name,
         "seconds": round(seconds, 3),
         "host": socket.gethostname(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    write_json_atomic(Path(job.video).with_name(DONE_MARKER), marker)
+    write_json_atomic(Path(task.video).with_name(DONE_MARKER), marker)
 
 
-def render_job(
-    job: ShotJob,
+def render_task(
+    task: RenderTask,
     emit: EventFn,
     cancel: CancelToken | None = None,
     marker: bool = True,
@@ -80,22 +80,22 @@ def render_job(
 
     Bad input comes back as a failed result (a retry cannot fix it); any other error raises, so
     the caller (or Ray) retries it. ``Cancelled`` raises too. ``shot`` names the shot in events
-    and the result when ``job`` is a temporary copy (default: ``job.shot_dir``).
+    and the result when ``task`` is a temporary copy (default: ``task.shot_dir``).
     """
     from ..render import render_shot_folder
 
-    shot = shot or job.shot_dir
+    shot = shot or task.shot_dir
     emit({"event": "start", "shot": shot, "pid": os.getpid(), "host": socket.gethostname()})
     if cancel is not None:
         cancel.check()
     started = time.perf_counter()
     try:
         render_shot_folder(
-            job.shot_dir,
-            job.video,
-            job.settings.render,
-            job.settings.model,
-            overwrite=job.settings.overwrite,
+            task.shot_dir,
+            task.video,
+            task.settings.render,
+            task.settings.model,
+            overwrite=task.settings.overwrite,
             on_progress=ProgressEvents(shot, emit),
             cancel=cancel,
         )
@@ -103,37 +103,37 @@ def render_job(
         return ShotResult(shot, "failed", time.perf_counter() - started, error=str(error))
     seconds = time.perf_counter() - started
     if marker:
-        write_done_marker(job, seconds)
-    return ShotResult(shot, "done", seconds, job.video)
+        write_done_marker(task, seconds)
+    return ShotResult(shot, "done", seconds, task.video)
 
 
-def render_job_from_bytes(
-    job: ShotJob, emit: EventFn, cancel: CancelToken | None = None
+def render_task_from_bytes(
+    task: RenderTask, emit: EventFn, cancel: CancelToken | None = None
 ) -> tuple[ShotResult, dict[str, bytes] | None]:
     """Render a shot sent as bytes in a temporary folder; the outputs come back as bytes.
 
     For workers that cannot see the driver's files; the driver puts the outputs in place.
     """
-    name = Path(job.shot_dir).name
+    name = Path(task.shot_dir).name
     with tempfile.TemporaryDirectory(prefix="poseanything-batch-") as work:
         shot_dir = Path(work) / "shot" / name
-        for relative, data in job.shot_files.items():
+        for relative, data in task.shot_files.items():
             (shot_dir / relative).parent.mkdir(parents=True, exist_ok=True)
             (shot_dir / relative).write_bytes(data)
         video = Path(work) / "out" / VIDEO_NAME
-        local = dataclasses.replace(job, shot_dir=str(shot_dir), video=str(video), shot_files=None)
-        result = render_job(local, emit, cancel, marker=False, shot=job.shot_dir)
+        local = dataclasses.replace(task, shot_dir=str(shot_dir), video=str(video), shot_files=None)
+        result = render_task(local, emit, cancel, marker=False, shot=task.shot_dir)
         if result.status != "done":
-            result.error = result.error.replace(str(shot_dir), job.shot_dir)
+            result.error = result.error.replace(str(shot_dir), task.shot_dir)
             return result, None
         report = json.loads((video.parent / ENGINE_JSON).read_text(encoding="utf-8"))
-        report["shot"] = job.shot_dir
+        report["shot"] = task.shot_dir
         files = {VIDEO_NAME: video.read_bytes(), ENGINE_JSON: json.dumps(report, indent=2).encode()}
-    result.output = job.video
+    result.output = task.video
     return result, files
 
 
-def ray_render_task(job: ShotJob, channel) -> tuple[ShotResult, dict[str, bytes] | None]:
+def ray_render_task(task: RenderTask, channel) -> tuple[ShotResult, dict[str, bytes] | None]:
     """The Ray task: render with events put on the batch's channel, which also tells when the
     batch was cancelled; outputs come back as bytes only when the shot came as bytes."""
     import ray
@@ -147,22 +147,22 @@ def ray_render_task(job: ShotJob, channel) -> tuple[ShotResult, dict[str, bytes]
             cancel.cancel()
 
     try:
-        if job.shot_files is None:
-            return render_job(job, emit, cancel), None
-        return render_job_from_bytes(job, emit, cancel)
+        if task.shot_files is None:
+            return render_task(task, emit, cancel), None
+        return render_task_from_bytes(task, emit, cancel)
     except Cancelled:
-        return ShotResult(job.shot_dir, "cancelled"), None
+        return ShotResult(task.shot_dir, "cancelled"), None
 
 
-def deliver_outputs(job: ShotJob, result: ShotResult, files: dict[str, bytes]) -> ShotResult:
+def deliver_outputs(task: RenderTask, result: ShotResult, files: dict[str, bytes]) -> ShotResult:
     """Put a remote render's outputs in place: the video, engine.json, then the done marker."""
-    folder = Path(job.video).parent
+    folder = Path(task.video).parent
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        write_bytes_atomic(folder / VIDEO_NAME, files[VIDEO_NAME], job.settings.overwrite)
+        write_bytes_atomic(folder / VIDEO_NAME, files[VIDEO_NAME], task.settings.overwrite)
     except FileExistsError:
-        message = f"{job.video} appeared during the render; pass --overwrite to replace it"
-        return ShotResult(job.shot_dir, "failed", result.seconds, error=message)
+        message = f"{task.video} appeared during the render; pass --overwrite to replace it"
+        return ShotResult(task.shot_dir, "failed", result.seconds, error=message)
     write_bytes_atomic(folder / ENGINE_JSON, files[ENGINE_JSON], overwrite=True)
-    write_done_marker(job, result.seconds)
+    write_done_marker(task, result.seconds)
     return result
