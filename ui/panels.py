@@ -28,6 +28,14 @@ def _wrapped_labels(layout, context, text: str, icon: str) -> None:
         column.label(text=line, icon=icon if index == 0 else "BLANK1")
 
 
+def _reads_no_prompt(context) -> bool:
+    """The bundled default model's text encoder was never trained (its clips have no prompt)."""
+    from ..poseanything_blender.generate import addon_preferences
+
+    preferences = addon_preferences(context)
+    return preferences is None or preferences.model_choice == "DEFAULT"
+
+
 def _draw_models_process(layout) -> None:
     """A model check or download started in the preferences, with its progress and Cancel."""
     from ..poseanything_blender import models
@@ -121,7 +129,11 @@ class _LookPanel(_Sidebar):
     def draw(self, context: bpy.types.Context) -> None:
         settings = context.scene.poseanything
         layout = self.settings_layout(self.layout)
-        layout.prop(settings, "prompt")
+        prompt = layout.column()
+        prompt.prop(settings, "prompt")
+        if _reads_no_prompt(context):
+            prompt.enabled = False
+            prompt.label(text="The default model reads no prompt; the full model does", icon="INFO")
         layout.prop(settings, "reference_mode")
         if settings.reference_mode == "IMAGE":
             layout.prop(settings, "reference_image", text="Image")
