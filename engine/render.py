@@ -12,6 +12,7 @@ Importing this module does not import torch (the command lines list their option
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -183,7 +184,7 @@ def render_shot_folder(
     ``OptionError`` ...); anything else is a bug or an accident.
     """
     from .contract.shot import read_pose_images, read_reference, read_reference_mask, read_shot
-    from .contract.video import write_frames, write_video
+    from .contract.video import FramesWriter, VideoWriter
 
     shot_dir, out = Path(shot_dir), Path(out)
     frames_dir = None if frames_dir is None else Path(frames_dir)
@@ -205,7 +206,7 @@ def render_shot_folder(
                 "device": device,
             },
         )
-    result = pipeline.render(
+    stream = pipeline.stream(
         shot,
         reference,
         settings,
@@ -214,32 +215,45 @@ def render_shot_folder(
         pose_images=read_pose_images(shot_dir, shot) if shot.pose_source == "images" else None,
         subject_mask=read_reference_mask(shot_dir),
     )
-    generated = time.perf_counter()
-    if cancel is not None:
-        cancel.check()  # a cancel that came after the last step still writes nothing
-    write_video(out, result.frames, shot.fps, overwrite=overwrite)
-    if frames_dir is not None:
-        write_frames(frames_dir, result.frames, overwrite=overwrite)
+    # Each window's frames go to the writers once its cross-fade with the next is resolved:
+    # a long shot is never held whole in memory. An error or a cancel leaves no file.
+    with contextlib.ExitStack() as outputs:
+        video = outputs.enter_context(VideoWriter(out, shot.fps, overwrite=overwrite))
+        pngs = None
+        if frames_dir is not None:
+            pngs = outputs.enter_context(FramesWriter(frames_dir, overwrite=overwrite))
+        writing = 0.0
+        for chunk in stream:
+            handed = time.perf_counter()
+            video.append(chunk.frames)
+            if pngs is not None:
+                pngs.append(chunk.frames)
+            height, width = chunk.frames.shape[1:3]
+            writing += time.perf_counter() - handed
+        generated = time.perf_counter()
+        if cancel is not None:
+            cancel.check()  # a cancel that came after the last step still writes nothing
     finished = time.perf_counter()
+    generating = generated - loaded - writing
     report = {
         "video": out.name,
         "frames_dir": None if frames_dir is None else str(frames_dir),
         "shot": str(shot_dir.resolve()),
         "shot_name": shot.name,
-        "num_frames": int(result.frames.shape[0]),
+        "num_frames": video.count,
         "fps": shot.fps,
-        "size": [int(result.frames.shape[2]), int(result.frames.shape[1])],
+        "size": [int(width), int(height)],
         "model": pipeline.model_id,
         "device": device,
         "backend": model.backend,
         "onnx_providers": getattr(pipeline.model, "providers", None),
-        **result.report,
+        **stream.report,
         "timings_s": {
             "load": round(loaded - started, 3),
-            "generate": round(generated - loaded, 3),
-            "write": round(finished - generated, 3),
+            "generate": round(generating, 3),
+            "write": round(writing + finished - generated, 3),
             "total": round(finished - started, 3),
-            "per_frame": round((generated - loaded) / max(1, shot.num_frames), 4),
+            "per_frame": round(generating / max(1, shot.num_frames), 4),
         },
     }
     write_json_atomic(out.parent / ENGINE_JSON, report)

@@ -200,6 +200,35 @@ def test_video_writer_pads_odd_sizes_and_never_replaces_silently(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["clip.mp4", "frames"]  # no temporary names left
 
 
+def test_streamed_writers_take_frames_as_they_come_and_leave_nothing_on_an_error(tmp_path):
+    from poseanything.engine.contract.video import FramesWriter, VideoWriter, write_video
+
+    frames = np.random.default_rng(1).integers(0, 255, (5, 32, 48, 3), dtype=np.uint8)
+    with VideoWriter(tmp_path / "streamed.mp4", fps=24) as video:
+        for chunk in (frames[:2], frames[2:3], frames[3:]):
+            video.append(chunk)
+            assert not video.path.exists()  # under a temporary name until the block ends
+    with FramesWriter(tmp_path / "frames") as pngs:
+        pngs.append(frames[:3])
+        pngs.append(frames[3:])
+    write_video(tmp_path / "whole.mp4", frames, fps=24)
+    streamed, whole = (
+        read_video(tmp_path / "streamed.mp4")[0],
+        read_video(tmp_path / "whole.mp4")[0],
+    )
+    np.testing.assert_array_equal(streamed, whole)
+    assert sorted(os.listdir(tmp_path / "frames")) == [f"{i:04d}.png" for i in range(1, 6)]
+    assert video.count == pngs.count == 5
+    with pytest.raises(RuntimeError, match="window failed"):
+        with VideoWriter(tmp_path / "broken.mp4", fps=24) as video:
+            video.append(frames[:2])
+            raise RuntimeError("window failed")
+    with pytest.raises(ValueError, match="no frames"):
+        with FramesWriter(tmp_path / "empty"):
+            pass
+    assert sorted(os.listdir(tmp_path)) == ["frames", "streamed.mp4", "whole.mp4"]
+
+
 def test_bundled_model_renders_a_shot_the_add_on_exported(tmp_path, capsys):
     """The committed held-out clip was exported by the add-on (a Rigify metarig through
     export_shot); the bundled model renders it with the shot's frame count, size and fps."""

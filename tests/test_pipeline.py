@@ -77,12 +77,17 @@ def test_windows_cover_every_frame_once_and_end_on_the_last():
 def test_blend_weights_cross_fade_without_a_jump():
     weights = pl.blend_weights(4)
     np.testing.assert_allclose(weights, [0, 0.25, 0.5, 0.75])
-    video = np.zeros((10, 1, 1, 3), np.float32)
-    assert pl.stitch_window(video, np.full((6, 1, 1, 3), 100, np.float32), 0, 0) == 6
-    assert pl.stitch_window(video, np.full((6, 1, 1, 3), 200, np.float32), 4, 6) == 10
+    stitcher = pl.WindowStitcher()
+    first = stitcher.add(np.full((6, 1, 1, 3), 100, np.float32), 0, next_start=4)
+    assert first.shape == (4, 1, 1, 3) and stitcher.pending.shape == (2, 1, 1, 3)
+    second = stitcher.add(np.full((6, 1, 1, 3), 200, np.float32), 4, next_start=None)
+    video = np.concatenate([first, second])
     np.testing.assert_allclose(
         video[:, 0, 0, 0], [100, 100, 100, 100, 100, 150, 200, 200, 200, 200]
     )
+    assert stitcher.done == 10 and len(stitcher.pending) == 0
+    with pytest.raises(ValueError, match="pending"):
+        stitcher.add(np.zeros((6, 1, 1, 3), np.float32), 8, None)  # not where the last ended
 
 
 def test_prepare_mixes_the_anchors_and_fits_the_reference(pipeline):
@@ -158,6 +163,25 @@ def test_windows_are_stitched_from_the_steps(pipeline):
     np.testing.assert_array_equal(result.frames[:5], np.rint(first.frames[:5]))
     faded = first.frames[5] * (1.0 - 0.25) + second.frames[1] * 0.25
     np.testing.assert_array_equal(result.frames[5], np.rint(faded))
+
+
+def test_the_stream_hands_out_each_window_before_the_next_one_samples(pipeline):
+    """A writer gets the frames no later window changes as soon as they are final: all frames
+    before the next window's start after each window, the last window's all at the end; they
+    are the frames ``render`` gathers, bit for bit."""
+    shot = make_shot(num_frames=20, width=32, height=32)
+    settings = pl.RenderSettings(ptcm=False)
+    sampled = []
+    stream = pipeline.stream(shot, reference_image(32, 32), settings, callback=sampled.append)
+    handed, frames = [], []
+    for finished in stream:
+        assert finished.frames.dtype == np.uint8 and finished.frames.shape[1:] == (32, 32, 3)
+        handed.append((finished.start, len(finished.frames), sampled[-1].window))
+        frames.append(finished.frames)
+    assert handed == [(0, 4, 1), (4, 4, 2), (8, 4, 3), (12, 8, 4)]
+    result = pipeline.render(shot, reference_image(32, 32), settings)
+    np.testing.assert_array_equal(np.concatenate(frames), result.frames)
+    assert stream.report == result.report
 
 
 def test_render_shapes_determinism_and_report(pipeline):

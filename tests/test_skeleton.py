@@ -13,6 +13,7 @@ from poseanything.engine.contract.skeleton import (
     part_masks,
     render_skeleton_frames,
     segment_parts,
+    skeleton_frames,
 )
 
 
@@ -95,6 +96,21 @@ def test_skeleton_image_style():
     mid = ((points[names.index("knee_l")] + points[names.index("foot_l")]) / 2).astype(int)
     assert tuple(images[0, mid[1], mid[0]]) == (255, 255, 255)
     assert images[0, 95, 5].max() == 0  # background stays black
+
+
+def test_skeleton_frames_are_drawn_one_at_a_time():
+    """Export writes each image as it is drawn; the frames are those of the stacked drawing,
+    and a pose frame outside the shot is refused before anything is drawn."""
+    names, edges, points = biped()
+    frames = np.repeat(points[None], 4, axis=0) + np.arange(4)[:, None, None]
+    in_front = np.ones((4, len(names)), bool)
+    drawn = skeleton_frames(frames, in_front, edges, 100, 100, pose_frames=[0, 3])
+    first = next(drawn)
+    images = render_skeleton_frames(frames, in_front, edges, 100, 100, pose_frames=[0, 3])
+    np.testing.assert_array_equal(first, images[0])
+    np.testing.assert_array_equal(np.stack([first, *drawn]), images)
+    with pytest.raises(IndexError, match="pose frame 4 is outside the shot's 4 frames"):
+        skeleton_frames(frames, in_front, edges, 100, 100, pose_frames=[0, 4])
 
 
 def test_offscreen_and_behind_camera_bones():

@@ -27,14 +27,14 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import BadInput
-from .skeleton import MAX_PARTS, render_skeleton_frames, write_png
+from .skeleton import MAX_PARTS, render_skeleton_frames, skeleton_frames, write_png
 
 SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, 2)
@@ -139,8 +139,21 @@ class Shot:
         """Joints in front of the camera: the ones whose projection can be drawn."""
         return self.depth > 0
 
+    def skeleton_frames(self, part_colors: bool = False) -> Iterator[np.ndarray]:
+        """The shot's skeleton images at its own size, one (H, W, 3) uint8 frame at a time."""
+        return skeleton_frames(
+            self.joints2d,
+            self.in_front,
+            self.skeleton.edges,
+            self.width,
+            self.height,
+            pose_frames=self.pose_frames,
+            edge_part=self.skeleton.edge_part,
+            part_colors=part_colors,
+        )
+
     def skeleton_images(self, part_colors: bool = False) -> np.ndarray:
-        """The shot's skeleton images at its own size (F, H, W, 3) uint8."""
+        """All the shot's skeleton images, (F, H, W, 3) uint8 (a preview; export streams them)."""
         return render_skeleton_frames(
             self.joints2d,
             self.in_front,
@@ -235,7 +248,8 @@ def _write_contents(
             _png_size(Path(source))
             shutil.copyfile(source, poses / pose_image_name(frame))
     elif skeleton_images:
-        for i, image in enumerate(shot.skeleton_images()):
+        # Each image goes to disk as it is drawn: a long shot's images are never all in memory.
+        for i, image in enumerate(shot.skeleton_frames()):
             write_png(poses / pose_image_name(i), image)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -154,7 +154,7 @@ def _draw_frame(
             _stamp_segment(canvas, points[j], points[j], dot_radius, color)
 
 
-def render_skeleton_frames(
+def skeleton_frames(
     joints2d: np.ndarray,
     in_front: np.ndarray,
     edges: np.ndarray,
@@ -163,8 +163,10 @@ def render_skeleton_frames(
     pose_frames: Sequence[int] | None = None,
     edge_part: np.ndarray | None = None,
     part_colors: bool = False,
-) -> np.ndarray:
-    """Skeleton images (F, H, W, 3) uint8 in the paper's style; the model's pose condition.
+) -> Iterator[np.ndarray]:
+    """Skeleton images in the paper's style, one (H, W, 3) uint8 frame at a time, in order: the
+    model's pose condition. One at a time, so a long shot's images can go to disk as they are
+    drawn instead of all being held (``render_skeleton_frames`` stacks them).
 
     Bones with an endpoint behind the camera are skipped (their projection is meaningless);
     bones leaving the frame are clipped. Frames not in ``pose_frames`` stay black, which is how
@@ -175,7 +177,10 @@ def render_skeleton_frames(
     in_front = np.asarray(in_front, dtype=bool)
     edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
     num_frames, num_joints = joints2d.shape[:2]
-    frames = range(num_frames) if pose_frames is None else sorted(set(pose_frames))
+    posed = set(range(num_frames) if pose_frames is None else pose_frames)
+    outside = sorted(f for f in posed if not 0 <= f < num_frames)
+    if outside:
+        raise IndexError(f"pose frame {outside[0]} is outside the shot's {num_frames} frames")
     if part_colors and edge_part is None:
         raise ValueError("part_colors needs edge_part")
     palette = np.asarray(PART_COLORS, dtype=np.float64)
@@ -190,16 +195,48 @@ def render_skeleton_frames(
         (np.flatnonzero(degree >= 3), np.asarray(JUNCTION_COLOR, np.float64)),
     )
     radius = bone_width(width, height) / 2
-    out = np.zeros((num_frames, height, width, 3), dtype=np.uint8)
-    canvas = np.empty((height, width, 3), dtype=np.float64)
-    for f in frames:
-        if not 0 <= f < num_frames:
-            raise IndexError(f"pose frame {f} is outside the shot's {num_frames} frames")
-        canvas.fill(0.0)
-        _draw_frame(
-            canvas, joints2d[f], in_front[f], edges, radius, edge_colors, dots, radius * DOT_SCALE
-        )
-        out[f] = np.rint(canvas).astype(np.uint8)
+
+    def drawn() -> Iterator[np.ndarray]:
+        black = np.zeros((height, width, 3), dtype=np.uint8)
+        black.flags.writeable = False
+        canvas = np.empty((height, width, 3), dtype=np.float64)
+        for f in range(num_frames):
+            if f not in posed:
+                yield black
+                continue
+            canvas.fill(0.0)
+            _draw_frame(
+                canvas,
+                joints2d[f],
+                in_front[f],
+                edges,
+                radius,
+                edge_colors,
+                dots,
+                radius * DOT_SCALE,
+            )
+            yield np.rint(canvas).astype(np.uint8)
+
+    return drawn()
+
+
+def render_skeleton_frames(
+    joints2d: np.ndarray,
+    in_front: np.ndarray,
+    edges: np.ndarray,
+    width: int,
+    height: int,
+    pose_frames: Sequence[int] | None = None,
+    edge_part: np.ndarray | None = None,
+    part_colors: bool = False,
+) -> np.ndarray:
+    """All of ``skeleton_frames`` as one (F, H, W, 3) uint8 array (a window, a preview)."""
+    frames = skeleton_frames(
+        joints2d, in_front, edges, width, height, pose_frames, edge_part, part_colors
+    )
+    out = np.empty((len(joints2d), height, width, 3), dtype=np.uint8)
+    for f, image in enumerate(frames):
+        out[f] = image
     return out
 
 

@@ -75,55 +75,113 @@ def _finish(temp: Path, path: Path, overwrite: bool) -> None:
         ) from error
 
 
+class _StreamedOutput:
+    """Frames appended a few at a time under a temporary name (``with`` block): moved into place
+    when the block ends without an error, removed when it ends with one. A long render hands its
+    frames over as they are finished, so the whole video is never held in memory."""
+
+    def __init__(self, path: str | Path, overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.overwrite = overwrite
+        self.count = 0
+        """Frames appended so far."""
+
+    def __enter__(self):
+        check_output_free(self.path, self.overwrite)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._open()
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        try:
+            self._close()
+            if kind is None:
+                if self.count == 0:
+                    raise ValueError("frames: no frames to write")
+                _finish(self._temp, self.path, self.overwrite)
+        finally:
+            self._remove_temp()
+
+    def append(self, frames: np.ndarray) -> None:
+        """Add ``frames`` (F,H,W,3) uint8 after those already appended."""
+        _check_frames(frames)
+        self._write(frames)
+        self.count += len(frames)
+
+
+class VideoWriter(_StreamedOutput):
+    """An H.264/yuv420p mp4 at ``fps``, written frame by frame into ``path`` atomically."""
+
+    def __init__(
+        self, path: str | Path, fps: float, overwrite: bool = False, quality: int = 8
+    ) -> None:
+        super().__init__(path, overwrite)
+        self.fps = float(fps)
+        self.quality = quality
+
+    def _open(self) -> None:
+        import imageio.v2 as imageio
+
+        self._temp = temporary_sibling(self.path, suffix=f".partial{self.path.suffix or '.mp4'}")
+        self._writer = imageio.get_writer(
+            self._temp,
+            format="FFMPEG",
+            fps=self.fps,
+            codec="libx264",
+            pixelformat="yuv420p",
+            quality=self.quality,
+            macro_block_size=1,
+        )
+
+    def _write(self, frames: np.ndarray) -> None:
+        for frame in even_frames(frames):
+            self._writer.append_data(frame)
+
+    def _close(self) -> None:
+        self._writer.close()
+
+    def _remove_temp(self) -> None:
+        self._temp.unlink(missing_ok=True)
+
+
+class FramesWriter(_StreamedOutput):
+    """Frames as ``folder/0001.png ...`` (1-based, as the shot's poses/), written one by one
+    into a temporary folder that becomes ``folder`` atomically."""
+
+    def _open(self) -> None:
+        parent, name = self.path.parent, self.path.name
+        self._temp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent))
+
+    def _write(self, frames: np.ndarray) -> None:
+        import imageio.v2 as imageio
+
+        for index, frame in enumerate(frames, start=self.count + 1):
+            imageio.imwrite(self._temp / f"{index:04d}.png", frame)
+
+    def _close(self) -> None:
+        pass
+
+    def _remove_temp(self) -> None:
+        if self._temp.exists():
+            shutil.rmtree(self._temp)
+
+
 def write_video(
     path: str | Path, frames: np.ndarray, fps: float, overwrite: bool = False, quality: int = 8
 ) -> Path:
     """Encode ``frames`` (F,H,W,3) uint8 as H.264/yuv420p at ``fps`` into ``path`` atomically."""
-    import imageio.v2 as imageio
-
-    path = Path(path)
     _check_frames(frames)
-    check_output_free(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = temporary_sibling(path, suffix=f".partial{path.suffix or '.mp4'}")
-    try:
-        writer = imageio.get_writer(
-            temp,
-            format="FFMPEG",
-            fps=float(fps),
-            codec="libx264",
-            pixelformat="yuv420p",
-            quality=quality,
-            macro_block_size=1,
-        )
-        try:
-            for frame in even_frames(frames):
-                writer.append_data(frame)
-        finally:
-            writer.close()
-        _finish(temp, path, overwrite)
-    finally:
-        temp.unlink(missing_ok=True)
-    return path
+    with VideoWriter(path, fps, overwrite, quality) as video:
+        video.append(frames)
+    return video.path
 
 
 def write_frames(folder: str | Path, frames: np.ndarray, overwrite: bool = False) -> Path:
     """Write ``frames`` as ``folder/0001.png ...`` (1-based, as the shot's poses/) atomically."""
-    import imageio.v2 as imageio
-
-    folder = Path(folder)
     _check_frames(frames)
-    check_output_free(folder, overwrite)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
-    try:
-        for index, frame in enumerate(frames, start=1):
-            imageio.imwrite(temp / f"{index:04d}.png", frame)
-        _finish(temp, folder, overwrite)
-    finally:
-        if temp.exists():
-            shutil.rmtree(temp)
-    return folder
+    with FramesWriter(folder, overwrite) as pngs:
+        pngs.append(frames)
+    return pngs.path
 
 
 def read_video(path: str | Path) -> tuple[np.ndarray, float]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -105,15 +105,33 @@ def blend_weights(shared: int) -> np.ndarray:
     return np.arange(shared, dtype=np.float32) / shared
 
 
-def stitch_window(video: np.ndarray, frames: np.ndarray, start: int, done: int) -> int:
-    """Write a window's ``frames`` (float) into ``video`` at ``start``, cross-fading the frames
-    ``start .. done-1`` that the previous windows already produced; returns the new ``done``."""
-    shared = max(0, done - start)
-    if shared:
-        weight = blend_weights(shared)[:, None, None, None]
-        video[start:done] = video[start:done] * (1.0 - weight) + frames[:shared] * weight
-    video[done : start + len(frames)] = frames[shared:]
-    return start + len(frames)
+class WindowStitcher:
+    """Cross-fades consecutive windows into the shot's frames, holding only the frames a later
+    window still blends into (the overlap), so a shot's length costs no memory."""
+
+    def __init__(self) -> None:
+        self.pending = np.zeros((0, 0, 0, 3), dtype=np.float32)
+        """(k,h,w,3) the stitched frames from the next window's start on, not final yet."""
+        self.done = 0
+        """The shot frame after the last one stitched."""
+
+    def add(self, frames: np.ndarray, start: int, next_start: int | None) -> np.ndarray:
+        """Stitch a window's ``frames`` (float) starting at shot frame ``start``, cross-fading
+        the frames ``start .. done-1`` that earlier windows produced (``pending``, which begins
+        at ``start``); return the float32 frames from ``start`` up to ``next_start`` (to the
+        end without a next window), which no later window changes, and keep the rest."""
+        shared = max(0, self.done - start)
+        if shared != len(self.pending):
+            raise ValueError(f"window at {start}: {len(self.pending)} frames pending, not {shared}")
+        stitched = np.empty(frames.shape, dtype=np.float32)
+        if shared:
+            weight = blend_weights(shared)[:, None, None, None]
+            stitched[:shared] = self.pending * (1.0 - weight) + frames[:shared] * weight
+        stitched[shared:] = frames[shared:]
+        self.done = start + len(frames)
+        final = len(stitched) if next_start is None else next_start - start
+        self.pending = stitched[final:].copy()
+        return stitched[:final]
 
 
 def check_subject_size(joints2d: np.ndarray, in_front: np.ndarray, scale: np.ndarray) -> None:
@@ -232,6 +250,16 @@ class Progress:
     preview: Callable[[], np.ndarray]
     """Decodes the current estimate of the window's last frame, (H,W,3) uint8, on request (only
     its last latent frame, so a big VAE does not decode the whole window for a thumbnail)."""
+
+
+@dataclass(frozen=True)
+class FinishedFrames:
+    """Frames of the shot that no later window changes, as a ``RenderStream`` hands them out."""
+
+    start: int
+    """The shot frame (0-based) of ``frames[0]``."""
+    frames: np.ndarray
+    """(n,H,W,3) uint8 at the shot's size (the working size without ``settings.upscale``)."""
 
 
 @dataclass(frozen=True)
@@ -397,6 +425,54 @@ class _ProgressClock:
         return on_step
 
 
+class RenderStream:
+    """A render's frames as they are finished (``PoseAnythingPipeline.stream``): iterating it
+    samples the windows one after the other and yields each window's ``FinishedFrames`` once
+    its cross-fade with the next window is resolved, so a writer can take them while the next
+    window samples and the shot's length costs no memory. ``report`` is complete after the
+    last window."""
+
+    def __init__(
+        self,
+        pipeline: PoseAnythingPipeline,
+        inputs: RenderInputs,
+        callback: Callable[[Progress], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.inputs = inputs
+        self.callback = callback
+        self.cancel = cancel
+        self.correspondences: list = []
+        """The part matching PTCM read in each window sampled so far."""
+
+    def __iter__(self) -> Iterator[FinishedFrames]:
+        pipeline, inputs = self.pipeline, self.inputs
+        starts = inputs.plan.starts
+        self.correspondences = []
+        clock = _ProgressClock(inputs.plan, self.callback, pipeline.decode_latents)
+        stitcher, reference_frame = WindowStitcher(), inputs.reference
+        for index, start in enumerate(starts):
+            # 3. Sample the window from its reference frame.
+            on_step = clock.window(index)
+            window = pipeline.sample_window(inputs, index, reference_frame, on_step, self.cancel)
+            if window.correspondence is not None:
+                self.correspondences.append(window.correspondence.cpu().tolist())
+            # 4. Stitch it; the next window starts from the first frame the two share.
+            next_start = starts[index + 1] if index + 1 < len(starts) else None
+            final = stitcher.add(window.frames, start, next_start)
+            if next_start is not None:
+                reference_frame = np.rint(stitcher.pending[0]).astype(np.uint8)
+            # 5. Hand out what no later window changes: uint8 frames at the shot's size.
+            yield FinishedFrames(start, pipeline.finish_frames(inputs, final))
+
+    @property
+    def report(self) -> dict:
+        """The render's settings, choices and part correspondence, for engine.json."""
+        plan, shot = self.inputs.plan, self.inputs.shot
+        return plan.report(self.pipeline.config.shift, shot.num_frames, self.correspondences)
+
+
 def _guess_region(bases: list[WarpedReference], anchors: tuple[str, ...]) -> np.ndarray:
     """(T,H,W) where the network paints: the guess region of the anchor that carries the
     subject's skeleton (the shot's own, else the camera-free one); all of it without one."""
@@ -483,7 +559,9 @@ class PoseAnythingPipeline:
     ``render`` runs its steps in order, and each can be called on its own (the tests do):
     ``plan`` (sizes, windows, anchors, steps) -> ``prepare`` (``RenderInputs``: anchor tracks,
     guidance mix, text) -> per window ``sample_window`` (``condition_window``, the sampler,
-    ``decode_window``) and ``stitch_window`` -> ``finish`` (``RenderResult``).
+    ``decode_window``), ``WindowStitcher.add`` and ``finish_frames`` (uint8 at the shot's
+    size). ``stream`` hands the frames out window by window (``RenderStream``, what a video
+    writer takes); ``render`` gathers them (``RenderResult``).
     """
 
     def __init__(
@@ -677,24 +755,28 @@ class PoseAnythingPipeline:
             ShotError: no joint is in front of the camera, or the subject is too small to draw
                 at the working size.
         """
+        stream = self.stream(shot, reference, settings, callback, cancel, pose_images, subject_mask)
+        frames = np.concatenate([finished.frames for finished in stream])
+        return RenderResult(frames, stream.report)
+
+    def stream(
+        self,
+        shot: Shot,
+        reference: np.ndarray,
+        settings: RenderSettings | None = None,
+        callback: Callable[[Progress], None] | None = None,
+        cancel: CancelToken | None = None,
+        pose_images: dict[int, np.ndarray] | None = None,
+        subject_mask: np.ndarray | None = None,
+    ) -> RenderStream:
+        """Plan and prepare the render of ``shot`` now (bad input raises here, before any
+        frame), and return its frames to iterate window by window (``RenderStream``); the
+        arguments are ``render``'s."""
         # 1. Plan: working size, windows, guidance anchors and steps.
         plan = self.plan(shot, settings)
         # 2. Prepare what every window shares: anchor tracks, guidance mix, text, reference.
         inputs = self.prepare(shot, reference, plan, pose_images, subject_mask)
-        video = np.zeros((shot.num_frames, plan.height, plan.width, 3), dtype=np.float32)
-        clock = _ProgressClock(plan, callback, self.decode_latents)
-        reference_frame, done, correspondences = inputs.reference, 0, []
-        for index, start in enumerate(plan.starts):
-            # 3. Sample the window from its reference frame.
-            window = self.sample_window(inputs, index, reference_frame, clock.window(index), cancel)
-            if window.correspondence is not None:
-                correspondences.append(window.correspondence.cpu().tolist())
-            # 4. Stitch it into the shot's video; the next window starts from a frame of it.
-            done = stitch_window(video, window.frames, start, done)
-            if index + 1 < len(plan.starts):
-                reference_frame = np.rint(video[plan.starts[index + 1]]).astype(np.uint8)
-        # 5. The result: uint8 frames at the shot's size and the report.
-        return self.finish(inputs, video, correspondences)
+        return RenderStream(self, inputs, callback, cancel)
 
     @torch.inference_mode()
     def prepare(
@@ -823,16 +905,13 @@ class PoseAnythingPipeline:
         start = inputs.plan.starts[window.index]
         return generated[: min(inputs.plan.length, inputs.shot.num_frames - start)]
 
-    def finish(
-        self, inputs: RenderInputs, video: np.ndarray, correspondences: list
-    ) -> RenderResult:
-        """The stitched float ``video`` as uint8 frames at the shot's size (unless not
-        ``upscale``), with the render's report."""
-        frames = np.rint(video).clip(0, 255).astype(np.uint8)
+    def finish_frames(self, inputs: RenderInputs, frames: np.ndarray) -> np.ndarray:
+        """Stitched float ``frames`` as uint8 frames at the shot's size (unless not
+        ``upscale``)."""
+        frames = np.rint(frames).clip(0, 255).astype(np.uint8)
         if inputs.plan.settings.upscale:
             frames = upscale_frames(frames, inputs.shot.width, inputs.shot.height)
-        report = inputs.plan.report(self.config.shift, inputs.shot.num_frames, correspondences)
-        return RenderResult(frames, report)
+        return frames
 
     def pose_videos(
         self, inputs: RenderInputs, frames: np.ndarray, poses: list[int] | None
