@@ -1,7 +1,7 @@
 """Skeleton preview images: the shot's skeleton as the model sees it, optionally by part.
 
 The shot folder already holds the plain skeleton images; the part-coloured ones are drawn here
-from the same joints (``Shot.skeleton_images``), so both come from the engine's one renderer.
+from the same joints (``Shot.skeleton_frames``), so both come from the engine's one renderer.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ def write_skeleton_preview(
     strip showing an earlier preview never sees half a set.
     """
     out_dir = Path(out_dir)
-    images = read_shot(shot_dir).skeleton_images(part_colors=part_colors)
+    shot = read_shot(shot_dir)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    for index, image in enumerate(images, start=1):
+    # Each frame goes to disk as it is drawn: a long shot's frames are never all in memory.
+    for index, image in enumerate(shot.skeleton_frames(part_colors=part_colors), start=1):
         write_png(staging / f"{index:04d}.png", image)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
-    return [out_dir / f"{index:04d}.png" for index in range(1, len(images) + 1)]
+    return [out_dir / f"{index:04d}.png" for index in range(1, shot.num_frames + 1)]

@@ -229,6 +229,29 @@ def test_streamed_writers_take_frames_as_they_come_and_leave_nothing_on_an_error
     assert sorted(os.listdir(tmp_path)) == ["frames", "streamed.mp4", "whole.mp4"]
 
 
+def test_a_streamed_writer_removes_what_a_killed_writer_of_its_output_left(tmp_path):
+    """A writer killed outright leaves its temporary file; the next writer of that output
+    removes it, and never a live writer's or another output's."""
+    from poseanything.engine.contract.video import VideoWriter
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = {
+        "killed": tmp_path / f".take.mp4.abc123.{dead.pid}.partial.mp4",
+        "killed_frames": tmp_path / f".take.mp4.xyz789.{dead.pid}.partial",
+        "live": tmp_path / f".take.mp4.def456.{os.getppid()}.partial.mp4",
+        "other": tmp_path / f".other.mp4.ghi789.{dead.pid}.partial.mp4",
+    }
+    for name, path in left.items():
+        path.mkdir() if name == "killed_frames" else path.write_bytes(b"half a video")
+    frames = np.zeros((2, 16, 16, 3), dtype=np.uint8)
+    with VideoWriter(tmp_path / "take.mp4", fps=24) as video:
+        video.append(frames)
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["take.mp4", left["live"].name, left["other"].name]
+    )
+
+
 def test_bundled_model_renders_a_shot_the_add_on_exported(tmp_path, capsys):
     """The committed held-out clip was exported by the add-on (a Rigify metarig through
     export_shot); the bundled model renders it with the shot's frame count, size and fps."""

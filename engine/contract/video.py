@@ -2,12 +2,15 @@
 
 Everything is written under a temporary sibling name and moved into place at the end, so a cancel
 or a crash leaves the user's previous take intact; an existing output is only replaced when the
-caller says so (``overwrite=True``).
+caller says so (``overwrite=True``). A streamed output's temporary name carries its writer's
+process id: one killed outright (SIGKILL) cannot tidy up, so the next writer of the same output
+removes what a dead process left.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -75,6 +78,37 @@ def _finish(temp: Path, path: Path, overwrite: bool) -> None:
         ) from error
 
 
+def _writer_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _partial_suffix(extension: str = "") -> str:
+    """How this process's temporary names end (they begin ``.NAME.``, then a random part)."""
+    return f".{os.getpid()}.partial{extension}"
+
+
+def _remove_dead_partials(path: Path) -> None:
+    """Remove the temporary files and folders of ``path`` whose writing process is gone."""
+    own = re.compile(rf"^\.{re.escape(path.name)}\.[A-Za-z0-9_]+\.(?P<pid>[0-9]+)\.partial")
+    if not path.parent.is_dir():
+        return
+    for entry in os.scandir(path.parent):
+        match = own.match(entry.name)
+        if match is None or _writer_alive(int(match["pid"])):
+            continue
+        leftover = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
 class _StreamedOutput:
     """Frames appended a few at a time under a temporary name (``with`` block): moved into place
     when the block ends without an error, removed when it ends with one. A long render hands its
@@ -89,6 +123,7 @@ class _StreamedOutput:
     def __enter__(self):
         check_output_free(self.path, self.overwrite)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_partials(self.path)
         self._open()
         return self
 
@@ -122,7 +157,8 @@ class VideoWriter(_StreamedOutput):
     def _open(self) -> None:
         import imageio.v2 as imageio
 
-        self._temp = temporary_sibling(self.path, suffix=f".partial{self.path.suffix or '.mp4'}")
+        suffix = _partial_suffix(self.path.suffix or ".mp4")
+        self._temp = temporary_sibling(self.path, suffix=suffix)
         self._writer = imageio.get_writer(
             self._temp,
             format="FFMPEG",
@@ -149,8 +185,8 @@ class FramesWriter(_StreamedOutput):
     into a temporary folder that becomes ``folder`` atomically."""
 
     def _open(self) -> None:
-        parent, name = self.path.parent, self.path.name
-        self._temp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent))
+        prefix, parent = f".{self.path.name}.", self.path.parent
+        self._temp = Path(tempfile.mkdtemp(prefix=prefix, suffix=_partial_suffix(), dir=parent))
 
     def _write(self, frames: np.ndarray) -> None:
         import imageio.v2 as imageio
