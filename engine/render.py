@@ -183,15 +183,16 @@ def render_shot_folder(
     raises a ``BadInput`` (``ShotError``, ``ModelNotFoundError``, ``OutputExistsError``,
     ``OptionError`` ...); anything else is a bug or an accident.
     """
-    from .contract.shot import read_pose_images, read_reference, read_reference_mask, read_shot
+    from .contract.shot import read_pose_images, read_shot
     from .contract.video import FramesWriter, VideoWriter
+    from .inference.reference import load_reference
 
     shot_dir, out = Path(shot_dir), Path(out)
     frames_dir = None if frames_dir is None else Path(frames_dir)
     started = time.perf_counter()
     check_outputs(out, frames_dir, overwrite)
     shot = read_shot(shot_dir)
-    reference = read_reference(shot_dir)
+    reference = load_reference(shot_dir, shot)
     pipeline = load_pipeline(model, on_download=on_event)
     loaded = time.perf_counter()
     device = pipeline.device.type
@@ -206,14 +207,16 @@ def render_shot_folder(
                 "device": device,
             },
         )
+        for note in reference.notes:
+            on_event("note", {"message": note})
     stream = pipeline.stream(
         shot,
-        reference,
+        reference.image,
         settings,
         callback=on_progress,
         cancel=cancel,
         pose_images=read_pose_images(shot_dir, shot) if shot.pose_source == "images" else None,
-        subject_mask=read_reference_mask(shot_dir),
+        subject_mask=reference.mask,
     )
     # Each window's frames go to the writers once its cross-fade with the next is resolved:
     # a long shot is never held whole in memory. An error or a cancel leaves no file.
@@ -246,6 +249,8 @@ def render_shot_folder(
         "model": pipeline.model_id,
         "device": device,
         "backend": model.backend,
+        "reference_mask": reference.mask_source,
+        "reference_notes": list(reference.notes),
         "onnx_providers": getattr(pipeline.model, "providers", None),
         **stream.report,
         "timings_s": {

@@ -158,8 +158,7 @@ def _keep_mask(
         if not keep.any():
             raise SkeletonError(
                 f"every bone of armature {name!r} left by the other filters is hidden; "
-                "unhide bones, or include hidden ones (Include Hidden Bones in the PoseAnything "
-                "panel, --include-hidden on the command line)"
+                "set include_hidden=True or unhide bones"
             )
     return keep
 

@@ -17,7 +17,12 @@ from poseanything.engine.inference.guidance import (
     full_track,
     rectangle_track,
 )
-from poseanything.engine.inference.pipeline import PoseAnythingPipeline, RenderSettings, fit_image
+from poseanything.engine.inference.pipeline import (
+    PoseAnythingPipeline,
+    RenderSettings,
+    compose_detail,
+    fit_image,
+)
 from poseanything.engine.inference.sampling import rebase_velocity
 from poseanything.engine.training.evaluate import load_clip, warp_along_shot
 
@@ -70,12 +75,12 @@ def test_the_subject_follows_its_bone_and_leaves_background_behind():
     assert np.abs(moved[far] - reference[far]).max() < 1  # the backdrop stayed
 
 
-def test_the_guess_region_covers_the_moved_subject_and_what_it_uncovered():
+def test_the_guess_region_covers_the_moved_subject_only():
     reference = scene_with_a_bar(16)
     region = warp.warp_reference(reference, 2, bone_track([(0, 0), (12, 0)]), None).region[1]
     assert region[24, 28] > 0.95  # the bar's new place
-    assert region[24, 16] > 0.95  # the backdrop it uncovered
-    assert region[2, 2] < 0.01 and region[24, 45] < 0.01  # far from both: the warp is exact
+    assert region[24, 16] < 0.01  # the backdrop it uncovered is inpainted, not left to guess
+    assert region[2, 2] < 0.01 and region[24, 45] < 0.01  # far from it: the warp is exact
 
 
 def test_a_turning_bone_turns_its_pixels():
@@ -95,12 +100,62 @@ def test_the_camera_rectangle_moves_the_whole_backdrop():
     assert np.abs(panned[:, 8:40] - reference[:, 12:44]).max() < 1
 
 
-def test_homography_fit_recovers_a_known_one():
+def test_camera_homographies_take_each_frames_rectangle_back_to_the_first():
     truth = np.array([[1.1, 0.05, 3.0], [-0.02, 0.95, -2.0], [1e-3, -5e-4, 1.0]])
-    source = np.array([[0.0, 0.0], [40.0, 2.0], [38.0, 41.0], [-1.0, 39.0]])
-    mapped = np.c_[source, np.ones(4)] @ truth.T
-    fitted = warp.fit_homography(source, mapped[:, :2] / mapped[:, 2:])
-    assert np.allclose(fitted, truth, atol=1e-6)
+    first = np.array([[8.0, 8.0], [40.0, 10.0], [38.0, 41.0], [7.0, 39.0]])
+    moved = np.c_[first, np.ones(4)] @ np.linalg.inv(truth).T
+    corners = np.stack([first, moved[:, :2] / moved[:, 2:]])
+    fitted = warp.camera_homographies(corners, np.ones((2, 4), dtype=bool))
+    assert np.allclose(fitted[0], np.eye(3)) and np.allclose(fitted[1], truth, atol=1e-5)
+    behind = warp.camera_homographies(corners, np.array([[True] * 4, [True, False, True, True]]))
+    assert np.allclose(behind[1], np.eye(3))  # a corner behind the camera: no fit
+
+
+def two_bars(front: str) -> tuple[np.ndarray, np.ndarray, SkeletonTrack]:
+    """A red bar (bone 0, x 14..18) and a blue bar (bone 1, x 30..34) on grey; in frame 1 the
+    red one slides right over the blue one, ``front`` says which is nearer the camera."""
+    image = np.full((SIZE, SIZE, 3), 120, dtype=np.uint8)
+    image[10:38, 14:19] = (230, 20, 20)
+    image[10:38, 30:35] = (20, 20, 230)
+    mask = np.zeros((SIZE, SIZE), dtype=np.float32)
+    mask[10:38, 14:19] = mask[10:38, 30:35] = 1.0
+    first = [[16.5, 10.0], [16.5, 38.0], [32.5, 10.0], [32.5, 38.0]]
+    joints = np.array([first, [[32.5, 10.0], [32.5, 38.0], [32.5, 10.0], [32.5, 38.0]]])
+    red, blue = (1.0, 2.0) if front == "red" else (2.0, 1.0)
+    depth = np.array([[red, red, blue, blue]] * 2)
+    track = SkeletonTrack(joints, np.ones((2, 4), dtype=bool), np.array([[0, 1], [2, 3]]), depth)
+    return image, mask, track
+
+
+@pytest.mark.parametrize("front", ["red", "blue"])
+def test_the_bone_nearer_the_camera_covers_the_farther_one(front):
+    image, mask, track = two_bars(front)
+    frame = warp.warp_reference(image, 2, track, None, mask).frames[1]
+    crossing = frame[14:34, 31:34]
+    channel = 0 if front == "red" else 2
+    assert (crossing[..., channel] > 200).mean() > 0.95  # the nearer bar, not a blend of both
+    assert (frame[14:34, 14:19, 0] < 160).all()  # where red was: background, no red ghost
+
+
+def test_the_subjects_thickness_is_the_masks():
+    """A bar far thicker than a fixed share of the skeleton travels whole with its bone."""
+    image = np.full((SIZE, SIZE, 3), 60, dtype=np.uint8)
+    image[12:36, 8:22] = (200, 180, 40)
+    mask = np.zeros((SIZE, SIZE), dtype=np.float32)
+    mask[12:36, 8:22] = 1.0
+    track = bone_track([(0, 0), (16, 0)], x=15.0)
+    track = SkeletonTrack(track.joints2d + [0, 0], track.in_front, EDGES)
+    moved = warp.warp_reference(image, 2, track, None, mask).frames[1]
+    assert (np.abs(moved[14:34, 25:37] - (200, 180, 40)).max(-1) < 20).mean() > 0.95
+    band = warp.warp_reference(image, 2, track, None).frames[1]  # no mask: a thin band
+    assert (np.abs(band[14:34, 25:37] - (200, 180, 40)).max(-1) < 20).mean() < 0.5
+
+
+def test_uncovered_background_continues_the_backdrop():
+    """What a moving subject uncovers is the backdrop filled in (inpainted), no smear of it."""
+    image, mask, track = two_bars("red")
+    frame = warp.warp_reference(image, 2, track, None, mask).frames[1]
+    assert np.abs(frame[12:36, 14:19] - 120).max() < 12
 
 
 def test_sparse_poses_interpolate_between_the_shown_frames():
@@ -174,22 +229,39 @@ def test_a_warp_model_refuses_a_flow_from_pure_noise():
         replace(TINY_PIPELINE, reference_source=0.5, flow_base="sideways")
 
 
-def test_outside_the_guess_region_the_frames_are_the_warp_itself():
+def test_at_the_shots_size_the_warp_stands_outside_the_guess_region():
+    """With ``warp_long_side`` the warp runs at the shot's size and frame 1 is the reference
+    exactly; a network that changes nothing from its flow base changes nothing at all (the
+    codec's blur never reaches the frames); ``compose_detail`` below adds a change inside the
+    guess region only."""
     pipeline = warp_pipeline()
-    pipeline.config = replace(pipeline.config, warp_outside_region=True)
+    pipeline.config = replace(pipeline.config, warp_long_side=1280)
     shot = read_shot(EVAL_CLIP)
-    frames = pipeline.render(shot, read_reference(EVAL_CLIP), RenderSettings(upscale=False)).frames
-    reference = fit_image(read_reference(EVAL_CLIP), *frames.shape[2:0:-1])
-    scale = np.array([frames.shape[2] / shot.width, frames.shape[1] / shot.height])
-    tracks = (full_track(shot), rectangle_track(shot))
-    skeleton, camera = (track.select(scale=scale) for track in tracks)
-    warped = warp.flow_base(reference, "full", skeleton, camera, shot.num_frames)
-    outside = warped.region < 1e-3
-    assert outside[1:].mean() > 0.1  # the subject leaves part of the frame to the warp alone
-    difference = np.abs(frames.astype(float) - warped.frames)[outside]
-    assert difference.max() <= 1.0  # the random network's blur never reaches it
-    inside = warped.region > 0.95
-    assert np.abs(frames.astype(float) - warped.frames)[inside].mean() > 5.0
+    reference = read_reference(EVAL_CLIP)
+    frames = pipeline.render(shot, reference, RenderSettings()).frames
+    assert frames.shape[1:3] == (shot.height, shot.width)
+    assert (frames[0] == fit_image(reference, shot.width, shot.height)).all()
+    warped = warp.flow_base(
+        fit_image(reference, shot.width, shot.height),
+        "full",
+        full_track(shot),
+        rectangle_track(shot),
+        shot.num_frames,
+    )
+    assert (warped.region[1:] < 1e-3).mean() > 0.1  # the warp alone stands outside
+    assert np.abs(frames.astype(float) - warped.frames).max() <= 1.0
+
+
+def test_compose_detail_adds_only_the_networks_change_from_its_base():
+    rng = np.random.default_rng(0)
+    warped = rng.uniform(0, 255, (2, 16, 16, 3)).astype(np.float32)
+    region = np.zeros((2, 16, 16), dtype=np.float32)
+    region[:, 4:12, 4:12] = 1.0
+    base = rng.uniform(0, 255, (2, 4, 4, 3)).astype(np.float32)
+    composed = compose_detail(warped, region, np.full_like(base, 10.0))
+    assert np.allclose(composed[region == 0], warped[region == 0])
+    inside = region == 1
+    assert np.allclose(composed[inside], np.clip(warped[inside] + 10.0, 0, 255), atol=1e-3)
 
 
 def test_later_windows_warp_the_shots_own_reference():

@@ -87,6 +87,8 @@ class Reporter:
         """``render_shot_folder``'s events: ``start`` on the protocol, downloads on stderr."""
         if name == "start":
             self.event(name, **fields)
+        elif name == "note":
+            print(fields["message"], file=sys.stderr, flush=True)
         else:
             print_download(name, fields)
 

@@ -46,10 +46,15 @@ class SkeletonTrack:
     joints2d: np.ndarray  # (F, J, 2) pixels, origin top-left, at the shot's width x height
     in_front: np.ndarray  # (F, J) bool, joint in front of the camera
     edges: np.ndarray  # (E, 2) int
+    depth: np.ndarray | None = None
+    """(F, J) each joint's distance along the camera's view axis: what the warp's occlusion
+    order follows (None: no order)."""
 
     def select(self, frames=slice(None), scale: float | np.ndarray = 1.0) -> SkeletonTrack:
         """The track over ``frames`` (a slice or indices), its pixels scaled by ``scale``."""
-        return SkeletonTrack(self.joints2d[frames] * scale, self.in_front[frames], self.edges)
+        depth = None if self.depth is None else self.depth[frames]
+        joints = self.joints2d[frames] * scale
+        return SkeletonTrack(joints, self.in_front[frames], self.edges, depth)
 
 
 def anchor_weights(subject: float, camera: float) -> dict[str, float]:
@@ -72,7 +77,7 @@ def combine(predictions, names: tuple[str, ...], subject: float, camera: float):
 
 def full_track(shot: Shot) -> SkeletonTrack:
     """The shot's own skeleton: subject and camera motion together."""
-    return SkeletonTrack(shot.joints2d, shot.in_front, shot.skeleton.edges)
+    return SkeletonTrack(shot.joints2d, shot.in_front, shot.skeleton.edges, shot.depth)
 
 
 def _repeat_first(array: np.ndarray, num_frames: int) -> np.ndarray:
@@ -91,7 +96,7 @@ def subject_track(shot: Shot) -> SkeletonTrack:
         path.width,
         path.height,
     )
-    return SkeletonTrack(joints2d, depth > 0, shot.skeleton.edges)
+    return SkeletonTrack(joints2d, depth > 0, shot.skeleton.edges, depth)
 
 
 def static_track(shot: Shot) -> SkeletonTrack:
@@ -101,6 +106,7 @@ def static_track(shot: Shot) -> SkeletonTrack:
         _repeat_first(shot.joints2d, num_frames),
         _repeat_first(shot.in_front, num_frames),
         shot.skeleton.edges,
+        _repeat_first(shot.depth, num_frames),
     )
 
 

@@ -50,7 +50,7 @@ from .sampling import (
     sample_with_ptcm,
 )
 from .settings import DEFAULT_OVERLAP, RenderSettings
-from .warp import WarpedReference, flow_base
+from .warp import SubjectLayers, WarpedReference, cut_subject, flow_base
 
 FLOW_BASES = ("reference", "warp")
 WORKING_SIZE_RULES = ("pixel_area", "long_side")
@@ -175,6 +175,12 @@ class PipelineConfig:
     where the warp is a guess (``WarpedReference.region``: around the moved skeleton and where
     the subject uncovered background) and the network's frames inside it. Outside, a still
     scene under the moving camera is the warp exactly, which a small codec can only blur."""
+    warp_long_side: int | None = None
+    """With ``flow_base`` "warp" and ``upscale``: the warp runs at the shot's own size, its long
+    side at most this many pixels, and the network (at the working size) only adds its
+    correction to it, at low frequency, inside the guess region (``compose_detail``): the
+    reference's own pixels stay sharp in every frame. None: the warp runs at the working size
+    and the frames are upscaled."""
     flow_base: str = "reference"
     """With ``reference_source``: what the flow starts from and a ``reference_delta`` model's
     change is measured from. "reference": the reference repeated over the window. "warp": the
@@ -348,9 +354,56 @@ class RenderInputs:
     """Shot frames that carry a pose (None: all of them; empty with ``blank_pose``)."""
     reference: np.ndarray
     """(h,w,3) uint8: the reference image at the working size, the first window's reference."""
+    detail: DetailInputs | None
+    """With ``warp_long_side``: the reference at the warp's size (else None)."""
+    cut: SubjectLayers | None
+    """With the "warp" flow base: the reference cut by the subject's mask at the warp's size
+    (``warp.cut_subject``), shared by every window and anchor."""
     style: release_poses.ReleaseStyle | None
     """With ``skeleton_drawing`` "release": how skeleton images and part masks are drawn (and
     the given images of a shot without joints); None: ``contract.skeleton``'s drawing."""
+
+
+@dataclass(frozen=True, eq=False)
+class DetailInputs:
+    """The reference at the size the warp runs at when it runs above the working size."""
+
+    reference: np.ndarray
+    """(H,W,3) uint8: the reference at the warp's size, frame 0 of the video."""
+    scale: np.ndarray
+    """(2,) x and y factors from the shot's pixels to the warp's."""
+
+
+def detail_size(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """The shot's size, shrunk (aspect kept) so its long side is at most ``long_side``."""
+    factor = min(1.0, long_side / max(width, height))
+    return max(1, round(width * factor)), max(1, round(height * factor))
+
+
+def resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(F,h,w,C) or (F,h,w) float frames at ``width`` x ``height``: area-averaged down,
+    bilinear up (OpenCV), frame by frame."""
+    import cv2
+
+    if frames.shape[1:3] == (height, width):
+        return frames
+    interpolation = cv2.INTER_AREA if width < frames.shape[2] else cv2.INTER_LINEAR
+    return np.stack(
+        [
+            cv2.resize(np.ascontiguousarray(f), (width, height), interpolation=interpolation)
+            for f in frames
+        ]
+    )
+
+
+def compose_detail(warped: np.ndarray, region: np.ndarray, change: np.ndarray) -> np.ndarray:
+    """The warp at full size plus the network's correction: ``warped`` (n,H,W,3) and its guess
+    ``region`` (n,H,W) at the warp's size, ``change`` (n,h,w,3) what the network changed from
+    its flow base, at the working size. Inside the region the change, upsampled (it is only
+    low-frequency at that size), is added; outside it the warp's pixels stand."""
+    height, width = warped.shape[1:3]
+    correction = resize_frames(change, width, height)
+    return np.clip(warped + region[..., None] * correction, 0.0, 255.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -373,9 +426,14 @@ class WindowConditions:
     """(A,C,T,h,w) each anchor's flow base minus the reference (None: the base is the
     reference repeated), for a ``reference_delta`` model (``sampling.rebase_velocity``)."""
     base: np.ndarray
-    """(length,h,w,3) float: the mixed flow base in pixels, for the detail restore."""
+    """(length,h,w,3) float: the mixed flow base in pixels at the working size, for the detail
+    restore."""
     region: np.ndarray | None
-    """(length,h,w) where the warp is a guess (``warp_outside_region``); None without a warp."""
+    """(length,H,W) where the warp is a guess (``warp_outside_region``), at the warp's size;
+    None without a warp."""
+    warped: np.ndarray | None
+    """(length,H,W,3) float: the mixed flow base at the warp's size when it runs above the
+    working size (``warp_long_side``), else None."""
     part_masks: FramePartMasks | None
     """PTCM part masks of every window frame on the token grid; None without PTCM."""
 
@@ -807,16 +865,38 @@ class PoseAnythingPipeline:
             )
         weights = anchor_weights(plan.subject, plan.camera)
         pose_frames = None if shot.pose_frames is None else frozenset(shot.pose_frames)
+        detail = None
+        warps = self.config.flow_base == "warp"
+        if warps and self.config.warp_long_side and plan.settings.upscale:
+            size = detail_size(shot.width, shot.height, self.config.warp_long_side)
+            if size[0] * size[1] > plan.width * plan.height:
+                detail = DetailInputs(
+                    reference=fit_image(reference, *size),
+                    scale=np.array([size[0] / shot.width, size[1] / shot.height]),
+                )
+        tracks = anchor_tracks(shot, plan.anchors, plan.settings.camera_anchor)
+        cut = None
+        if warps and shot.pose_source == "joints":
+            # Every anchor's first frame is the shot's: one cut of the reference serves all.
+            size = (plan.width, plan.height) if detail is None else detail.reference.shape[1::-1]
+            mask = None if subject_mask is None else resize_frames(subject_mask[None], *size)[0]
+            cut = cut_subject(
+                self.fit_reference(reference, *size) if detail is None else detail.reference,
+                mask,
+                full_track(shot).select([0], np.array(size) / [shot.width, shot.height]),
+            )
         return RenderInputs(
             shot=shot,
             plan=plan,
             scale=scale,
-            tracks=anchor_tracks(shot, plan.anchors, plan.settings.camera_anchor),
+            tracks=tracks,
             rectangle=rectangle_track(shot) if self.config.flow_base == "warp" else None,
             mix=torch.tensor([weights[name] for name in plan.anchors], device=self.device),
             text=self.text_encoder.encode([shot.prompt]).to(self.device),
             pose_frames=frozenset() if plan.settings.blank_pose else pose_frames,
             reference=self.fit_reference(reference, plan.width, plan.height),
+            detail=detail,
+            cut=cut,
             style=style,
         )
 
@@ -868,14 +948,22 @@ class PoseAnythingPipeline:
             else [i for i, frame in enumerate(frames.tolist()) if frame in inputs.pose_frames]
         )
         pose_latents = self.encode_videos(self.pose_videos(inputs, frames, poses))
+        # A later window starts from a frame of the last one, which is at the warp's size.
+        reference_frame = np.rint(
+            resize_frames(reference_frame[None].astype(np.float32), plan.width, plan.height)[0]
+        ).astype(np.uint8)
         reference_latent = self.encode_videos([reference_frame[None]])
         bases = self.flow_bases(inputs, frames, poses)
+        warped = None
         if bases is None:
             base_latents = reference_latent.expand_as(pose_latents)
             base = np.broadcast_to(reference_frame, (plan.length, *reference_frame.shape))
         else:
-            base_latents = self.encode_videos([np.rint(b.frames).astype(np.uint8) for b in bases])
-            base = sum(w * b.frames for w, b in zip(inputs.mix.tolist(), bases, strict=True))
+            mixed = sum(w * b.frames for w, b in zip(inputs.mix.tolist(), bases, strict=True))
+            working = [resize_frames(b.frames, plan.width, plan.height) for b in bases]
+            base_latents = self.encode_videos([np.rint(b).astype(np.uint8) for b in working])
+            base = resize_frames(mixed, plan.width, plan.height)
+            warped = mixed if inputs.detail is not None else None
         return WindowConditions(
             index=index,
             frames=frames,
@@ -886,6 +974,7 @@ class PoseAnythingPipeline:
             base_offsets=None if bases is None else base_latents - reference_latent,
             base=base,
             region=None if bases is None else _guess_region(bases, plan.anchors),
+            warped=warped,
             part_masks=self.ptcm_masks(inputs, frames, poses, pose_latents) if plan.ptcm else None,
         )
 
@@ -897,9 +986,16 @@ class PoseAnythingPipeline:
         (``reference_detail``) and the warp kept outside its guess region
         (``warp_outside_region``)."""
         generated = self.decode_latents(latents)
-        if self.config.reference_detail is not None:
+        if window.warped is not None:
+            # Decoded against the base's own decode, the codec's loss cancels: only what the
+            # network changed reaches the full-size warp.
+            change = generated - self.decode_latents(window.base_latent)
+            generated = compose_detail(window.warped, window.region, change)
+            if window.index == 0:
+                generated[0] = inputs.detail.reference  # frame 1 is the reference, exactly
+        elif self.config.reference_detail is not None:
             generated = self._restore_detail(generated, latents, window.base, window.base_latent)
-        if window.region is not None and self.config.warp_outside_region:
+        if window.warped is None and window.region is not None and self.config.warp_outside_region:
             region = window.region[..., None]
             generated = region * generated + (1.0 - region) * window.base
         start = inputs.plan.starts[window.index]
@@ -947,9 +1043,13 @@ class PoseAnythingPipeline:
             return None
         plan = inputs.plan
         origin = np.concatenate([[0], frames])  # the shot's reference, then this window
+        detail = inputs.detail
+        reference, scale = (
+            (inputs.reference, inputs.scale) if detail is None else (detail.reference, detail.scale)
+        )
 
         def window(track: SkeletonTrack | None) -> SkeletonTrack | None:
-            return None if track is None else track.select(origin, inputs.scale)
+            return None if track is None else track.select(origin, scale)
 
         posed = None
         if poses is not None:
@@ -958,12 +1058,13 @@ class PoseAnythingPipeline:
         camera_moves = plan.settings.camera_anchor == "rectangle"
         bases = [
             flow_base(
-                inputs.reference,
+                reference,
                 "blank" if plan.settings.blank_pose else name,
                 window(inputs.tracks.get(name)) if name != "camera" else None,
                 window(inputs.rectangle) if name != "camera" or camera_moves else None,
                 len(origin),
                 posed,
+                layers=inputs.cut,
             )
             for name in plan.anchors
         ]
