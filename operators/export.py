@@ -28,6 +28,8 @@ class POSEANYTHING_OT_export_shot(bpy.types.Operator):
             return {"CANCELLED"}
         for note in result.notes:
             self.report({"INFO"}, note)
+        for shot_warning in result.warnings:
+            self.report({"WARNING"}, shot_warning)
         if warning:
             self.report({"WARNING"}, warning)
         self.report({"INFO"}, f"Shot written to {result.path}")

@@ -21,8 +21,8 @@ def _start(operator: bpy.types.Operator, context: bpy.types.Context, all_shots: 
         return {"CANCELLED"}
     for note in job.notes:
         operator.report({"INFO"}, note)
-    if job.warning:
-        operator.report({"WARNING"}, job.warning)
+    for warning in job.warnings:
+        operator.report({"WARNING"}, warning)
     return {"FINISHED"}
 
 

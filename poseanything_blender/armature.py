@@ -158,7 +158,8 @@ def _keep_mask(
         if not keep.any():
             raise SkeletonError(
                 f"every bone of armature {name!r} left by the other filters is hidden; "
-                "set include_hidden=True or unhide bones"
+                "unhide bones, or include hidden ones (Include Hidden Bones in the PoseAnything "
+                "panel, --include-hidden on the command line)"
             )
     return keep
 

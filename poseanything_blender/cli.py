@@ -23,15 +23,32 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import os
+import re
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from ..engine.errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, BadInput
 from .synthetic.command import add_synthetic_commands
 
 DEFORM_ONLY = {"auto": None, "yes": True, "no": False}
 DEMO_SCENE = "Walk"
+SEED_MAX = 2**31 - 1
+"""The largest seed a scene's Seed setting holds (a 32-bit signed integer)."""
+VALUE_OPTIONS_WITH_NEGATIVES = ("--frames",)
+"""Options whose value may start with '-' (``--frames -5:3``), which argparse reads as an option."""
+NEGATIVE = re.compile(r"^-\d")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line that names --help, not the whole usage before it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _frame_range(text: str) -> tuple[int, int]:
@@ -44,6 +61,55 @@ def _frame_range(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a frame range; write START:END in whole frames, e.g. 1:49"
         ) from None
+
+
+def _seed(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if not 0 <= seed <= SEED_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a seed; give a whole number from 0 to {SEED_MAX}"
+        )
+    return seed
+
+
+def _steps(text: str) -> int:
+    try:
+        steps = int(text)
+    except ValueError:
+        steps = 0
+    if steps < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a step count; give a whole number of at least 1 "
+            "(leave --steps out for the model's default)"
+        )
+    return steps
+
+
+def _guidance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0.0):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a guidance weight; give a finite number of at least 0, e.g. 1.0"
+        )
+    return value
+
+
+def _joined_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--frames -5:3`` as ``--frames=-5:3``: argparse takes a value that starts with '-' for
+    an option and says "expected one argument"."""
+    joined: list[str] = []
+    for argument in argv:
+        if joined and joined[-1] in VALUE_OPTIONS_WITH_NEGATIVES and NEGATIVE.match(argument):
+            joined[-1] = f"{joined[-1]}={argument}"
+        else:
+            joined.append(argument)
+    return joined
 
 
 def add_generate_options(parser: argparse.ArgumentParser) -> None:
@@ -60,10 +126,14 @@ def add_generate_options(parser: argparse.ArgumentParser) -> None:
         "--frames", type=_frame_range, metavar="A:B", help="frames A to B (default: the scene's)"
     )
     parser.add_argument("--prompt", help="what the video shows (default: the scene's setting)")
-    parser.add_argument("--seed", type=int, help="noise seed (default: the scene's setting)")
-    parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
-    parser.add_argument("--guidance", type=float, help="subject guidance")
-    parser.add_argument("--camera-guidance", type=float, help="camera guidance, 0 = locked-off")
+    parser.add_argument(
+        "--seed", type=_seed, help=f"noise seed, 0 to {SEED_MAX} (default: the scene's setting)"
+    )
+    parser.add_argument(
+        "--steps", type=_steps, help="sampling steps, at least 1 (default: the model's)"
+    )
+    parser.add_argument("--guidance", type=_guidance, help="subject guidance, 0 or more")
+    parser.add_argument("--camera-guidance", type=_guidance, help="camera guidance, 0 = locked-off")
     parser.add_argument("--model", type=Path, help="model folder (default: the bundled one)")
     parser.add_argument("--python", help="Python with torch to run the engine (default: this)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
@@ -72,14 +142,19 @@ def add_generate_options(parser: argparse.ArgumentParser) -> None:
         metavar="auto|local|ADDRESS",
         help="with --all-shots: render the shots as tasks on this Ray cluster",
     )
-    parser.add_argument("--output-folder", type=Path, help="where shots and videos go")
+    parser.add_argument("--include-hidden", action="store_true", help="also hidden bones")
+    parser.add_argument(
+        "--output-folder",
+        metavar="FOLDER",
+        help="where shots and videos go; //FOLDER is relative to the .blend (default: the file's)",
+    )
     parser.add_argument(
         "--save", type=Path, metavar="OUT.blend", help="save the .blend with the new strips here"
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="poseanything-blender",
         description="PoseAnything's Blender side, with bpy as a Python module.",
     )
@@ -116,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--include-hidden", action="store_true", help="also hidden bones")
     export.add_argument("--prompt", default="", help="what the video shows")
-    export.add_argument("--seed", type=int, default=0, help="noise seed for the video")
+    export.add_argument(
+        "--seed", type=_seed, default=0, help=f"noise seed for the video, 0 to {SEED_MAX}"
+    )
     export.add_argument("--out", required=True, type=Path, metavar="SHOT_DIR")
 
     generate = commands.add_parser(
@@ -136,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for demo.blend, the shot and the video (default: out/demo)",
     )
     demo.add_argument("--model", type=Path, help="model folder (default: the bundled one)")
-    demo.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    demo.add_argument(
+        "--steps", type=_steps, help="sampling steps, at least 1 (default: the model's)"
+    )
 
     for name, run in (("export", _export), ("generate", _generate), ("demo", _demo)):
         commands.choices[name].set_defaults(run=run)
@@ -182,6 +261,8 @@ def _export(args: argparse.Namespace) -> int:
     result = export_shot(settings)
     for note in result.notes:
         print(f"note: {note}")
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"shot: {result.path}")
     return 0
 
@@ -216,8 +297,17 @@ def _apply_options(scene, args: argparse.Namespace) -> None:
     ):
         if getattr(args, option) is not None:
             setattr(settings, name, getattr(args, option))
+    if args.include_hidden:
+        settings.include_hidden = True
     if args.output_folder is not None:
-        settings.output_folder = str(args.output_folder.expanduser().absolute())
+        settings.output_folder = _output_folder_setting(args.output_folder)
+
+
+def _output_folder_setting(text: str) -> str:
+    """``//...`` stays relative to the .blend (and to its copies); anything else is absolute."""
+    if text.startswith("//"):
+        return text
+    return str(Path(text).expanduser().absolute())
 
 
 def _register_extension() -> None:
@@ -263,8 +353,8 @@ def generate_in_loaded_file(args: argparse.Namespace) -> int:
     """Generate in the file Blender has open; the shared body of both generate commands."""
     _register_extension()
     scene = _scene(args.scene)
-    if args.save is not None and args.save.suffix != ".blend":
-        raise BadInput(f"--save {args.save}: give a file name ending in .blend")
+    if args.save is not None:
+        check_save_path(args.save)
     _apply_options(scene, args)
     engine = _engine_options(
         scene, args.model, python=args.python, device=args.device, ray=args.ray
@@ -272,34 +362,88 @@ def generate_in_loaded_file(args: argparse.Namespace) -> int:
     return _generate_and_report(scene, engine, args.all_shots, args.save)
 
 
+def check_save_path(save: Path) -> None:
+    """Refuse a ``--save`` that cannot be written before anything is exported or rendered: a
+    refusal at the end would lose the .blend with the new strips."""
+    from .shot_export import check_writable_folder
+
+    if save.suffix != ".blend":
+        raise BadInput(f"--save {save}: give a file name ending in .blend")
+    save = save.expanduser().absolute()
+    if save.is_dir():
+        raise BadInput(f"--save {save} is a folder; give a file name ending in .blend")
+    if save.parent.exists() and not save.parent.is_dir():
+        raise BadInput(f"--save {save}: {save.parent} is a file, not a folder; save elsewhere")
+    if not save.parent.is_dir():
+        raise BadInput(
+            f"--save {save}: the folder {save.parent} does not exist; create it or save elsewhere"
+        )
+    check_writable_folder(save.parent, "give --save a file in a folder you can write to")
+
+
+def save_blend(save: Path, fallback_folder: Path) -> Path:
+    """Save a copy of the open file (with the new strips) at ``save``; when that fails at the
+    end after all, beside the shots under a new name, so the strips are not lost. Returns where
+    it went; raises ``BadInput`` only when neither place takes it."""
+    import bpy
+
+    save = save.expanduser().absolute()
+    try:
+        bpy.ops.wm.save_as_mainfile(filepath=str(save), copy=True)
+        return save
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[-1]
+    fallback = _free_name(Path(fallback_folder), save.stem)
+    try:
+        bpy.ops.wm.save_as_mainfile(filepath=str(fallback), copy=True)
+    except RuntimeError as error:
+        raise BadInput(
+            f"cannot save {save} ({reason}) nor {fallback}; the videos are in {fallback_folder}"
+        ) from error
+    print(f"warning: cannot save {save} ({reason}); saved it as {fallback} instead")
+    return fallback
+
+
+def _free_name(folder: Path, stem: str) -> Path:
+    """``folder/stem.blend``, or the first ``stem_N.blend`` not taken: nothing is written over."""
+    candidate, number = folder / f"{stem}.blend", 1
+    while candidate.exists():
+        number += 1
+        candidate = folder / f"{stem}_{number}.blend"
+    return candidate
+
+
 def _generate_and_report(scene, engine, all_shots: bool, save: Path | None) -> int:
     """``generate.start_generate``, then its progress and results as lines; the .blend with
     the new strips saved to ``save``."""
-    import bpy
 
     from .generate import start_generate
     from .job import cancel_job, wait
 
     job = start_generate(scene, all_shots=all_shots, engine=engine)
-    if job.warning:
-        print(f"warning: {job.warning}")
+    for warning in job.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for note in job.notes:
         print(f"note: {note}")
     print(f"generating {len(job.tasks)} shot(s) into {job.folder}", flush=True)
-    printed = [""]
+    printed, interrupted = [""], []
 
-    def print_progress(scene) -> None:
+    def on_tick(scene) -> None:
+        if interrupted and not job.cancelled:
+            cancel_job(scene)
         status = scene.poseanything.job_status
         if status and status != printed[-1]:
             printed.append(status)
             print(f"  {status}", flush=True)
 
+    # Ctrl-C cancels between two ticks, never in the middle of starting a take's engine
+    previous = signal.signal(signal.SIGINT, lambda _signum, _frame: interrupted.append(True))
     try:
-        wait(scene, on_tick=print_progress)
-    except KeyboardInterrupt:
-        cancel_job(scene)
-        wait(scene)
-        print("cancelled", file=sys.stderr)
+        wait(scene, on_tick=on_tick)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if job.cancelled:
+        print("poseanything-blender: cancelled", file=sys.stderr)
         return EXIT_CANCELLED
     for result in job.export_failures + job.results:
         if result.status == "done":
@@ -307,9 +451,7 @@ def _generate_and_report(scene, engine, all_shots: bool, save: Path | None) -> i
         else:
             print(f"failed: {result.shot}: {result.error}", file=sys.stderr)
     if save is not None:
-        save = save.expanduser().absolute()
-        bpy.ops.wm.save_as_mainfile(filepath=str(save), copy=True)
-        print(f"blend: {save}")
+        print(f"blend: {save_blend(save, job.folder)}")
     return 0 if job.ok else EXIT_FAILED
 
 
@@ -335,10 +477,11 @@ def _demo(args: argparse.Namespace) -> int:
     demo.scene.name = DEMO_SCENE
     settings = demo.scene.poseanything
     settings.armature = demo.armature
-    settings.output_folder = str(out)
+    settings.output_folder = "//"  # the shots stay beside the .blend, and with its copies
     if args.steps is not None:
         settings.steps = args.steps
     blend = out / "demo.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))  # saved first: "//" needs a place
     try:
         resolve_model_dir(args.model)
     except ModelNotFoundError as error:
@@ -361,20 +504,20 @@ def _export_demo_shot(demo, blend: Path) -> None:
 
     task, _folder, _warning = scene_task(demo.scene, bpy.context.view_layer)
     print(f"shot: {export_shot(task.export).path}")
-    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    bpy.ops.wm.save_mainfile(filepath=str(blend))
     print(f"demo scene: {blend}")
 
 
 def blender_command(argv: list[str]) -> int:
     """``blender -b FILE.blend --command poseanything generate [...]``: the file is open."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="blender -b FILE.blend --command poseanything",
         description="PoseAnything inside Blender: generate the open file's shot(s).",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     add_generate_options(commands.add_parser("generate", help="render the shot(s) of the file"))
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_joined_negative_values(argv))
     except SystemExit as exit_:  # argparse exits on --help and on errors; Blender wants a code
         return int(exit_.code or 0)
     try:
@@ -384,13 +527,36 @@ def blender_command(argv: list[str]) -> int:
         return EXIT_BAD_INPUT
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _cancel_at_once(_signum, _frame) -> None:
+    os.write(sys.stderr.fileno(), b"poseanything-blender: cancelled\n")
+    os._exit(EXIT_CANCELLED)
+
+
+def _import_bpy() -> None:
+    """Import bpy with Ctrl-C stopping the process at once: bpy's start-up catches the
+    KeyboardInterrupt (a traceback, then it goes on), and nothing has been written yet."""
+    previous = signal.signal(signal.SIGINT, _cancel_at_once)
     try:
+        import bpy  # noqa: F401
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Ctrl-C at any moment (bpy loading, the export, the render) ends with exit 130 and one
+    line; whatever was staged is removed on the way out, and a running take is discarded."""
+    try:
+        args = build_parser().parse_args(
+            _joined_negative_values(sys.argv[1:] if argv is None else argv)
+        )
+        _import_bpy()
         return args.run(args) or 0
     except BadInput as error:
         print(f"poseanything-blender: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("poseanything-blender: cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
 
 
 if __name__ == "__main__":

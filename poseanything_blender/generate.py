@@ -14,7 +14,7 @@ line only parses its options and prints.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import bpy
 
@@ -24,7 +24,8 @@ from ..engine.errors import BadInput
 from . import models
 from .engine_process import EngineSettings, resolve_engine_python
 from .job import Job, check_idle, start_job
-from .shot_export import export_shot
+from .shot_export import check_output_folder, check_writable_folder, export_shot
+from .takes import TAKES_DIR
 from .tasks import GenerateError, ShotTask, batch_tasks, scene_task
 
 # ``bl_ext.<repo>.poseanything`` when Blender loads the extension, ``poseanything`` from pip.
@@ -108,18 +109,52 @@ def check_model(engine: EngineOptions, use_ray: bool = False) -> None:
         raise GenerateError(str(error)) from error
 
 
-def export_tasks(tasks: list[ShotTask]) -> tuple[list[ShotTask], list[ShotResult], list[str]]:
-    """Write each task's shot folder; tasks that cannot export become failed results."""
-    exported, failed, notes = [], [], []
+def check_outputs(task: ShotTask) -> None:
+    """Every place the task will write, before anything is exported or rendered: its shot
+    folder (writable, not another .blend's) and the folder its takes go in."""
+    takes = check_output_folder(task.export.out) / TAKES_DIR
+    if takes.exists() and not takes.is_dir():
+        raise GenerateError(
+            f"{takes} is a file where the takes of shot {task.name!r} go; move it away or "
+            "choose another output folder"
+        )
+    if takes.is_dir():
+        check_writable_folder(takes, "make it writable or choose another output folder")
+
+
+@dataclass
+class Exported:
+    """What exporting a job's tasks gave: the tasks ready to render, the ones that failed."""
+
+    tasks: list[ShotTask]
+    failures: list[ShotResult]
+    notes: list[str]
+    warnings: list[str]
+
+
+def export_tasks(tasks: list[ShotTask]) -> Exported:
+    """Write each task's shot folder, every output checked first; a task that cannot export
+    (a shot that would waste a render included) becomes a failed result."""
+    exported = Exported([], [], [], [])
+    checked = []
     for task in tasks:
         try:
-            result = export_shot(task.export)
+            check_outputs(task)
+            checked.append(task)
         except BadInput as error:
-            failed.append(ShotResult(task.name, "failed", error=str(error)))
+            exported.failures.append(ShotResult(task.name, "failed", error=str(error)))
+    for task in checked:
+        try:
+            result = export_shot(replace(task.export, strict=True))
+        except BadInput as error:
+            exported.failures.append(ShotResult(task.name, "failed", error=str(error)))
             continue
-        notes.extend(result.notes)
-        exported.append(task)
-    return exported, failed, notes
+        exported.notes.extend(result.notes)
+        exported.warnings.extend(
+            f"{task.name}: {w}" if len(tasks) > 1 else w for w in result.warnings
+        )
+        exported.tasks.append(task)
+    return exported
 
 
 def start_generate(
@@ -146,19 +181,20 @@ def start_generate(
         view_layer = bpy.context.view_layer if scene == bpy.context.scene else scene.view_layers[0]
     if all_shots:
         tasks, failures, folder, warning = batch_tasks(scene, view_layer, preferences)
-        tasks, export_failures, notes = export_tasks(tasks)
-        failures += export_failures
     else:
         task, folder, warning = scene_task(scene, view_layer, preferences)
-        tasks, failures, notes = [task], [], list(export_shot(task.export).notes)
+        tasks, failures = [task], []
+    exported = export_tasks(tasks)
+    if not all_shots and exported.failures:
+        raise GenerateError(exported.failures[0].error)
     job = Job(
         scene.session_uid,
         folder,
-        tasks,
+        exported.tasks,
         settings,
         ray=engine.ray if all_shots else "",
-        export_failures=failures,
-        notes=tuple(notes),
-        warning=warning,
+        export_failures=failures + exported.failures,
+        notes=tuple(exported.notes),
+        warnings=tuple(([warning] if warning else []) + exported.warnings),
     )
     return start_job(scene, job)

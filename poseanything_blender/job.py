@@ -68,8 +68,9 @@ class Job:
     """Shots whose settings or folder were unusable; reported with the rest at the end."""
     notes: tuple[str, ...] = ()
     """What the export wants the user to know (bones dropped, filters applied); not errors."""
-    warning: str = ""
-    """Said when the job started: outputs go to a stand-in folder (the .blend is not saved)."""
+    warnings: tuple[str, ...] = ()
+    """Said when the job started: outputs go to a stand-in folder (the .blend is not saved), a
+    shot whose subject does not move or shows no mesh."""
     results: list[ShotResult] = field(default_factory=list)
     """One per rendered task, in order; ``output`` is the take's video."""
     strips: dict[str, str] = field(default_factory=dict)

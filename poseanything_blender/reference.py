@@ -7,6 +7,7 @@ settings, so every setting changed here is put back afterwards, even when the re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -129,6 +130,9 @@ def _srgb_from_linear(linear: np.ndarray) -> np.ndarray:
 MAX_ASPECT_DIFFERENCE = 0.01
 """A reference image whose aspect differs from the shot's by more than this is refused:
 cropping would cut the subject, stretching would distort it."""
+MAX_UPSCALE = 4.0
+"""A reference image smaller than the shot by more than this factor is refused: enlarged, it
+is a blur that shows no subject (a 1x1 image is one colour)."""
 GEOMETRY_TYPES = frozenset({"MESH", "CURVE", "CURVES", "SURFACE", "META", "FONT", "POINTCLOUD"})
 
 
@@ -148,6 +152,12 @@ def _scaled_pixels(image: bpy.types.Image, width: int, height: int, path: Path, 
                 f"the reference image {path} is {source_width}x{source_height}, which does not "
                 f"have the shot's aspect ({width}x{height}, {difference:.0%} apart); crop it to "
                 f"{width}x{height} or change the render size"
+            )
+        if width > source_width * MAX_UPSCALE or height > source_height * MAX_UPSCALE:
+            raise ReferenceImageError(
+                f"the reference image {path} is {source_width}x{source_height}, too small for the "
+                f"shot's {width}x{height}; give one of at least "
+                f"{math.ceil(width / MAX_UPSCALE)}x{math.ceil(height / MAX_UPSCALE)}"
             )
         image.scale(width, height)
         notes.append(

@@ -10,6 +10,7 @@ settings put them back themselves.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ import bpy
 import numpy as np
 
 from ..engine.contract.camera import project_points
-from ..engine.contract.shot import Guidance, Shot, ShotError, write_shot
+from ..engine.contract.shot import SHOT_JSON, Guidance, Shot, ShotError, write_shot
 from ..engine.errors import BadInput
 from .armature import SkeletonError, SkeletonOptions, extract_skeleton
 from .camera_path import CameraError, camera_path, gather_render_size
@@ -61,6 +62,9 @@ class ExportSettings:
     seed: int = 0
     guidance: Guidance = Guidance()
     pose_frames: tuple[int, ...] | None = None
+    strict: bool = False
+    """Refuse (rather than warn about) a shot that would waste a render (``_doubtful_shot``):
+    Generate sets it; an export only warns."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,8 @@ class ExportResult:
     path: Path
     notes: tuple[str, ...]
     """Things the user may want to know (bones dropped, filters applied); not errors."""
+    warnings: tuple[str, ...] = ()
+    """A shot that was written but probably not the one meant (nothing in view, no motion)."""
 
 
 def _names(objects) -> str:
@@ -129,8 +135,9 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
-def _check_output_folder(out: Path) -> Path:
-    """Fail now, not after minutes of evaluation, if the shot folder cannot be written.
+def check_output_folder(out: Path) -> Path:
+    """Fail now, not after minutes of evaluation, if the shot folder cannot be written, or
+    holds the shot of another .blend (``check_source_blend``); returns it absolute.
 
     The shot is staged next to the folder and renamed into it, so both the folder (when it
     exists) and the place it is created in must accept new files. Probing with a real temporary
@@ -139,21 +146,55 @@ def _check_output_folder(out: Path) -> Path:
     out = Path(out).expanduser().absolute()
     if out.exists() and not out.is_dir():
         raise ExportError(f"the output {out} is a file; give a folder for the shot")
+    check_source_blend(out)
     places = {_nearest_existing(out.parent)} | ({out} if out.exists() else set())
     for place in places:
         if not place.is_dir():
             raise ExportError(
                 f"cannot create the output folder {out}: {place} is a file; choose another folder"
             )
-        try:
-            with tempfile.TemporaryFile(dir=place):
-                pass
-        except OSError as error:
-            raise ExportError(
-                f"cannot write to {place} ({error.strerror}); choose an output folder you can "
-                "write to"
-            ) from error
+        check_writable_folder(place, "choose an output folder you can write to")
     return out
+
+
+def check_writable_folder(folder: Path, what_to_do: str) -> None:
+    """Probe ``folder`` with a real temporary file: that answers for permissions, read-only
+    disks and quotas alike, and for root too, whom permission bits do not stop."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ExportError(f"cannot write to {folder} ({error.strerror}); {what_to_do}") from error
+
+
+def shot_source_blend(out: Path) -> str | None:
+    """The other .blend whose shot ``out`` holds (``source_blend`` of its shot.json), if that
+    file still exists; else None. A shot beside the open file and away from its source came
+    with a copy of the project, so it is the copy's. A hand-made shot.json names no one."""
+    try:
+        meta = json.loads((Path(out) / SHOT_JSON).read_text(encoding="utf-8"))
+        source = meta["source_blend"] if isinstance(meta, dict) else ""
+    except (OSError, ValueError, KeyError):
+        return None
+    if not isinstance(source, str) or not source or not Path(source).is_file():
+        return None
+    source_path = Path(source).resolve()
+    this = Path(bpy.data.filepath).resolve() if bpy.data.filepath else None
+    if this == source_path:
+        return None
+    copied = this is not None and out.is_relative_to(this.parent)
+    return None if copied and not out.is_relative_to(source_path.parent) else source
+
+
+def check_source_blend(out: Path) -> None:
+    source = shot_source_blend(Path(out).resolve())
+    if source is not None:
+        this = bpy.data.filepath or "this unsaved file"
+        raise ExportError(
+            f"{out} holds the shot of {source}, not of {this}; choose another output folder "
+            "(Output Folder in the PoseAnything panel, --output-folder on the command line; "
+            "//poseanything/ keeps a file's shots beside it), or move that folder away"
+        )
 
 
 def _existing_image(path: Path, what: str) -> Path:
@@ -205,7 +246,7 @@ def _rendered_reference(
         mask = render_subject_mask(scene, camera_obj, frame, folder / "mask.png", subject)
     if mask is None or not mask.any():
         warning = (
-            f"warning: armature {armature_obj.name!r} deforms or carries no mesh visible in "
+            f"armature {armature_obj.name!r} deforms or carries no mesh visible in "
             f"frame {frame}, so the reference shows no subject; give a reference image of it "
             "(--reference IMAGE, or Reference: Image in the panel)"
         )
@@ -227,6 +268,54 @@ def _shot_local_pose_frames(
     return local
 
 
+def _doubtful_shot(
+    scene: bpy.types.Scene,
+    armature_obj: bpy.types.Object,
+    camera_obj: bpy.types.Object,
+    frames: tuple[int, int],
+    joints3d: np.ndarray,
+    visible: np.ndarray,
+) -> tuple[list[str], list[str]]:
+    """What says a shot is probably not the one meant, as (refusals, warnings). Refusals would
+    waste a render: no joint ever in view (blank skeleton images), or frames outside the scene's
+    range where the armature holds one pose (past the end of its action). Frames outside the
+    range, or a held pose, alone are only warnings: a still subject under a moving camera is a
+    shot."""
+    start, end = frames
+    refusals, warnings = [], []
+    if not visible.any():
+        refusals.append(
+            f"no joint of armature {armature_obj.name!r} is in view of camera "
+            f"{camera_obj.name!r} in any of frames {start}:{end}, so its skeleton images are "
+            "blank; aim the camera at the armature or pick another camera"
+        )
+    outside = start < scene.frame_start or end > scene.frame_end
+    held = len(joints3d) > 1 and np.allclose(joints3d, joints3d[:1], atol=1e-6)
+    range_text = (
+        f"frames {start}:{end} reach outside the scene's frame range "
+        f"{scene.frame_start}:{scene.frame_end}"
+    )
+    if held:
+        animation = armature_obj.animation_data
+        action = animation.action if animation is not None else None
+        keyed = (
+            f"its action {action.name!r} spans frames "
+            f"{int(action.frame_range[0])}:{int(action.frame_range[1])}"
+            if action is not None
+            else "it has no action"
+        )
+        held_text = (
+            f"armature {armature_obj.name!r} holds one pose through frames {start}:{end} "
+            f"({keyed}), so the video's subject will not move; pick frames where it moves"
+        )
+        (refusals if outside else warnings).append(
+            f"{range_text}, and {held_text}" if outside else held_text
+        )
+    elif outside:
+        warnings.append(range_text)
+    return refusals, warnings
+
+
 def export_shot(settings: ExportSettings) -> ExportResult:
     """Export the armature's motion through the camera as a shot folder; return its path."""
     scene = _resolve_scene(settings.scene)
@@ -234,7 +323,7 @@ def export_shot(settings: ExportSettings) -> ExportResult:
     camera_obj = _resolve_camera(scene, settings.camera)
     frame_start, frame_end = _resolve_frames(scene, settings.frames)
     pose_frames = _shot_local_pose_frames(settings.pose_frames, frame_start, frame_end)
-    out = _check_output_folder(settings.out)
+    out = check_output_folder(settings.out)
     render_size = gather_render_size(scene)
     notes: list[str] = []
     given_reference = mask = None
@@ -263,6 +352,12 @@ def export_shot(settings: ExportSettings) -> ExportResult:
     joints2d, depth, visible = project_points(
         motion.joints3d, path.K, path.w2c, path.cam_type, path.width, path.height
     )
+    refusals, warnings = _doubtful_shot(
+        scene, armature_obj, camera_obj, (frame_start, frame_end), motion.joints3d, visible
+    )
+    if refusals and settings.strict:
+        raise ExportError(refusals[0])
+    warnings = refusals + warnings
     shot = Shot(
         name=out.name,
         fps=scene.render.fps / scene.render.fps_base,
@@ -286,12 +381,12 @@ def export_shot(settings: ExportSettings) -> ExportResult:
     with tempfile.TemporaryDirectory(prefix="poseanything-reference-") as temporary:
         reference = given_reference
         if reference is None:
-            reference, mask, render_notes = _rendered_reference(
+            reference, mask, render_warnings = _rendered_reference(
                 scene, armature_obj, camera_obj, frame_start, Path(temporary)
             )
-            notes.extend(render_notes)
+            warnings.extend(render_warnings)
         try:
             written = write_shot(shot, out, reference, reference_mask=mask)
         except ShotError as error:
             raise ExportError(str(error)) from error
-    return ExportResult(path=written, notes=tuple(notes))
+    return ExportResult(path=written, notes=tuple(notes), warnings=tuple(warnings))

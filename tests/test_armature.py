@@ -184,7 +184,7 @@ def test_hidden_bones_are_skipped_unless_asked_for(fresh_scene):
 
     for bone in armature_obj.pose.bones:
         bone.hide = True
-    with pytest.raises(SkeletonError, match="include_hidden=True"):
+    with pytest.raises(SkeletonError, match="--include-hidden on the command line"):
         extract_skeleton(armature_obj)
 
 

@@ -301,7 +301,7 @@ def test_an_armature_without_a_visible_mesh_warns_to_give_a_reference_image(fres
     build_small_scene()
     bpy.data.objects["Cube"].parent = None
     result = export_shot(export_settings(tmp_path / "shot"))
-    assert any(note.startswith("warning") and "--reference IMAGE" in note for note in result.notes)
+    assert any("--reference IMAGE" in warning for warning in result.warnings)
     assert not (result.path / "reference_mask.png").exists()
 
 
