@@ -169,8 +169,9 @@ def start_generate(
     ``view_layer`` gives the active armature (None: the context's for the context's scene, else
     the scene's first); ``engine`` None: the preferences' options. Raises ``BadInput`` (with
     what to change) when it cannot start; with ``all_shots`` a shot that cannot export is a
-    failed result instead, and the others go on. The returned job carries the export's notes
-    and warning; ``job.tick`` renders it, ``job.wait`` ticks until it ends.
+    failed result instead, and the others go on (none left: it cannot start). The returned job
+    carries the export's notes and warnings; ``job.tick`` renders it, ``job.wait`` ticks until
+    it ends.
     """
     check_idle(scene)
     preferences = addon_preferences()
@@ -185,16 +186,25 @@ def start_generate(
         task, folder, warning = scene_task(scene, view_layer, preferences)
         tasks, failures = [task], []
     exported = export_tasks(tasks)
-    if not all_shots and exported.failures:
-        raise GenerateError(exported.failures[0].error)
+    failures += exported.failures
+    if failures and not (all_shots and exported.tasks):
+        raise GenerateError(_refusal(failures))
     job = Job(
         scene.session_uid,
         folder,
         exported.tasks,
         settings,
         ray=engine.ray if all_shots else "",
-        export_failures=failures + exported.failures,
+        export_failures=failures,
         notes=tuple(exported.notes),
         warnings=tuple(([warning] if warning else []) + exported.warnings),
     )
     return start_job(scene, job)
+
+
+def _refusal(failures: list[ShotResult]) -> str:
+    """Why no shot can start, in one line."""
+    if len(failures) == 1:
+        return failures[0].error
+    reasons = "; ".join(f"{failure.shot}: {failure.error}" for failure in failures)
+    return f"none of the {len(failures)} shots can be generated: {reasons}"

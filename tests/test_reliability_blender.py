@@ -264,21 +264,47 @@ def test_a_shot_that_would_render_nothing_warns_at_export_and_generate_refuses(
     assert {k: v for k, v in digest(small_blend.parent).items() if k in before} == before
 
 
-def test_the_generate_operator_refuses_a_shot_with_nothing_in_view(
-    small_blend, model_dir, monkeypatch
+def test_generate_all_shots_with_none_that_can_render_is_refused(small_blend, model_dir):
+    """Every shot fails before rendering (no camera; nothing in view): bad input, exit 2."""
+    away = variant(small_blend, "away", aim_camera_away)
+    refused = run("generate", away, "--all-shots", "--model", model_dir)
+    assert_refused(refused, "error: none of the 2 shots can be generated: No_Camera: scene")
+    assert "Scene: no joint of armature 'Rig' is in view" in refused.stderr
+    assert len(our_lines(refused.stderr)) == 1, refused.stderr
+    assert not (small_blend.parent / "poseanything").exists()
+
+
+def test_the_generate_operators_refuse_before_rendering(
+    small_blend, tmp_path, model_dir, monkeypatch
 ):
+    """The panel's buttons give the command line's answers as reports: another .blend's shots
+    in the output folder (case 1), nothing in view (case 5)."""
+    import shutil
+
     import bpy
 
     import poseanything
 
     monkeypatch.setenv("POSEANYTHING_MODEL", str(model_dir))
+    other = shutil.copyfile(small_blend, tmp_path / "other.blend")
+    shots = tmp_path / "shots"
+    assert run("export", other, "--armature", "Rig", "--out", shots / "Scene").returncode == 0
+    before = digest(shots)
     bpy.ops.wm.open_mainfile(filepath=str(small_blend))
     poseanything.register()
     try:
+        settings = bpy.context.scene.poseanything
+        settings.armature = bpy.data.objects["Rig"]
+        settings.output_folder = str(shots)
+        with pytest.raises(RuntimeError, match=f"holds the shot of {other}, not of {small_blend}"):
+            bpy.ops.poseanything.generate()
+        assert digest(shots) == before
+        settings.output_folder = "//poseanything/"
         aim_camera_away(bpy)
-        bpy.context.scene.poseanything.armature = bpy.data.objects["Rig"]
         with pytest.raises(RuntimeError, match="no joint of armature 'Rig' is in view"):
             bpy.ops.poseanything.generate()
+        with pytest.raises(RuntimeError, match="none of the 2 shots can be generated: No_Camera"):
+            bpy.ops.poseanything.generate_all()
         takes = small_blend.parent / "poseanything" / "Scene" / "takes"
         assert not takes.exists() or not list(takes.iterdir())
     finally:
