@@ -28,7 +28,8 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -42,6 +43,7 @@ SEED_MAX = 2**31 - 1
 VALUE_OPTIONS_WITH_NEGATIVES = ("--frames",)
 """Options whose value may start with '-' (``--frames -5:3``), which argparse reads as an option."""
 NEGATIVE = re.compile(r"^-\d")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -353,6 +355,8 @@ def generate_in_loaded_file(args: argparse.Namespace) -> int:
     """Generate in the file Blender has open; the shared body of both generate commands."""
     _register_extension()
     scene = _scene(args.scene)
+    if args.ray is not None and not args.all_shots:
+        raise BadInput("--ray renders the shots of --all-shots; add --all-shots or leave --ray out")
     if args.save is not None:
         check_save_path(args.save)
     _apply_options(scene, args)
@@ -437,11 +441,8 @@ def _generate_and_report(scene, engine, all_shots: bool, save: Path | None) -> i
             print(f"  {status}", flush=True)
 
     # Ctrl-C cancels between two ticks, never in the middle of starting a take's engine
-    previous = signal.signal(signal.SIGINT, lambda _signum, _frame: interrupted.append(True))
-    try:
+    with _on_stop(lambda _signum, _frame: interrupted.append(True)):
         wait(scene, on_tick=on_tick)
-    finally:
-        signal.signal(signal.SIGINT, previous)
     if job.cancelled:
         print("poseanything-blender: cancelled", file=sys.stderr)
         return EXIT_CANCELLED
@@ -452,7 +453,9 @@ def _generate_and_report(scene, engine, all_shots: bool, save: Path | None) -> i
             print(f"failed: {result.shot}: {result.error}", file=sys.stderr)
     if save is not None:
         print(f"blend: {save_blend(save, job.folder)}")
-    return 0 if job.ok else EXIT_FAILED
+    if job.ok:
+        return 0
+    return EXIT_BAD_INPUT if job.refused else EXIT_FAILED
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -532,25 +535,30 @@ def _cancel_at_once(_signum, _frame) -> None:
     os._exit(EXIT_CANCELLED)
 
 
-def _import_bpy() -> None:
-    """Import bpy with Ctrl-C stopping the process at once: bpy's start-up catches the
-    KeyboardInterrupt (a traceback, then it goes on), and nothing has been written yet."""
-    previous = signal.signal(signal.SIGINT, _cancel_at_once)
+@contextmanager
+def _on_stop(handler) -> Iterator[None]:
+    """``handler`` for Ctrl-C and for ``kill`` (SIGTERM) alike, the previous ones put back: a
+    terminated run cleans up as a cancelled one does."""
+    previous = {number: signal.signal(number, handler) for number in STOP_SIGNALS}
     try:
-        import bpy  # noqa: F401
+        yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, old in previous.items():
+            signal.signal(number, old)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Ctrl-C at any moment (bpy loading, the export, the render) ends with exit 130 and one
-    line; whatever was staged is removed on the way out, and a running take is discarded."""
+    """Ctrl-C or kill (SIGTERM) at any moment (bpy loading, the export, the render) ends with
+    exit 130 and one line; whatever was staged is removed on the way out, and a running take
+    is discarded."""
     try:
         args = build_parser().parse_args(
             _joined_negative_values(sys.argv[1:] if argv is None else argv)
         )
-        _import_bpy()
-        return args.run(args) or 0
+        with _on_stop(_cancel_at_once):  # bpy's start-up swallows a KeyboardInterrupt
+            import bpy  # noqa: F401
+        with _on_stop(signal.default_int_handler):
+            return args.run(args) or 0
     except BadInput as error:
         print(f"poseanything-blender: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

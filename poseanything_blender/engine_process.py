@@ -222,6 +222,8 @@ class EngineStatus:
     """The latest event of each kind (``models`` runs read ``plan``, ``file`` and ``models``)."""
     seconds: float = 0.0
     """From the start of the process to its end (set when it finished)."""
+    returncode: int | None = None
+    """The process's exit code once it ended (2: it refused bad input)."""
 
     @property
     def fraction(self) -> float:
@@ -337,6 +339,7 @@ class EngineProcess:
         self._log.close()
         status = self.status
         status.seconds = time.monotonic() - self._started_at
+        status.returncode = returncode
         if self._cancel_at is not None:
             status.state, status.message = CANCELLED, self.request.cancelled_message
         elif returncode in self.request.ok_codes:

@@ -31,6 +31,7 @@ from pathlib import Path
 import bpy
 
 from ..engine.batch.runners import STATUSES, ShotResult
+from ..engine.errors import EXIT_BAD_INPUT
 from .engine_process import (
     DONE,
     FAILED,
@@ -75,6 +76,8 @@ class Job:
     """One per rendered task, in order; ``output`` is the take's video."""
     strips: dict[str, str] = field(default_factory=dict)
     """Shot name: the strip its take became."""
+    refusals: int = 0
+    """Takes the engine refused as bad input (exit 2: the device, the model, the shot)."""
     log: str = ""
     """The engine log a failed take kept (the last one), for the panel's Engine Log field."""
     process: EngineProcess | None = None
@@ -96,6 +99,13 @@ class Job:
         """Every shot became a strip."""
         shots = self.export_failures + self.results
         return not self.cancelled and all(result.status == "done" for result in shots)
+
+    @property
+    def refused(self) -> bool:
+        """Nothing was made and every shot was bad input, which a second run cannot fix."""
+        shots = len(self.export_failures) + len(self.results)
+        refused = len(self.export_failures) + self.refusals
+        return not self.cancelled and shots > 0 and refused == shots
 
     @property
     def fraction(self) -> float:
@@ -318,6 +328,7 @@ def _take_finished(scene: bpy.types.Scene | None, job: Job) -> None:
             job.log = str(take.log)
         else:
             discard_take(take)  # bad input: the message says it all, the folder holds nothing
+        job.refusals += status.returncode == EXIT_BAD_INPUT
         failed = ShotResult(task.name, "failed", status.seconds, attempts=1, error=status.message)
         job.results.append(failed)
         return

@@ -96,11 +96,10 @@ def assert_refused(completed: subprocess.CompletedProcess, message: str, code: i
         ("--camera-guidance", "1e400", "is not a guidance weight; give a finite number"),
         ("--guidance", "-5", "is not a guidance weight; give a finite number of at least 0"),
         ("--frames", "-5:3x", "'-5:3x' is not a frame range; write START:END"),
+        ("--ray", "local", "--ray renders the shots of --all-shots; add --all-shots or leave"),
     ],
 )
-def test_generate_refuses_numbers_out_of_range_before_opening_the_file(
-    small_blend, option, value, message
-):
+def test_generate_refuses_options_out_of_range_before_any_work(small_blend, option, value, message):
     before = digest(small_blend.parent)
     refused = run("generate", small_blend, option, value)
     assert_refused(refused, message)
@@ -168,8 +167,32 @@ def wait_for_bpy(pid: int) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps")
-@pytest.mark.parametrize("moment", ["importing bpy", "opening and exporting", "rendering"])
-def test_ctrl_c_at_any_moment_exits_130_with_one_line(small_blend, model_dir, moment):
+def engine_processes(folder: Path) -> list[int]:
+    """Processes whose command line names ``folder``: the engine rendering a shot in it."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(folder) in cmdline.read_bytes().decode(errors="replace"):
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue  # the process ended meanwhile
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps")
+@pytest.mark.parametrize(
+    ("stop", "moment"),
+    [
+        (signal.SIGINT, "importing bpy"),
+        (signal.SIGINT, "opening and exporting"),
+        (signal.SIGINT, "rendering"),
+        (signal.SIGTERM, "opening and exporting"),
+        (signal.SIGTERM, "rendering"),
+    ],
+)
+def test_ctrl_c_or_kill_at_any_moment_exits_130_with_one_line(small_blend, model_dir, stop, moment):
+    """Case 10 on the Blender side: Ctrl-C, or a plain ``kill``, cancels as the panel's Cancel
+    does: no take, nothing staged, no engine left running."""
     before = digest(small_blend.parent)
     process = subprocess.Popen(
         [*CLI, "generate", str(small_blend), "--model", str(model_dir), "--steps", "50"],
@@ -183,7 +206,7 @@ def test_ctrl_c_at_any_moment_exits_130_with_one_line(small_blend, model_dir, mo
     else:
         wait_for_bpy(process.pid)
         time.sleep(0.0 if moment == "importing bpy" else 1.0)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     _stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "cancelled" in stderr
@@ -191,6 +214,7 @@ def test_ctrl_c_at_any_moment_exits_130_with_one_line(small_blend, model_dir, mo
     after = digest(small_blend.parent)
     assert {name: after[name] for name in before} == before
     assert not [name for name in after if "take" in name or ".tmp" in name], after
+    assert engine_processes(small_blend.parent / "poseanything") == []
 
 
 def test_a_copy_of_a_blend_does_not_write_over_the_originals_shots(small_blend, tmp_path):
@@ -349,3 +373,15 @@ def test_all_bones_hidden_names_the_flag_that_helps(small_blend, tmp_path, model
     )
     included = run(*export, "--include-hidden")
     assert included.returncode == 0, included.stderr
+
+
+def test_a_device_the_machine_lacks_is_bad_input(small_blend, model_dir):
+    """The engine refuses ``--device cuda`` without a GPU: exit 2 (a rerun cannot fix it), not 1,
+    and the take it reserved is gone."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    refused = run("generate", small_blend, "--model", model_dir, "--device", "cuda")
+    assert_refused(refused, "failed: Scene: device: --device cuda was asked for but no CUDA GPU")
+    assert not [name for name in digest(small_blend.parent) if "take0" in name]
