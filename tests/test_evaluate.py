@@ -14,6 +14,7 @@ from poseanything.engine.training.evaluate import (
     NO_POSE,
     REPEAT,
     WARP,
+    WORKING,
     evaluate,
     load_clip,
     summary_line,
@@ -65,10 +66,35 @@ def test_ssim_falls_with_noise_and_is_symmetric():
     assert metrics.ssim(clean, noisy) == pytest.approx(value)
 
 
+def test_sharpness_sees_the_blur_psnr_forgives():
+    rng = np.random.default_rng(2)
+    target = rng.integers(0, 256, (2, 64, 64, 3)).astype(np.uint8)
+    subject = np.zeros((2, 64, 64), dtype=bool)
+    subject[:, 16:48, 16:48] = True
+    import cv2
+
+    small = np.stack([cv2.resize(f, (16, 16), interpolation=cv2.INTER_AREA) for f in target])
+    blurred = np.stack([cv2.resize(f, (64, 64), interpolation=cv2.INTER_CUBIC) for f in small])
+    assert metrics.sharpness_ratio(target, target, subject) == pytest.approx(1.0)
+    assert metrics.sharpness_ratio(blurred, target, subject) < 0.2
+
+
+def test_flicker_is_the_subjects_change_beyond_the_truths():
+    still = np.full((3, 8, 8, 3), 100, dtype=np.uint8)
+    moving = still.copy()
+    moving[1] += 10  # the truth changes by 10 and back
+    subject = np.ones((3, 8, 8), dtype=bool)
+    assert metrics.flicker(moving, moving, subject) == 0.0
+    assert metrics.flicker(still, moving, subject) == pytest.approx(-10.0)
+    jitter = moving.copy()
+    jitter[1] += 10
+    assert metrics.flicker(jitter, moving, subject) == pytest.approx(10.0)
+
+
 def test_eval_writes_a_table_sheets_and_the_summary(tmp_path):
     pipeline = tiny_pipeline()
     rows = table_rows(ablations=False)
-    assert [row.name for row in rows] == [FULL, REPEAT, WARP, NO_POSE]
+    assert [row.name for row in rows] == [FULL, WORKING, REPEAT, WARP, NO_POSE]
     report = tmp_path / "report.md"
     results = evaluate(pipeline, [EVAL_CLIP], report, rows, log=lambda line: None)
     text = report.read_text()
@@ -76,18 +102,22 @@ def test_eval_writes_a_table_sheets_and_the_summary(tmp_path):
     assert text.strip().splitlines()[-1] == summary_line(results)
     assert summary_line(results).startswith("full PSNR ")
     assert (tmp_path / "report_sheets" / "eval_clip.png").is_file()
-    clip = load_clip(EVAL_CLIP, 32, 32)
+    clip = load_clip(EVAL_CLIP)  # measured at the clip's own 128x128
+    assert clip.frames.shape[1:3] == (clip.shot.height, clip.shot.width) == (128, 128)
     assert results[REPEAT][0]["psnr"] == pytest.approx(
         metrics.psnr(np.repeat(clip.frames[:1], len(clip.frames) - 1, 0), clip.frames[1:])
     )
     assert all(len(values) == 1 for values in results.values())
     # The model-free warp follows the skeleton: it beats the still reference on this clip.
     assert results[WARP][0]["subject_psnr"] > results[REPEAT][0]["subject_psnr"] + 1.0
+    # At the clip's size the warp keeps the reference's detail; the working size upscaled loses it.
+    assert results[WARP][0]["sharpness"] > 0.5 > results[WORKING][0]["sharpness"]
+    assert results[REPEAT][0]["flicker"] < results[WARP][0]["flicker"]  # a still never moves
 
 
 def test_all_table_rows_are_named_once():
     names = [row.name for row in table_rows()]
-    assert len(names) == len(set(names)) == 10
+    assert len(names) == len(set(names)) == 11
     assert "PTCM off" in names and "guidance 2.0" in names
 
 

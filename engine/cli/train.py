@@ -105,7 +105,9 @@ def add_eval_command(commands) -> None:
     parser.add_argument("--clips", type=int, default=1, help="clips per rig (default 1)")
     parser.add_argument("--seed", type=int, default=1000, help="seed of the built clips")
     parser.add_argument("--frames", type=int, default=24, help="frames per built clip (default 24)")
-    parser.add_argument("--size", type=int, default=128, help="pixels of the built clips")
+    parser.add_argument(
+        "--size", type=int, default=384, help="pixels of the built clips (default 384)"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="only the full model and the two baselines"
     )

@@ -2,23 +2,29 @@
 
 Each clip is a folder made by the add-on's synthetic renderer (``make-eval-clips``: Blender's
 Rigify metarigs, never seen in training): a shot folder plus ``frames/`` (ground truth) and
-``masks/`` (subject coverage). Every row of the table renders every clip with the same seed at
-the model's working size and compares frames 1.. (frame 0 is the given reference):
+``masks/`` (subject coverage). Every row of the table renders every clip with the same seed and
+compares frames 1.. (frame 0 is the given reference) at the clip's own resolution, the size
+people watch (numbers at the working size hide blur and smudges):
 
-- full model (the shot as exported, guidance 1.0, PTCM on);
+- full model (the shot as exported, guidance 1.0, PTCM on, as ``poseanything render`` does);
+- the model at its working size upscaled (``warp_long_side`` off: the default engine before
+  the warp ran at the shot's size);
 - baselines: the reference frame repeated; the reference moved along the skeleton and the
-  camera with no network (``engine.warp``, the default model's flow base: what the network adds
-  is the difference); the same model with the skeleton blanked (no pose);
+  camera at the shot's size with no network (``engine.warp``: what the network adds is the
+  difference); the same model with the skeleton blanked (no pose);
 - ablations: PTCM off; sparse poses (every 4th frame, first and last only); subject guidance
   1.2 / 1.5 / 2.0.
 
-Columns: PSNR, SSIM, L1 (the paper's metrics) and subject-region PSNR (inside the union of the
-ground-truth and reference masks). A contact sheet per clip (rows: ground truth, full model,
-no pose, warp only, repeated reference; columns: frames) is written beside the report.
+Columns: PSNR, SSIM, L1 (the paper's metrics), subject-region PSNR (inside the union of the
+ground-truth and reference masks), the subject's sharpness against the truth and its flicker
+(``metrics``). A contact sheet per clip (rows: ground truth, full model, working size
+upscaled, no pose, warp only, repeated reference; columns: four frames at full size and a crop
+of the subject in the last) is written beside the report.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -27,16 +33,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..contract.shot import Shot, read_reference, read_shot
+from ..contract.shot import Shot, read_shot
 from ..inference.guidance import full_track, rectangle_track
-from ..inference.pipeline import PoseAnythingPipeline, RenderSettings, fit_image
+from ..inference.pipeline import PoseAnythingPipeline, RenderSettings, fit_image, resize_frames
+from ..inference.reference import load_reference
 from ..inference.warp import flow_base
-from . import TrainingError
+from . import TrainingError, metrics
 from .metrics import video_metrics
 
 FULL, REPEAT, NO_POSE = "full model", "repeated reference", "no pose"
+WORKING = "working size, upscaled"
 WARP = "warp only (no network)"
-SHEET_ROWS = (FULL, NO_POSE, WARP, REPEAT)
+SHEET_ROWS = (FULL, WORKING, NO_POSE, WARP, REPEAT)
+SHEET_FRAMES = 4
 
 
 @dataclass(frozen=True)
@@ -45,9 +54,11 @@ class Row:
     ("repeat" or "warp")."""
 
     name: str
-    settings: RenderSettings = RenderSettings(upscale=False)
+    settings: RenderSettings = RenderSettings()
     pose_frames: Callable[[int], tuple[int, ...]] | None = None
     baseline: str | None = None
+    config: dict | None = None
+    """``PipelineConfig`` fields this row changes (the working-size row: no full-size warp)."""
 
 
 def _every_fourth(frames: int) -> tuple[int, ...]:
@@ -60,9 +71,10 @@ def _first_and_last(frames: int) -> tuple[int, ...]:
 
 def table_rows(ablations: bool = True) -> list[Row]:
     """The rows ``eval`` runs: the full model and both baselines, then the ablations."""
-    base = RenderSettings(upscale=False)
+    base = RenderSettings()
     rows = [
         Row(FULL, base),
+        Row(WORKING, base, config={"warp_long_side": None}),
         Row(REPEAT, baseline="repeat"),
         Row(WARP, baseline="warp"),
         Row(NO_POSE, replace(base, blank_pose=True)),
@@ -79,11 +91,12 @@ def table_rows(ablations: bool = True) -> list[Row]:
 
 @dataclass(frozen=True)
 class EvalClip:
-    """A held-out clip at the model's working size."""
+    """A held-out clip, at its own size unless asked for another."""
 
     name: str
     shot: Shot
-    reference: np.ndarray
+    reference: np.ndarray  # (H,W,3) uint8 at the shot's size
+    mask: np.ndarray  # (H,W) float32: the subject in the reference (``load_reference``)
     frames: np.ndarray  # (F,h,w,3) uint8 ground truth
     subject: np.ndarray  # (F,h,w) bool: ground-truth mask OR reference mask
 
@@ -95,11 +108,12 @@ def _read_png(path: Path, mode: str) -> np.ndarray:
         return np.asarray(image.convert(mode))
 
 
-def load_clip(folder: Path, width: int, height: int) -> EvalClip:
-    """Read a clip folder and bring its frames and masks to the model's working size."""
+def load_clip(folder: Path, width: int | None = None, height: int | None = None) -> EvalClip:
+    """Read a clip folder, its frames and masks at ``width`` x ``height`` (None: its own)."""
     from PIL import Image
 
     shot = read_shot(folder)
+    width, height = width or shot.width, height or shot.height
     count = shot.num_frames
     paths = [folder / "frames" / f"{i:04d}.png" for i in range(1, count + 1)]
     mask_paths = [folder / "masks" / f"{i:04d}.png" for i in range(1, count + 1)]
@@ -119,7 +133,8 @@ def load_clip(folder: Path, width: int, height: int) -> EvalClip:
             for p in mask_paths
         ]
     )
-    return EvalClip(folder.name, shot, read_reference(folder), frames, masks | masks[:1])
+    reference = load_reference(folder, shot)
+    return EvalClip(folder.name, shot, reference.image, reference.mask, frames, masks | masks[:1])
 
 
 def render_row(pipeline: PoseAnythingPipeline, clip: EvalClip, row: Row) -> np.ndarray:
@@ -127,35 +142,54 @@ def render_row(pipeline: PoseAnythingPipeline, clip: EvalClip, row: Row) -> np.n
     if row.baseline == "repeat":
         return np.repeat(clip.frames[:1], len(clip.frames), axis=0)
     if row.baseline == "warp":
-        return np.rint(warp_along_shot(clip.shot, clip.frames[0])).astype(np.uint8)
+        height, width = clip.frames.shape[1:3]
+        mask = resize_frames(clip.mask[None], width, height)[0]
+        warped = warp_along_shot(clip.shot, clip.frames[0], mask)
+        return np.rint(warped).clip(0, 255).astype(np.uint8)
     shot = clip.shot
     if row.pose_frames is not None:
         shot = replace(shot, pose_frames=row.pose_frames(shot.num_frames))
-    return pipeline.render(shot, clip.reference, row.settings).frames
+    if row.config:
+        pipeline = copy.copy(pipeline)
+        pipeline.config = replace(pipeline.config, **row.config)
+    return pipeline.render(shot, clip.reference, row.settings, subject_mask=clip.mask).frames
 
 
-def warp_along_shot(shot: Shot, reference: np.ndarray) -> np.ndarray:
+def warp_along_shot(shot: Shot, reference: np.ndarray, mask: np.ndarray | None = None):
     """``reference`` (h,w,3), at any size of the shot's aspect, moved along the shot's
-    skeleton and camera over all its frames: (F,h,w,3) float."""
+    skeleton and camera over all its frames: (F,h,w,3) float. ``mask``: its subject (h,w)."""
     height, width = reference.shape[:2]
     scale = np.array([width / shot.width, height / shot.height])
     tracks = {"full": full_track(shot), "camera": rectangle_track(shot)}
     skeleton, rectangle = (track.select(scale=scale) for track in tracks.values())
-    return flow_base(reference, "full", skeleton, rectangle, shot.num_frames).frames
+    return flow_base(reference, "full", skeleton, rectangle, shot.num_frames, mask=mask).frames
 
 
-def contact_sheet(path: Path, videos: dict[str, np.ndarray], ground_truth: np.ndarray) -> None:
-    """Rows: ground truth, then ``videos`` in order; columns: frames; labels on the left."""
+def contact_sheet(
+    path: Path, videos: dict[str, np.ndarray], ground_truth: np.ndarray, subject: np.ndarray
+) -> None:
+    """Rows: ground truth, then ``videos`` in order, labelled on the left; columns:
+    ``SHEET_FRAMES`` frames at full size, then the last one's subject box enlarged to the
+    frame's height (nearest neighbour: the pixels as they are)."""
     from PIL import Image, ImageDraw
 
+    count, height, width = ground_truth.shape[:3]
+    picks = np.unique(np.linspace(0, count - 1, SHEET_FRAMES).round().astype(int))
+    rows_box, cols_box = metrics.subject_box(subject[picks[-1:]])
+    crop_h, crop_w = rows_box.stop - rows_box.start, cols_box.stop - cols_box.start
+    zoom = max(1, height // crop_h)
+    label = 150
+    sheet_width = label + len(picks) * width + crop_w * zoom
     rows = [("ground truth", ground_truth), *videos.items()]
-    frames, height, width = ground_truth.shape[:3]
-    label = 110
-    sheet = Image.new("RGB", (label + frames * width, len(rows) * height), "white")
+    sheet = Image.new("RGB", (sheet_width, len(rows) * height), "white")
     draw = ImageDraw.Draw(sheet)
     for index, (name, video) in enumerate(rows):
-        strip = np.concatenate(list(video), axis=1)
-        sheet.paste(Image.fromarray(strip), (label, index * height))
+        sheet.paste(
+            Image.fromarray(np.concatenate(list(video[picks]), axis=1)), (label, index * height)
+        )
+        crop = Image.fromarray(np.ascontiguousarray(video[picks[-1], rows_box, cols_box]))
+        crop = crop.resize((crop_w * zoom, crop_h * zoom), Image.Resampling.NEAREST)
+        sheet.paste(crop, (label + len(picks) * width, index * height))
         draw.text((4, index * height + height // 2 - 6), name, fill="black")
     sheet.save(path)
 
@@ -163,14 +197,14 @@ def contact_sheet(path: Path, videos: dict[str, np.ndarray], ground_truth: np.nd
 def format_table(results: dict[str, list[dict[str, float]]]) -> str:
     """Markdown table of the metrics averaged over clips, one line per row."""
     lines = [
-        "| row | PSNR (dB) | SSIM | L1 | subject PSNR (dB) |",
-        "|---|---:|---:|---:|---:|",
+        "| row | PSNR (dB) | SSIM | L1 | subject PSNR (dB) | sharpness | flicker |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, per_clip in results.items():
         mean = {key: float(np.mean([m[key] for m in per_clip])) for key in per_clip[0]}
         lines.append(
             f"| {name} | {mean['psnr']:.2f} | {mean['ssim']:.4f} | {mean['l1']:.4f} | "
-            f"{mean['subject_psnr']:.2f} |"
+            f"{mean['subject_psnr']:.2f} | {mean['sharpness']:.2f} | {mean['flicker']:+.2f} |"
         )
     return "\n".join(lines)
 
@@ -201,10 +235,10 @@ def evaluate(
     results: dict[str, list[dict[str, float]]] = {row.name: [] for row in rows}
     per_clip: dict[str, dict[str, dict[str, float]]] = {}
     began = time.perf_counter()
+    sizes: set[str] = set()
     for number, folder in enumerate(clip_dirs, 1):
-        shot = read_shot(folder)
-        width, height = pipeline.working_size(shot)
-        clip = load_clip(Path(folder), width, height)
+        clip = load_clip(Path(folder))
+        sizes.add(f"{clip.shot.width}x{clip.shot.height}")
         videos = {}
         for row in rows:
             video = render_row(pipeline, clip, row)
@@ -214,7 +248,7 @@ def evaluate(
             if row.name in SHEET_ROWS:
                 videos[row.name] = video
         ordered = {name: videos[name] for name in SHEET_ROWS if name in videos}
-        contact_sheet(sheets / f"{clip.name}.png", ordered, clip.frames)
+        contact_sheet(sheets / f"{clip.name}.png", ordered, clip.frames, clip.subject)
         full = per_clip[clip.name].get(FULL, {})
         log(
             f"[{number}/{len(clip_dirs)}] {clip.name}: full PSNR {full.get('psnr', 0):.2f} "
@@ -225,7 +259,8 @@ def evaluate(
         f"# Evaluation of {pipeline.model_id}",
         "",
         f"{len(clip_dirs)} held-out clips ({', '.join(Path(c).name for c in clip_dirs)}), "
-        f"frames 1.. against ground truth at the model's working size, seed from each shot, "
+        "frames 1.. against ground truth at each clip's own resolution "
+        f"({', '.join(sorted(sizes))}), seed from each shot, "
         f"{pipeline.config.steps} steps; {seconds:.0f} s.",
         "",
         format_table(results),

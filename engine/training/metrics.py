@@ -1,4 +1,5 @@
-"""Video quality metrics against ground truth: PSNR, SSIM, L1 and subject-region PSNR.
+"""Video quality metrics against ground truth: PSNR, SSIM, L1, subject-region PSNR, the
+subject's sharpness and its flicker.
 
 All take (F,H,W,3) uint8 or float arrays in [0, 255]. Per-frame values are averaged over the
 frames, as the paper reports them. Subject-region PSNR counts only the pixels inside a mask (the
@@ -81,11 +82,58 @@ def ssim(video: np.ndarray, target: np.ndarray) -> float:
     return float(ssim_map.mean())
 
 
+def subject_box(masks: np.ndarray) -> tuple[slice, slice]:
+    """The rows and columns of the box around every frame's subject ``masks`` (F,H,W)."""
+    rows, cols = np.nonzero(np.asarray(masks, dtype=bool).any(axis=0))
+    if len(rows) == 0:
+        raise ValueError("subject_box: every mask is empty; there is no subject region")
+    return slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1)
+
+
+def _laplacian_variance(frames: np.ndarray) -> np.ndarray:
+    import cv2
+
+    grey = _as_float(frames).mean(axis=-1)
+    return np.array([cv2.Laplacian(frame, cv2.CV_64F).var() for frame in grey])
+
+
+def sharpness_ratio(video: np.ndarray, target: np.ndarray, subject: np.ndarray) -> float:
+    """How much of the truth's detail the subject keeps: the variance of the Laplacian in the
+    box around the subject, video over ground truth, averaged over frames. 1 is as sharp as the
+    truth; a small render upscaled is near 0 (a blur PSNR does not see)."""
+    rows, cols = subject_box(subject)
+    ratio = _laplacian_variance(video[:, rows, cols]) / np.maximum(
+        _laplacian_variance(target[:, rows, cols]), 1e-9
+    )
+    return float(ratio.mean())
+
+
+def flicker(video: np.ndarray, target: np.ndarray, subject: np.ndarray) -> float:
+    """Temporal flicker in the subject region: the mean absolute change between consecutive
+    frames of the video minus the same for the ground truth (0..255 scale). 0 moves as much as
+    the truth; above 0 the video jitters, below it holds stiller than the truth (a frozen
+    subject is the most negative)."""
+    if len(video) < 2:
+        return 0.0
+    region = np.asarray(subject, dtype=bool)
+    region = region[1:] | region[:-1]
+    if not region.any():
+        raise ValueError("flicker: every mask is empty; there is no subject region")
+
+    def change(frames: np.ndarray) -> float:
+        return float(np.abs(np.diff(_as_float(frames), axis=0)).mean(axis=-1)[region].mean())
+
+    return change(video) - change(target)
+
+
 def video_metrics(video: np.ndarray, target: np.ndarray, subject: np.ndarray) -> dict[str, float]:
-    """The eval table's columns for one video: psnr, ssim, l1, subject_psnr."""
+    """The eval table's columns for one video: psnr, ssim, l1, subject_psnr, sharpness,
+    flicker."""
     return {
         "psnr": psnr(video, target),
         "ssim": ssim(video, target),
         "l1": l1(video, target),
         "subject_psnr": masked_psnr(video, target, subject),
+        "sharpness": sharpness_ratio(video, target, subject),
+        "flicker": flicker(video, target, subject),
     }
