@@ -1,8 +1,8 @@
 """The bundled default model end to end: load, then render a 16-frame held-out clip, in one run.
 
 Prints seconds per frame, total seconds including the model load, and the process's peak
-resident memory, for the default render (working size 64x64, the model's steps, guidance 1.0,
-PTCM on, upscaled to the shot's 128x128). The clip is the test fixture
+resident memory, for the default render (network at 64x64, the model's steps, guidance 1.0,
+PTCM on, the warp at the shot's 128x128). The clip is the test fixture
 ``tests/data/eval_clip`` (Blender's human metarig, 16 frames).
 
 Run: ``.venv/bin/python benchmarks/default_model.py [--threads 1]`` (a fresh process each time:
