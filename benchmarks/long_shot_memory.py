@@ -105,7 +105,7 @@ def main() -> int:
     short, long = args.lengths
     for stage in ("export", "render"):
         peaks = {frames: f["peak_gb"] for s, frames, f in rows if s == stage}
-        growth = (peaks[long] - peaks[short]) / (long - short) * 1e6 / 1e3
+        growth = (peaks[long] - peaks[short]) * 1e6 / (long - short)  # GB -> kB
         verdict = "ok" if peaks[long] < GOAL_GB else f"over the {GOAL_GB} GB goal"
         print(
             f"{stage}: {peaks[short]:.2f} GB at {short} frames, {peaks[long]:.2f} GB at {long} "

@@ -9,7 +9,12 @@ from PIL import Image
 
 from poseanything.engine import cli
 from poseanything.engine.contract.official_layout import read_release_layout
-from poseanything.engine.contract.shot import read_pose_images, read_reference_mask, read_shot
+from poseanything.engine.contract.shot import (
+    ShotError,
+    read_pose_images,
+    read_reference_mask,
+    read_shot,
+)
 
 # As in the release's data/test: two metadata rows (145 and 150 skeleton frames), and two
 # skeleton folders without a row (chat, talk: 129 frames) and without an _id image.
@@ -74,6 +79,9 @@ def test_the_release_test_data_becomes_four_shots(release_data, tmp_path, capsys
         images = read_pose_images(out / name, shot)
         given = np.asarray(Image.open(release_data / "skeleton_image" / name / "080.png"))
         assert len(images) == 81 and np.array_equal(images[80], given)  # as given, own size
+        (out / name / "poses" / "0081.png").write_bytes(b"damaged later")  # each read when asked
+        with pytest.raises(ShotError, match="0081.png: unreadable.*import the shot again"):
+            images[80]
         mask = read_reference_mask(out / name)
         if prompt is None:
             assert mask is None

@@ -519,13 +519,29 @@ def read_reference_mask(folder: str | Path) -> np.ndarray | None:
     return read_image(path, "L").astype(np.float32) / 255.0
 
 
-def read_pose_images(folder: str | Path, shot: Shot) -> dict[int, np.ndarray]:
-    """A "images" shot's skeleton images, frame -> (H, W, 3) uint8 as stored (their own size).
-    Engine side (PIL)."""
+class PoseImageFiles(Mapping):
+    """An "images" shot's skeleton images, frame -> (H, W, 3) uint8 as stored (their own size),
+    each read when asked for: a long shot's images are never all in memory. Engine side (PIL)."""
+
+    def __init__(self, paths: Mapping[int, Path]) -> None:
+        self.paths = dict(paths)
+
+    def __getitem__(self, frame: int) -> np.ndarray:
+        return read_image(self.paths[frame], "RGB", fix="import the shot again")
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def read_pose_images(folder: str | Path, shot: Shot) -> PoseImageFiles:
+    """An "images" shot's skeleton images (``PoseImageFiles``); a missing one is a ShotError."""
     folder = Path(folder) / POSES_DIR
-    images = {}
+    paths = {}
     for frame in shot.pose_frames or ():
         path = folder / pose_image_name(frame)
         _require(path.is_file(), POSES_DIR, f"{path.name} is missing; import the shot again")
-        images[frame] = read_image(path, "RGB")
-    return images
+        paths[frame] = path
+    return PoseImageFiles(paths)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -788,7 +788,7 @@ class PoseAnythingPipeline:
         settings: RenderSettings | None = None,
         callback: Callable[[Progress], None] | None = None,
         cancel: CancelToken | None = None,
-        pose_images: dict[int, np.ndarray] | None = None,
+        pose_images: Mapping[int, np.ndarray] | None = None,
         subject_mask: np.ndarray | None = None,
     ) -> RenderResult:
         """Render ``shot`` window by window (see the module docstring).
@@ -824,7 +824,7 @@ class PoseAnythingPipeline:
         settings: RenderSettings | None = None,
         callback: Callable[[Progress], None] | None = None,
         cancel: CancelToken | None = None,
-        pose_images: dict[int, np.ndarray] | None = None,
+        pose_images: Mapping[int, np.ndarray] | None = None,
         subject_mask: np.ndarray | None = None,
     ) -> RenderStream:
         """Plan and prepare the render of ``shot`` now (bad input raises here, before any
@@ -842,7 +842,7 @@ class PoseAnythingPipeline:
         shot: Shot,
         reference: np.ndarray,
         plan: RenderPlan,
-        pose_images: dict[int, np.ndarray] | None = None,
+        pose_images: Mapping[int, np.ndarray] | None = None,
         subject_mask: np.ndarray | None = None,
     ) -> RenderInputs:
         """Check that the subject can be drawn at the working size (or that a shot of skeleton

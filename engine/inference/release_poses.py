@@ -23,7 +23,7 @@ from the rig's bone chains (``contract.skeleton``), which serves a small model b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -344,7 +344,7 @@ class ReleaseStyle:
         source_size: tuple[int, int],
         size: tuple[int, int],
         min_bone: float = 0.0,
-        given: dict[int, np.ndarray] | None = None,
+        given: Mapping[int, np.ndarray] | None = None,
         subject_mask: np.ndarray | None = None,
     ) -> None:
         self.source_size = source_size
