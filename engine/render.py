@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .checkpoints.hub import DEFAULT_SOURCES, FullModelSources
-from .contract.files import write_json_atomic
+from .contract.files import clean_partials, temporary_sibling, write_json_atomic
 from .inference.settings import OptionError, RenderSettings
 
 if TYPE_CHECKING:
+    from .inference.cancel import CancelToken
     from .inference.pipeline import PipelineConfig, PoseAnythingPipeline, Progress
-    from .inference.sampling import CancelToken
 
 __all__ = [
     "ENGINE_JSON",
@@ -144,22 +144,56 @@ def _sized(config: PipelineConfig, model: ModelChoice) -> PipelineConfig:
     return dataclasses.replace(config, **changes)
 
 
+def preview_path(out: Path) -> Path:
+    """Where a render's live preview of ``out`` goes (removed when the render ends)."""
+    return out.with_name(f".{out.stem}.preview.png")
+
+
+def _check_folder_writable(folder: Path, option: str) -> None:
+    """``folder`` exists (made if needed) and takes a new file: an ``OptionError`` otherwise
+    (a path under a regular file, a read-only file system, no permission)."""
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise OptionError(
+            f"{option}: {blocker} is a file, so nothing can be written under it; choose a folder"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        temporary_sibling(folder / ".poseanything-write-check").unlink()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise OptionError(
+            f"{option}: cannot write in {folder} ({reason}); choose a writable folder"
+        ) from error
+
+
 def check_outputs(out: Path, frames_dir: Path | None, overwrite: bool) -> None:
     """Every output place is usable before any work: free (or ``overwrite``), an .mp4, and its
-    folder can be made."""
+    folder (where engine.json and the preview go too) and the frames' folder take files."""
     from .contract.video import check_output_free
 
+    if out.suffix.lower() != ".mp4":
+        raise OptionError(f"--out: {out} must end in .mp4 (H.264 video)")
     check_output_free(out, overwrite)
     if frames_dir is not None:
         check_output_free(frames_dir, overwrite)
-    if out.suffix.lower() != ".mp4":
-        raise OptionError(f"--out: {out} must end in .mp4 (H.264 video)")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OptionError(
-            f"--out: cannot create {out.parent} ({error.strerror}); choose a writable folder"
-        ) from error
+    for path, option in ((out, "--out"), (out.parent / ENGINE_JSON, "--out")):
+        if path.is_dir():
+            raise OptionError(f"{option}: {path} is a folder; choose another output name")
+    _check_folder_writable(out.parent, "--out")
+    if frames_dir is not None:
+        if frames_dir.exists() and not frames_dir.is_dir():
+            raise OptionError(f"--frames-dir: {frames_dir} is a file; choose a folder name")
+        _check_folder_writable(frames_dir.parent, "--frames-dir")
+
+
+def clean_leftovers(out: Path, frames_dir: Path | None) -> None:
+    """Remove what a killed earlier render of these outputs left: partial files of the video,
+    engine.json and the frames (``contract.files.clean_partials``) and a stale preview."""
+    for path in (out, out.parent / ENGINE_JSON, preview_path(out), frames_dir):
+        if path is not None:
+            clean_partials(path)
+    preview_path(out).unlink(missing_ok=True)
 
 
 def render_shot_folder(
@@ -191,6 +225,7 @@ def render_shot_folder(
     frames_dir = None if frames_dir is None else Path(frames_dir)
     started = time.perf_counter()
     check_outputs(out, frames_dir, overwrite)
+    clean_leftovers(out, frames_dir)
     shot = read_shot(shot_dir)
     reference = load_reference(shot_dir, shot)
     pipeline = load_pipeline(model, on_download=on_event)

@@ -30,7 +30,7 @@ from poseanything.engine.cli import main
 from poseanything.engine.cli.batch import SUMMARY_NAME
 from poseanything.engine.contract.video import read_video
 from poseanything.engine.errors import EXIT_CANCELLED, EXIT_FAILED
-from poseanything.engine.inference.sampling import CancelToken
+from poseanything.engine.inference.cancel import CancelToken
 from poseanything.engine.render import ModelChoice, RenderSettings
 
 SHOT_FRAMES = 6

@@ -26,7 +26,7 @@ from poseanything.engine.checkpoints.weights import CheckpointError
 from poseanything.engine.configs import UnknownConfigKey
 from poseanything.engine.contract.shot import ShotError
 from poseanything.engine.inference import pipeline as pl
-from poseanything.engine.inference.sampling import Cancelled, CancelToken
+from poseanything.engine.inference.cancel import Cancelled, CancelToken
 
 MIXED = pl.RenderSettings(subject_guidance=1.5, camera_guidance=0.5)
 """All three anchors in the guidance mix (camera -0.5, subject 1.0, full 0.5), PTCM on."""

@@ -5,6 +5,7 @@ import torch
 from tiny_models import one_torch_thread, tiny_transformer  # noqa: F401
 
 from poseanything.engine.inference import sampling
+from poseanything.engine.inference.cancel import Cancelled, CancelToken
 from poseanything.engine.inference.guidance import anchors_needed
 from poseanything.engine.model.ptcm import FramePartMasks
 
@@ -63,7 +64,7 @@ def test_stop_after_runs_only_the_first_steps():
 
 
 def test_cancel_stops_the_loop():
-    cancel = sampling.CancelToken()
+    cancel = CancelToken()
     calls = []
 
     def velocity(latents, timestep, step):
@@ -72,7 +73,7 @@ def test_cancel_stops_the_loop():
             cancel.cancel()
         return torch.zeros_like(latents)
 
-    with pytest.raises(sampling.Cancelled):
+    with pytest.raises(Cancelled):
         sampling.flow_match_sample(
             velocity, torch.zeros(1, 1, 2, 1, 1), None, steps=20, cancel=cancel
         )

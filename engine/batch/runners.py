@@ -42,7 +42,7 @@ from .plan import STATUSES, BatchError, BatchSettings, RenderTask, ShotResult, p
 from .worker import EventFn, deliver_outputs, ray_render_task, render_task
 
 if TYPE_CHECKING:
-    from ..inference.sampling import CancelToken
+    from ..inference.cancel import CancelToken
 
 POLL_S = 0.2
 CANCEL_GRACE_S = 30.0
@@ -127,7 +127,7 @@ def _run_local(
     tasks: list[RenderTask], retries: int, attempts: _Attempts, cancel: CancelToken
 ) -> list[ShotResult]:
     """One shot after another in this process; errors other than bad input retried."""
-    from ..inference.sampling import Cancelled
+    from ..inference.cancel import Cancelled
 
     results = []
     for task in tasks:
@@ -299,7 +299,7 @@ def run_batch(
     progress stops at its next sampling step, outstanding Ray tasks are cancelled, finished
     videos stay.
     """
-    from ..inference.sampling import CancelToken
+    from ..inference.cancel import CancelToken
 
     cancel = cancel or CancelToken()
     started = time.perf_counter()

@@ -23,7 +23,7 @@ from ..render import ENGINE_JSON
 from .plan import DONE_MARKER, VIDEO_NAME, RenderTask, ShotResult
 
 if TYPE_CHECKING:
-    from ..inference.sampling import CancelToken
+    from ..inference.cancel import CancelToken
 
 EVENT_INTERVAL_S = 0.25
 """Workers send at most this many progress events a second per shot (each is a remote call)."""
@@ -138,7 +138,7 @@ def ray_render_task(task: RenderTask, channel) -> tuple[ShotResult, dict[str, by
     batch was cancelled; outputs come back as bytes only when the shot came as bytes."""
     import ray
 
-    from ..inference.sampling import Cancelled, CancelToken
+    from ..inference.cancel import Cancelled, CancelToken
 
     cancel = CancelToken()
 

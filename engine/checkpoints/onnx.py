@@ -93,7 +93,7 @@ def export_onnx(module: nn.Module, example: tuple, names: list[str], dynamic: di
     around it: a traced entry left behind would poison later eager calls of the same shape.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = temporary_sibling(path, suffix=".onnx")
+    temp = temporary_sibling(path, extension=".onnx")
     rotary_tables.cache_clear()
     try:
         with torch.inference_mode(False), torch.no_grad():

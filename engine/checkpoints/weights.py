@@ -27,12 +27,18 @@ class CheckpointError(BadInput):
     """A weights file does not fit the model or is damaged; the message lists what and where."""
 
 
+USER_MODEL_EXAMPLE = "~/poseanything-models/my-model"
+"""The folder the advice trains into: the user's own, never the installed package's bundled
+model folder (training there would overwrite the model every install shares)."""
+
+
 def how_to_get_a_model() -> str:
     return (
-        f"Train the default model with `poseanything train DATA --out {DEFAULT_MODEL_DIR}` "
-        "(make DATA with `poseanything-blender make-dataset --out DATA`), reinstall the "
-        "extension that bundles it, or point to a model folder with --model PATH, the "
-        f"{MODEL_ENV_VAR} environment variable, or the add-on's model preference."
+        "Reinstall the extension that bundles the default model, point to a model folder with "
+        f"--model PATH, the {MODEL_ENV_VAR} environment variable or the add-on's model "
+        "preference, or train one into a folder of your own: `poseanything train DATA --out "
+        f"{USER_MODEL_EXAMPLE}` (make DATA with `poseanything-blender make-dataset --out DATA`), "
+        f"then --model {USER_MODEL_EXAMPLE}."
     )
 
 

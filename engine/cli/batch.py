@@ -127,7 +127,7 @@ def summary_path(args: argparse.Namespace) -> Path:
 def batch_command(args: argparse.Namespace) -> int:
     """Run ``poseanything batch``; Ctrl-C or SIGTERM cancel; returns the exit code."""
     from ..batch.runners import run_batch
-    from ..inference.sampling import CancelToken
+    from ..inference.cancel import CancelToken
 
     cancel = CancelToken()
     progress = BatchProgress(args.progress, len(args.shot_dirs))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import traceback
@@ -73,15 +72,19 @@ class Reporter:
         self.mode = mode
         self.preview_path = preview_path
         self._last_preview = 0.0
+        self._bar_drawn = False
 
     def event(self, name: str, **fields) -> None:
+        """One protocol event; without JSON, an error or cancel is still one line on stderr
+        (``--progress none`` silences progress, never the reason a render stopped)."""
         if self.mode == "json":
             print(json.dumps({"event": name, **fields}), flush=True)
-        elif self.mode == "bar" and name != "progress":
-            if name in ("error", "cancelled"):
-                print(f"\n{fields.get('message', name)}", file=sys.stderr, flush=True)
-            elif name == "done":
-                print(f"\nwrote {fields['video']} in {fields['seconds']:.1f} s", flush=True)
+            return
+        end_bar = "\n" if self._bar_drawn else ""
+        if name in ("error", "cancelled"):
+            print(f"{end_bar}{fields.get('message', name)}", file=sys.stderr, flush=True)
+        elif self.mode == "bar" and name == "done":
+            print(f"{end_bar}wrote {fields['video']} in {fields['seconds']:.1f} s", flush=True)
 
     def engine_event(self, name: str, fields: dict) -> None:
         """``render_shot_folder``'s events: ``start`` on the protocol, downloads on stderr."""
@@ -113,6 +116,7 @@ class Reporter:
             )
         elif self.mode == "bar":
             width = 30
+            self._bar_drawn = True
             filled = round(width * progress.step / progress.total)
             print(
                 f"\r[{'#' * filled}{'.' * (width - filled)}] {progress.step}/{progress.total} "
@@ -123,11 +127,10 @@ class Reporter:
             )
 
     def _write_preview(self, image) -> None:
-        from ..contract.skeleton import write_png
+        from ..contract.files import write_bytes_atomic
+        from ..contract.skeleton import encode_png
 
-        temp = self.preview_path.with_name(f".{self.preview_path.name}.partial")
-        write_png(temp, image)
-        os.replace(temp, self.preview_path)
+        write_bytes_atomic(self.preview_path, encode_png(image))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -138,11 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def render_command(args: argparse.Namespace) -> int:
     """``poseanything render``: one shot folder to one video, reporting on stdout."""
-    from ..inference.sampling import CancelToken
-    from ..render import render_shot_folder
+    from ..inference.cancel import CancelToken
+    from ..render import preview_path, render_shot_folder
 
     out = args.out.expanduser().resolve()
-    preview = out.with_name(f".{out.stem}.preview.png")
+    preview = preview_path(out)
     reporter = Reporter(args.progress, preview)
     cancel = CancelToken()
     with cancel_on_signals(cancel):
@@ -161,7 +164,8 @@ def render_command(args: argparse.Namespace) -> int:
         except Exception as error:
             return report_failure(reporter, error)
         finally:
-            preview.unlink(missing_ok=True)
+            if preview.is_file():  # False too when --out is under a file
+                preview.unlink()
     reporter.event(
         "done",
         video=str(out),
@@ -175,7 +179,7 @@ def render_command(args: argparse.Namespace) -> int:
 def report_failure(reporter: Reporter, error: Exception) -> int:
     """Report why a render stopped (cancel, bad input, out of memory, crash); returns the exit
     code that says so. Only a crash prints its traceback: it is our bug, not the user's input."""
-    from ..inference.sampling import Cancelled
+    from ..inference.cancel import Cancelled
 
     if isinstance(error, Cancelled):
         reporter.event("cancelled", message="cancelled; no video was written")

@@ -2,28 +2,98 @@
 
 A crash or a cancel then never leaves a half-written file where a finished one is expected,
 and, without ``overwrite``, an earlier output is never replaced.
+
+A temporary name says whose it is: ``.NAME.RANDOM.PID.partial[.EXT]`` beside ``NAME``, PID
+the writing process. A process killed outright (SIGKILL, a power cut) cannot tidy
+up, so the next write to ``NAME`` (and every render, at its start) removes the partial files of
+``NAME`` whose process is gone (``clean_partials``); files of any other name, or of a process
+still running, are never touched.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
+PARTIAL_MARK = "partial"
+_PARTIAL_NAME = re.compile(
+    rf"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.(?P<pid>[0-9]+)\.{PARTIAL_MARK}(\.[A-Za-z0-9]+)?$"
+)
 
-def temporary_sibling(path: Path, suffix: str = ".partial") -> Path:
-    """A new empty file beside ``path``, with the permissions a plain ``open`` would give.
+
+def partial_prefix(path: Path) -> str:
+    """How the temporary names of ``path`` begin (``tempfile`` adds a random part)."""
+    return f".{path.name}."
+
+
+def partial_suffix(extension: str = "") -> str:
+    """How this process's temporary names end: its pid, the mark, then ``extension`` (".mp4":
+    ffmpeg picks the format from the name)."""
+    return f".{os.getpid()}.{PARTIAL_MARK}{extension}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def clean_partials(path: Path) -> list[Path]:
+    """Remove the partial files and folders of ``path`` that a dead process left (see the module
+    docstring); returns what was removed. A folder that cannot be listed is left alone."""
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        match = _PARTIAL_NAME.match(entry.name)
+        if match is None or match["name"] != path.name or _process_alive(int(match["pid"])):
+            continue
+        leftover = Path(entry.path)
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
+        except FileNotFoundError:  # another run cleaned it first
+            continue
+        removed.append(leftover)
+    return removed
+
+
+def temporary_sibling(path: Path, extension: str = "") -> Path:
+    """A new empty file beside ``path``, with the permissions a plain ``open`` would give;
+    partial files an earlier, killed writer of ``path`` left are removed first.
 
     ``mkstemp`` makes files readable by their owner only; renamed into place as they are,
     videos on a studio's shared drive would be hidden from everyone else.
     """
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    clean_partials(path)
+    handle, temp = tempfile.mkstemp(
+        prefix=partial_prefix(path), suffix=partial_suffix(extension), dir=path.parent
+    )
     os.close(handle)
     os.chmod(temp, 0o666 & ~_UMASK)
+    return Path(temp)
+
+
+def temporary_sibling_folder(path: Path) -> Path:
+    """A new empty folder beside ``path`` (as ``temporary_sibling``, for a folder of frames)."""
+    clean_partials(path)
+    temp = tempfile.mkdtemp(prefix=partial_prefix(path), suffix=partial_suffix(), dir=path.parent)
+    os.chmod(temp, 0o777 & ~_UMASK)
     return Path(temp)
 
 

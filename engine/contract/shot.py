@@ -27,6 +27,8 @@ import math
 import os
 import shutil
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +50,12 @@ POSE_SOURCES = ("joints", "images")
 CONTRACT_FILES = (SHOT_JSON, POSES_NPZ, REFERENCE_PNG, REFERENCE_MASK_PNG, POSES_DIR)
 CAMERA_TYPES = ("perspective", "orthographic")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+GUIDANCE_RANGE = (0.0, 10.0)
+"""Subject and camera guidance lie in this range: 0 switches that motion off (camera 0: a
+locked-off camera), 1 is the shot as exported, above 1 exaggerates. Far outside, the guidance
+mix extrapolates where the model was never trained (-5 or 1e30 gave a black video)."""
+SEED_RANGE = (0, 2**64 - 1)
+"""What the noise generator takes (``torch.Generator.manual_seed``)."""
 
 
 class ShotError(BadInput):
@@ -332,9 +340,38 @@ def _require(condition: bool, field_name: str, message: str) -> None:
         raise ShotError(f"{field_name}: {message}")
 
 
+def guidance_problem(value: object) -> str | None:
+    """What is wrong with a guidance strength (not a number, not finite, out of
+    ``GUIDANCE_RANGE``), as the end of a message; None when it is fine."""
+    low, high = GUIDANCE_RANGE
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{value!r} is not a number; use a number from {low:g} to {high:g}"
+    if not (math.isfinite(value) and low <= value <= high):
+        return f"{value} is outside {low:g}..{high:g}; use a number in that range (1: as exported)"
+    return None
+
+
+def seed_problem(value: object) -> str | None:
+    """What is wrong with a noise seed, as the end of a message; None when it is fine."""
+    low, high = SEED_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return f"{value!r} is not a whole number from {low} to {high}; use one in that range"
+    return None
+
+
 def validate_shot(shot: Shot) -> None:
     """Check shapes, ranges and finiteness; raise ShotError naming the first bad field."""
     frames = shot.num_frames
+    for name in ("subject", "camera"):
+        problem = guidance_problem(getattr(shot.guidance, name))
+        _require(problem is None, f"guidance.{name}", str(problem))
+    _require(seed_problem(shot.seed) is None, "seed", str(seed_problem(shot.seed)))
+    steps = shot.engine.get("steps")
+    _require(
+        steps is None or (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0),
+        "engine.steps",
+        f"{steps!r} is not a whole number of sampling steps; use 1 or more (0: the model's)",
+    )
     _require(
         frames > 0,
         "frame_end",
@@ -416,6 +453,74 @@ def validate_shot(shot: Shot) -> None:
         )
 
 
+_MISSING = object()
+JSON_TYPES = {dict: "an object", list: "a list", str: "a string", bool: "true/false"}
+
+
+class _Fields:
+    """shot.json's fields read by type: a value of the wrong type (``true`` for an fps, ``832.7``
+    for a width, a string for a guidance) is a ``ShotError`` naming the field, never coerced.
+    ``prefix`` names the object the fields are in (``"guidance."``)."""
+
+    def __init__(self, data: object, prefix: str = "") -> None:
+        if not isinstance(data, dict):
+            where = f"{SHOT_JSON}: {prefix.rstrip('.')}" if prefix else SHOT_JSON
+            kind = JSON_TYPES.get(type(data), "a number")
+            raise ShotError(f"{where} is {kind}, expected an object of fields; re-export the shot")
+        self.data = data
+        self.prefix = prefix
+
+    def _get(self, name: str, default: object) -> object:
+        if name in self.data:
+            return self.data[name]
+        if default is _MISSING:
+            raise ShotError(f"{SHOT_JSON}: missing field {self.prefix}{name}; re-export the shot")
+        return default
+
+    def _wrong(self, name: str, value: object, kind: str) -> ShotError:
+        return ShotError(
+            f"{SHOT_JSON}: {self.prefix}{name} is {json.dumps(value)}, expected {kind}; "
+            "fix the field or re-export the shot"
+        )
+
+    def integer(self, name: str, default: object = _MISSING) -> int:
+        value = self._get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._wrong(name, value, "a whole number")
+        return value
+
+    def number(self, name: str, default: object = _MISSING) -> float:
+        value = self._get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self._wrong(name, value, "a number")
+        return float(value)
+
+    def text(self, name: str, default: object = _MISSING) -> str:
+        value = self._get(name, default)
+        if not isinstance(value, str):
+            raise self._wrong(name, value, "a string")
+        return value
+
+    def texts(self, name: str) -> list[str]:
+        value = self._get(name, _MISSING)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self._wrong(name, value, "a list of strings")
+        return value
+
+    def integers_or_none(self, name: str) -> list[int] | None:
+        value = self._get(name, None)
+        if value is not None and (
+            not isinstance(value, list)
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        ):
+            raise self._wrong(name, value, "a list of whole numbers or null")
+        return value
+
+    def fields(self, name: str, default: object = _MISSING) -> _Fields:
+        """The object in field ``name``, read the same way."""
+        return _Fields(self._get(name, default), f"{self.prefix}{name}.")
+
+
 def read_shot(folder: str | Path) -> Shot:
     """Read and validate a shot folder."""
     folder = Path(folder)
@@ -427,6 +532,7 @@ def read_shot(folder: str | Path) -> Shot:
         meta = json.loads((folder / SHOT_JSON).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ShotError(f"{SHOT_JSON}: not valid JSON ({error})") from error
+    fields = _Fields(meta)  # a list or a string is not a shot
     version = meta.get("schema_version")
     readable = ", ".join(map(str, READABLE_SCHEMA_VERSIONS))
     _require(
@@ -438,53 +544,52 @@ def read_shot(folder: str | Path) -> Shot:
     try:
         with np.load(folder / POSES_NPZ, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError) as error:
-        raise ShotError(f"{POSES_NPZ}: unreadable ({error}); re-export the shot") from error
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        # A truncated or damaged archive: numpy surfaces whatever zipfile or zlib raised.
+        raise ShotError(
+            f"{POSES_NPZ}: unreadable ({type(error).__name__}: {error}); re-export the shot"
+        ) from error
     needed = ("joints3d", "joints2d", "depth", "visible", "K", "w2c", "edges", "edge_part")
     for key in needed:
         _require(key in arrays, f"{POSES_NPZ}:{key}", "missing array; re-export the shot")
-    try:
-        sk = meta["skeleton"]
-        skeleton = SkeletonGraph(
-            joint_names=tuple(sk["joint_names"]),
-            bone_names=tuple(sk["bone_names"]),
-            edges=arrays["edges"].astype(np.int32),
-            edge_part=arrays["edge_part"].astype(np.int8),
-        )
-        pose_frames = meta.get("pose_frames")
-        shot = Shot(
-            name=str(meta["name"]),
-            fps=float(meta["fps"]),
-            frame_start=int(meta["frame_start"]),
-            frame_end=int(meta["frame_end"]),
-            skeleton=skeleton,
-            camera_path=CameraPath(
-                K=arrays["K"].astype(np.float64),
-                w2c=arrays["w2c"].astype(np.float64),
-                cam_type=str(meta.get("cam_type", arrays.get("cam_type", "perspective"))),
-                width=int(meta["width"]),
-                height=int(meta["height"]),
-            ),
-            joints3d=arrays["joints3d"].astype(np.float64),
-            joints2d=arrays["joints2d"].astype(np.float64),
-            depth=arrays["depth"].astype(np.float64),
-            visible=arrays["visible"].astype(bool),
-            prompt=str(meta.get("prompt", "")),
-            seed=int(meta.get("seed", 0)),
-            guidance=Guidance(**meta.get("guidance", {})),
-            pose_frames=None if pose_frames is None else tuple(int(f) for f in pose_frames),
-            armature=str(meta.get("armature", "")),
-            camera=str(meta.get("camera", "")),
-            source_blend=str(meta.get("source_blend", "")),
-            engine=dict(meta.get("engine", {})),
-            pose_source=str(meta.get("pose_source", "joints")),
-        )
-    except KeyError as error:
-        raise ShotError(
-            f"{SHOT_JSON}: missing field {error.args[0]!r}; re-export the shot"
-        ) from None
-    except (TypeError, ValueError) as error:
-        raise ShotError(f"{SHOT_JSON}: malformed ({error}); re-export the shot") from error
+    skeleton_fields = fields.fields("skeleton")
+    skeleton = SkeletonGraph(
+        joint_names=tuple(skeleton_fields.texts("joint_names")),
+        bone_names=tuple(skeleton_fields.texts("bone_names")),
+        edges=arrays["edges"].astype(np.int32),
+        edge_part=arrays["edge_part"].astype(np.int8),
+    )
+    guidance = fields.fields("guidance", {})
+    for name in sorted(set(guidance.data) - {"subject", "camera"}):
+        raise ShotError(f"{SHOT_JSON}: guidance.{name} is not a field; use subject and camera")
+    pose_frames = fields.integers_or_none("pose_frames")
+    shot = Shot(
+        name=fields.text("name"),
+        fps=fields.number("fps"),
+        frame_start=fields.integer("frame_start"),
+        frame_end=fields.integer("frame_end"),
+        skeleton=skeleton,
+        camera_path=CameraPath(
+            K=arrays["K"].astype(np.float64),
+            w2c=arrays["w2c"].astype(np.float64),
+            cam_type=fields.text("cam_type", str(arrays.get("cam_type", "perspective"))),
+            width=fields.integer("width"),
+            height=fields.integer("height"),
+        ),
+        joints3d=arrays["joints3d"].astype(np.float64),
+        joints2d=arrays["joints2d"].astype(np.float64),
+        depth=arrays["depth"].astype(np.float64),
+        visible=arrays["visible"].astype(bool),
+        prompt=fields.text("prompt", ""),
+        seed=fields.integer("seed", 0),
+        guidance=Guidance(guidance.number("subject", 1.0), guidance.number("camera", 1.0)),
+        pose_frames=None if pose_frames is None else tuple(pose_frames),
+        armature=fields.text("armature", ""),
+        camera=fields.text("camera", ""),
+        source_blend=fields.text("source_blend", ""),
+        engine=dict(fields.fields("engine", {}).data),
+        pose_source=fields.text("pose_source", "joints"),
+    )
     _require(
         len(skeleton.edges) == len(skeleton.bone_names),
         "skeleton.bone_names",

@@ -2,23 +2,35 @@
 
 Everything is written under a temporary sibling name and moved into place at the end, so a cancel
 or a crash leaves the user's previous take intact; an existing output is only replaced when the
-caller says so (``overwrite=True``). A streamed output's temporary name carries its writer's
-process id: one killed outright (SIGKILL) cannot tidy up, so the next writer of the same output
-removes what a dead process left.
+caller says so (``overwrite=True``). A temporary name carries its writer's process id: one
+killed outright (SIGKILL) cannot tidy up, so the next writer of the same output removes what a
+dead process left (``files.clean_partials``). The ffmpeg that encodes dies with the process that
+started it (Linux): an orphan would otherwise finish the partial file after a SIGKILL.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import tempfile
+import subprocess
+import sys
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import BadInput
-from .files import move_into_place, temporary_sibling
+from .files import (
+    move_into_place,
+    partial_prefix,
+    partial_suffix,
+    temporary_sibling,
+    temporary_sibling_folder,
+)
+
+H264_CRF = 10
+"""x264 quality (0 best .. 51 worst): what imageio's quality 8 of 10 meant."""
+PR_SET_PDEATHSIG = 1
 
 
 class OutputExistsError(BadInput, FileExistsError):
@@ -56,7 +68,7 @@ def _finish(temp: Path, path: Path, overwrite: bool) -> None:
         if path.is_dir() and not temp.is_dir():
             raise OutputExistsError(f"{path} is a folder; choose a file name for the output")
         if temp.is_dir() and path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            old = path.with_name(f"{partial_prefix(path)}old{partial_suffix()}")
             path.rename(old)
             temp.rename(path)
             if old.is_dir():
@@ -78,35 +90,39 @@ def _finish(temp: Path, path: Path, overwrite: bool) -> None:
         ) from error
 
 
-def _writer_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+def _die_with_parent(parent: int) -> None:
+    """In the encoder's child process, before ffmpeg runs: SIGKILL it when the thread that
+    started it dies, and leave the terminal's process group (Ctrl-C is the parent's to answer,
+    between two sampling steps, not ffmpeg's halfway through a file)."""
+    import ctypes
+    import signal
+
+    os.setpgrp()
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
 
 
-def _partial_suffix(extension: str = "") -> str:
-    """How this process's temporary names end (they begin ``.NAME.``, then a random part)."""
-    return f".{os.getpid()}.partial{extension}"
+def _start_encoder(path: Path, width: int, height: int, fps: float) -> subprocess.Popen:
+    """ffmpeg (imageio-ffmpeg's binary) reading raw RGB frames on stdin, writing H.264 to
+    ``path``."""
+    import imageio_ffmpeg
 
-
-def _remove_dead_partials(path: Path) -> None:
-    """Remove the temporary files and folders of ``path`` whose writing process is gone."""
-    own = re.compile(rf"^\.{re.escape(path.name)}\.[A-Za-z0-9_]+\.(?P<pid>[0-9]+)\.partial")
-    if not path.parent.is_dir():
-        return
-    for entry in os.scandir(path.parent):
-        match = own.match(entry.name)
-        if match is None or _writer_alive(int(match["pid"])):
-            continue
-        leftover = Path(entry.path)
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(leftover, ignore_errors=True)
-        else:
-            leftover.unlink(missing_ok=True)
+    rate = Fraction(fps).limit_denominator(100_000)
+    command = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error",
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(rate),
+        "-i", "-", "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(H264_CRF),
+        "-f", "mp4", str(path),
+    ]  # fmt: skip
+    parent = os.getpid()
+    linux = sys.platform.startswith("linux")
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=(lambda: _die_with_parent(parent)) if linux else None,
+    )
 
 
 class _StreamedOutput:
@@ -123,7 +139,6 @@ class _StreamedOutput:
     def __enter__(self):
         check_output_free(self.path, self.overwrite)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_dead_partials(self.path)
         self._open()
         return self
 
@@ -145,36 +160,38 @@ class _StreamedOutput:
 
 
 class VideoWriter(_StreamedOutput):
-    """An H.264/yuv420p mp4 at ``fps``, written frame by frame into ``path`` atomically."""
+    """An H.264/yuv420p mp4 at ``fps``, written frame by frame into ``path`` atomically; ffmpeg
+    starts with the first frames (they give the size)."""
 
-    def __init__(
-        self, path: str | Path, fps: float, overwrite: bool = False, quality: int = 8
-    ) -> None:
+    def __init__(self, path: str | Path, fps: float, overwrite: bool = False) -> None:
         super().__init__(path, overwrite)
         self.fps = float(fps)
-        self.quality = quality
+        self._encoder: subprocess.Popen | None = None
 
     def _open(self) -> None:
-        import imageio.v2 as imageio
-
-        suffix = _partial_suffix(self.path.suffix or ".mp4")
-        self._temp = temporary_sibling(self.path, suffix=suffix)
-        self._writer = imageio.get_writer(
-            self._temp,
-            format="FFMPEG",
-            fps=self.fps,
-            codec="libx264",
-            pixelformat="yuv420p",
-            quality=self.quality,
-            macro_block_size=1,
-        )
+        self._temp = temporary_sibling(self.path, extension=self.path.suffix or ".mp4")
 
     def _write(self, frames: np.ndarray) -> None:
-        for frame in even_frames(frames):
-            self._writer.append_data(frame)
+        frames = even_frames(frames)
+        if self._encoder is None:
+            _, height, width, _ = frames.shape
+            self._encoder = _start_encoder(self._temp, width, height, self.fps)
+        try:
+            self._encoder.stdin.write(np.ascontiguousarray(frames).tobytes())
+        except BrokenPipeError:
+            self._close()  # ffmpeg stopped early: its exit code and message say why
 
     def _close(self) -> None:
-        self._writer.close()
+        encoder, self._encoder = self._encoder, None
+        if encoder is None:
+            return
+        try:
+            encoder.stdin.close()
+        except BrokenPipeError:
+            pass
+        errors = encoder.stderr.read().decode(errors="replace").strip()
+        if encoder.wait() != 0:
+            raise OSError(f"ffmpeg could not write {self.path.name}: {errors}")
 
     def _remove_temp(self) -> None:
         self._temp.unlink(missing_ok=True)
@@ -185,8 +202,7 @@ class FramesWriter(_StreamedOutput):
     into a temporary folder that becomes ``folder`` atomically."""
 
     def _open(self) -> None:
-        prefix, parent = f".{self.path.name}.", self.path.parent
-        self._temp = Path(tempfile.mkdtemp(prefix=prefix, suffix=_partial_suffix(), dir=parent))
+        self._temp = temporary_sibling_folder(self.path)
 
     def _write(self, frames: np.ndarray) -> None:
         import imageio.v2 as imageio
@@ -202,12 +218,10 @@ class FramesWriter(_StreamedOutput):
             shutil.rmtree(self._temp)
 
 
-def write_video(
-    path: str | Path, frames: np.ndarray, fps: float, overwrite: bool = False, quality: int = 8
-) -> Path:
+def write_video(path: str | Path, frames: np.ndarray, fps: float, overwrite: bool = False) -> Path:
     """Encode ``frames`` (F,H,W,3) uint8 as H.264/yuv420p at ``fps`` into ``path`` atomically."""
     _check_frames(frames)
-    with VideoWriter(path, fps, overwrite, quality) as video:
+    with VideoWriter(path, fps, overwrite) as video:
         video.append(frames)
     return video.path
 

@@ -21,13 +21,13 @@ on any device; the loop checks the cancel token before every step and raises ``C
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from ..model.ptcm import FramePartMasks, PartConditioning, resolve_parts
+from .cancel import CancelToken
 from .guidance import combine
 
 DEFAULT_SHIFT = 5.0
@@ -41,28 +41,6 @@ SIGMA_SCHEDULES = ("diffusers", "release")
 ConditioningFn = Callable[[int], PartConditioning | None]
 VelocityFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 StepFn = Callable[[int, torch.Tensor], None]
-
-
-class Cancelled(Exception):
-    """Sampling was stopped through its cancel token; nothing was written."""
-
-
-class CancelToken:
-    """Thread-safe flag the sampler checks before every step (set from a UI or signal handler)."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-    def check(self) -> None:
-        if self._event.is_set():
-            raise Cancelled("generation cancelled")
 
 
 @dataclass(frozen=True)

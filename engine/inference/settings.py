@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import get_args
 
+from ..contract.shot import guidance_problem, seed_problem
 from ..errors import BadInput
 from .guidance import CameraAnchorKind
 
@@ -40,8 +41,17 @@ class RenderSettings:
     dropout): the no-pose baseline of ``poseanything eval``."""
 
     def __post_init__(self) -> None:
-        if self.steps is not None and self.steps < 1:
-            raise OptionError(f"steps is {self.steps}; use at least 1 sampling step")
+        steps = self.steps
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)):
+            raise OptionError(f"steps is {steps!r}; use a whole number of sampling steps")
+        if steps is not None and steps < 1:
+            raise OptionError(f"steps is {steps}; use at least 1 sampling step")
+        for name, option in (("subject", "--guidance"), ("camera", "--camera-guidance")):
+            value = getattr(self, f"{name}_guidance")
+            if value is not None and (problem := guidance_problem(value)) is not None:
+                raise OptionError(f"{name} guidance ({option}): {problem}")
+        if self.seed is not None and (problem := seed_problem(self.seed)) is not None:
+            raise OptionError(f"seed (--seed): {problem}")
         if self.camera_anchor not in CAMERA_ANCHORS:
             raise OptionError(
                 f"camera anchor is {self.camera_anchor!r}; use one of {', '.join(CAMERA_ANCHORS)}"
