@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -234,33 +235,62 @@ class EngineStatus:
         return self.state in (DONE, FAILED, CANCELLED)
 
 
+def _kill_process_group(process: subprocess.Popen) -> None:
+    """Kill ``process`` and every process it started (it leads its own group or session)."""
+    if os.name == "nt":
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True)
+        return
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # already gone
+
+
 class EngineProcess:
     """A running engine command (``render``, ``batch`` or ``models``); ``poll()`` applies what it
-    said so far."""
+    said so far.
+
+    ``env`` replaces the engine's environment; ``process_group`` starts the child in a group of
+    its own that Cancel kills at once, children and all (pip, whose work is all or nothing).
+    """
 
     def __init__(
-        self, request: RenderRequest | BatchRequest | ModelsRequest, log_path: Path
+        self,
+        request: RenderRequest | BatchRequest | ModelsRequest,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        process_group: bool = False,
     ) -> None:
         self.request = request
         self.log_path = Path(log_path)
         self.status = EngineStatus()
         self._events: queue.Queue = queue.Queue()
         self._cancel_at: float | None = None
+        self._process_group = process_group
         self._started_at = time.monotonic()
         self._log = open(self.log_path, "w", encoding="utf-8")  # closed in _finish
+        argv = request.argv()
+        group = {}
+        if process_group:
+            group = (
+                {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+                if os.name == "nt"
+                else {"start_new_session": True}
+            )
         try:
             self._process = subprocess.Popen(
-                request.argv(),
+                argv,
                 stdout=subprocess.PIPE,
                 stderr=self._log,
                 stdin=subprocess.DEVNULL,
                 text=True,
-                env=_environment(request.engine.online),
+                env=env if env is not None else _environment(request.engine.online),
+                **group,
             )
         except OSError as error:
             self._log.close()
             raise EngineSetupError(
-                f"cannot start the engine Python {request.engine.python} ({error.strerror}); set "
+                f"cannot start the engine Python {argv[0]} ({error.strerror}); set "
                 "'Engine Python' in the PoseAnything preferences"
             ) from error
         self._reader = threading.Thread(target=self._read_events, daemon=True)
@@ -277,12 +307,16 @@ class EngineProcess:
         self._process.stdout.close()
 
     def cancel(self) -> None:
-        """Ask the engine to stop (it stops between two steps and writes nothing)."""
+        """Ask the engine to stop (it stops between two steps and writes nothing); a process
+        group is killed at once."""
         if self.status.finished or self._cancel_at is not None:
             return
         self.status.state = CANCELLING
         self._cancel_at = time.monotonic()
-        self._process.terminate()
+        if self._process_group:
+            _kill_process_group(self._process)
+        else:
+            self._process.terminate()
 
     def poll(self) -> EngineStatus:
         """Apply the events that arrived; finish when the engine has exited."""
