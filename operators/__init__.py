@@ -3,9 +3,15 @@ and the ``--command poseanything`` command line of ``blender -b FILE.blend``."""
 
 import bpy
 
-from . import export, generate, models, preview
+from . import engine, export, generate, models, preview
 
-CLASSES = (*export.CLASSES, *generate.CLASSES, *models.CLASSES, *preview.CLASSES)
+CLASSES = (
+    *engine.CLASSES,
+    *export.CLASSES,
+    *generate.CLASSES,
+    *models.CLASSES,
+    *preview.CLASSES,
+)
 CLI_COMMAND = "poseanything"
 
 _cli_handle = None
@@ -22,11 +28,12 @@ def register() -> None:
 
 def unregister() -> None:
     global _cli_handle
-    from ..poseanything_blender import models
+    from ..poseanything_blender import engine_setup, models
     from ..poseanything_blender.job import stop_all
 
     stop_all()
     models.stop()
+    engine_setup.stop()
     if _cli_handle is not None:
         bpy.utils.unregister_cli_command(_cli_handle)
         _cli_handle = None

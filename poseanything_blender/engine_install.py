@@ -22,6 +22,7 @@ stderr log, cancel), polled from ``tick`` on the main thread as a Generate is.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -239,6 +240,14 @@ class EngineReport:
             engine=str(event.get("engine", "")),
             engine_error=str(event.get("engine_error", "")),
         )
+
+    def moved(self, old: Path, new: Path) -> EngineReport:
+        """The same report for the environment renamed from ``old`` to ``new``."""
+
+        def rename(path: str) -> str:
+            return path.replace(str(old), str(new), 1) if path.startswith(str(old)) else path
+
+        return dataclasses.replace(self, python=rename(self.python), engine=rename(self.engine))
 
     @property
     def problem(self) -> str:
@@ -587,6 +596,8 @@ class EngineInstall(StepRun):
             self._end(FAILED, f"cannot move the new engine into {target}: {error}")
             return
         shutil.rmtree(old, ignore_errors=True)
+        if self.report is not None:  # the probe ran in the staging folder
+            self.report = self.report.moved(self.staging, target)
         self._end(DONE, f"engine installed in {target}")
 
     def _end(self, state: str, message: str) -> None:

@@ -63,9 +63,9 @@ def resolve_engine_python(chosen: str) -> str:
     default = default_engine_python()
     if default is None:
         raise EngineSetupError(
-            "Blender's Python cannot import torch, which the engine needs; install the engine "
-            "with `pip install 'poseanything[engine]'` in a Python 3.11 and set 'Engine Python' "
-            "in the PoseAnything preferences to that Python"
+            "Blender's Python cannot import torch, which the engine needs; press Install Engine "
+            "in the PoseAnything preferences (or set 'Engine Python' there to a Python with "
+            "`pip install 'poseanything[engine]'`)"
         )
     return default
 

@@ -316,3 +316,53 @@ def test_pip_failures_say_what_happened_with_the_log(tmp_path, monkeypatch):
     assert "pip cannot reach the package index (offline?). Connect to the internet" in message
     assert message.endswith(f"(log: {offline.log_path})")
     assert leftovers(offline.target.parent) == [] and not offline.target.exists()
+
+
+@pytest.fixture
+def preferences(fresh_scene, tmp_path, monkeypatch):
+    """The extension enabled as an add-on, Blender's user folders in ``tmp_path``."""
+    import bpy
+
+    monkeypatch.setenv("BLENDER_USER_RESOURCES", str(tmp_path / "resources"))
+    system = bpy.context.preferences.system
+    online_before = system.use_online_access
+    system.use_online_access = False
+    assert bpy.ops.preferences.addon_enable(module="poseanything") == {"FINISHED"}
+    yield bpy.context.preferences.addons["poseanything"].preferences
+    bpy.ops.preferences.addon_disable(module="poseanything")
+    system.use_online_access = online_before
+
+
+def test_the_buttons_install_cancel_and_check_in_the_extensions_folder(preferences, tmp_path):
+    import bpy
+
+    from poseanything.poseanything_blender import engine_setup
+
+    folder = engine_setup.engine_folder()
+    assert folder.is_relative_to(tmp_path / "resources")
+    with pytest.raises(RuntimeError, match="Allow Online Access is off: turn it on"):
+        bpy.ops.poseanything.install_engine()
+    with pytest.raises(RuntimeError, match="no engine is installed"):
+        bpy.ops.poseanything.remove_engine()
+    assert not folder.parent.exists()
+
+    bpy.context.preferences.system.use_online_access = True
+    preferences.install_python = sys.executable
+    assert bpy.ops.poseanything.install_engine() == {"FINISHED"}
+    run = engine_install.STATE.run
+    assert run.plan.target == folder and run.plan.torch.name == "CPU"
+    with pytest.raises(RuntimeError, match="Install Engine is running; wait for it or press Canc"):
+        bpy.ops.poseanything.check_engine()
+    wait_for_pip(run)
+    assert run.status.text.startswith("Step 2/5: installing torch (CPU build)")
+    assert bpy.ops.poseanything.cancel_engine_install() == {"FINISHED"}
+    engine_setup.wait(poll_s=0.02)
+    assert engine_install.STATE.message == "Install Engine cancelled; nothing was installed"
+    assert not folder.exists() and leftovers(folder.parent) == []
+    assert preferences.engine_python == ""
+
+    preferences.engine_python = sys.executable
+    assert bpy.ops.poseanything.check_engine() == {"FINISHED"}
+    engine_setup.wait(poll_s=0.05)
+    assert engine_install.STATE.ok, engine_install.STATE.message
+    assert engine_install.STATE.report.lines()[1].startswith("torch 2.13.0")

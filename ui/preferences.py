@@ -5,6 +5,8 @@ fetches) and where unsaved files' outputs go."""
 
 import bpy
 
+from ..poseanything_blender.engine_install import TORCH_BUILDS
+
 # ``bl_ext.<repo>.poseanything`` when Blender loads the extension, ``poseanything`` from pip.
 ADDON_PACKAGE = __package__.rpartition(".")[0]
 
@@ -18,6 +20,23 @@ class PoseAnythingPreferences(bpy.types.AddonPreferences):
         description=(
             "The Python that runs the engine; it needs torch (pip install "
             "'poseanything[engine]'). Empty: Blender's own Python, if it has torch"
+        ),
+    )
+    torch_build: bpy.props.EnumProperty(
+        name="Torch Build",
+        items=[
+            (build.name, f"{build.name} ({build.cost})", build.description)
+            for build in TORCH_BUILDS.values()
+        ],
+        default="CPU",
+        description="Which torch Install Engine downloads",
+    )
+    install_python: bpy.props.StringProperty(
+        name="Install With",
+        subtype="FILE_PATH",
+        description=(
+            "The Python Install Engine makes the engine's environment with (3.11 or later). "
+            "Empty: Blender's own Python"
         ),
     )
     model_choice: bpy.props.EnumProperty(
@@ -107,9 +126,11 @@ class PoseAnythingPreferences(bpy.types.AddonPreferences):
         layout.prop(self, "engine_python")
         if not self.engine_python and default_engine_python() is None:
             layout.label(
-                text="Blender's Python has no torch: set a Python with the engine installed",
+                text="Blender's Python has no torch: press Install Engine (or set a Python that "
+                "has the engine)",
                 icon="ERROR",
             )
+        self.draw_engine(layout.box())
         layout.prop(self, "model_choice")
         if self.model_choice == "CUSTOM":
             layout.prop(self, "model_folder")
@@ -124,6 +145,37 @@ class PoseAnythingPreferences(bpy.types.AddonPreferences):
         layout.prop(self, "unsaved_output_folder")
         if self.model_choice == "FULL":
             self.draw_models(layout.box())
+
+    def draw_engine(self, box: bpy.types.UILayout) -> None:
+        """Install Engine (or Repair), Remove, Check Engine; progress, Cancel, the outcome."""
+        from ..poseanything_blender import engine_install
+        from ..poseanything_blender.engine_setup import installed
+
+        state = engine_install.STATE
+        box.label(text="Engine Environment", icon="CONSOLE")
+        box.prop(self, "torch_build")
+        box.prop(self, "install_python")
+        row = box.row(align=True)
+        text = "Repair Engine" if installed() else "Install Engine"
+        row.operator("poseanything.install_engine", text=text, icon="IMPORT")
+        row.operator("poseanything.remove_engine", icon="TRASH")
+        row.operator("poseanything.check_engine", icon="VIEWZOOM")
+        if not bpy.app.online_access:
+            box.label(
+                text="Install Engine needs Allow Online Access (System > Network)", icon="INFO"
+            )
+        if state.run is not None:
+            status = state.run.status
+            box.progress(factor=status.fraction, type="BAR", text=status.text)
+            box.operator("poseanything.cancel_engine_install", icon="CANCEL")
+        column = box.column(align=True)
+        if state.message:
+            column.label(text=state.message, icon="CHECKMARK" if state.ok else "ERROR")
+        if state.report is not None and state.run is None:
+            for line in state.report.lines():
+                column.label(text=line)
+        if state.log and not state.ok:
+            column.label(text=f"Log: {state.log}", icon="TEXT")
 
     def draw_models(self, box: bpy.types.UILayout) -> None:
         """The full model's files: Check Models, the last answer, Download with its size."""
