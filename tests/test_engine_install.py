@@ -1,8 +1,9 @@
 """Install Engine for real: venvs made by a real Python, pip in child processes, the probe.
 
 The small installs take numpy and pillow (what the engine needs to import) from wherever this
-machine's pip configuration finds them; ``test_full_install_then_generate`` installs the whole
-engine (torch and the pinned rest) from a folder of wheels, offline, and renders with it.
+machine's pip configuration finds them;
+``test_full_install_from_the_button_then_generate_renders_with_it`` installs the whole engine
+(torch CPU build and the pinned rest, from the pip cache and the index) and renders with it.
 """
 
 from __future__ import annotations
@@ -366,3 +367,45 @@ def test_the_buttons_install_cancel_and_check_in_the_extensions_folder(preferenc
     engine_setup.wait(poll_s=0.05)
     assert engine_install.STATE.ok, engine_install.STATE.message
     assert engine_install.STATE.report.lines()[1].startswith("torch 2.13.0")
+
+
+def test_full_install_from_the_button_then_generate_renders_with_it(
+    preferences, tmp_path, monkeypatch
+):
+    """The whole engine (torch CPU build and the pinned rest; from the pip cache and this
+    machine's index) installed by the button, then a Generate whose engine is that Python."""
+    import bpy
+    from rigs import build_armature, chain
+    from tiny_models import tiny_model_folder
+
+    from poseanything.engine.contract.video import read_video
+    from poseanything.poseanything_blender import engine_setup
+    from poseanything.poseanything_blender.job import wait
+
+    bpy.context.preferences.system.use_online_access = True
+    preferences.install_python = sys.executable
+    assert bpy.ops.poseanything.install_engine() == {"FINISHED"}
+    run = engine_setup.wait(poll_s=0.2)
+    assert run.status.state == DONE, run.status.message
+    python = venv_python(engine_setup.engine_folder())
+    assert preferences.engine_python == str(python) and engine_setup.installed()
+    assert run.report.python == str(python) and run.report.torch.startswith("2.13.0")
+
+    monkeypatch.setenv("POSEANYTHING_MODEL", str(tiny_model_folder(tmp_path / "model")))
+    scene = bpy.context.scene
+    scene.render.resolution_x, scene.render.resolution_y = 64, 48
+    scene.render.resolution_percentage = 100
+    scene.frame_start, scene.frame_end = 1, 3
+    rig = build_armature("Rig", chain("arm", (0, 0, 0), (0, 0, 0.5), 3))
+    rig.keyframe_insert("location", frame=1)
+    rig.location.x = 0.3
+    rig.keyframe_insert("location", frame=3)
+    scene.poseanything.armature = rig
+    scene.poseanything.steps = 2
+    preferences.unsaved_output_folder = str(tmp_path / "out")
+    assert bpy.ops.poseanything.generate() == {"FINISHED"}
+    job = wait(scene, poll_s=0.1)
+    assert job.results[0].status == "done", scene.poseanything.job_message
+    strip = next(iter(scene.sequence_editor.strips))
+    frames, _fps = read_video(Path(bpy.path.abspath(strip.filepath)))
+    assert frames.shape == (3, 48, 64, 3)
