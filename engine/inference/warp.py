@@ -180,7 +180,7 @@ def subject_layers(
         cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * CUT_DILATION_PX + 1,) * 2),
     )
     background = cv2.inpaint(
-        np.ascontiguousarray(reference[..., :3]), cut, INPAINT_RADIUS_PX, cv2.INPAINT_TELEA
+        np.ascontiguousarray(reference[..., :3]), cut, INPAINT_RADIUS_PX, cv2.INPAINT_NS
     )
     median = float(np.median(radius[reach > 0])) if (reach > 0).any() else MIN_RADIUS_PX
     return SubjectLayers(
