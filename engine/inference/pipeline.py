@@ -796,13 +796,15 @@ class PoseAnythingPipeline:
         Args:
             shot: the skeleton and camera tracks, prompt, seed, guidance and sparse poses.
             reference: (H,W,3) uint8, the subject in the shot's first pose, any size: it is
-                centre-cropped to the shot's aspect and resized to the working size.
+                centre-cropped to the shot's aspect and resized to the working size (and to
+                the warp's size, ``warp_long_side``).
             settings: per-render choices; None fields fall back to the shot's, then the model's.
             callback: called after every sampling step with a ``Progress`` (ETA, preview).
             cancel: checked before every sampling step; a cancel raises ``Cancelled``.
             pose_images: the skeleton images of a shot without joints (``read_pose_images``).
-            subject_mask: the reference's subject (``read_reference_mask``), for the
-                release's part masks.
+            subject_mask: the reference's subject, (H,W) in 0..1 (``load_reference``): what
+                the warp cuts out and the release's part masks are cut from (None: a band
+                around the skeleton).
 
         Returns:
             ``RenderResult``: (F,H,W,3) uint8 frames, F the shot's frame count, at the shot's
