@@ -31,6 +31,7 @@ from pathlib import Path
 import bpy
 
 from ..engine.batch.runners import STATUSES, ShotResult
+from ..engine.contract.files import process_alive
 from ..engine.errors import EXIT_BAD_INPUT
 from .engine_process import (
     DONE,
@@ -44,7 +45,7 @@ from .engine_process import (
 )
 from .redraw import SIDEBAR_AREAS, redraw_areas
 from .sequencer import StripError, add_take_strip
-from .takes import Take, adopt_staged_take, discard_take, new_take
+from .takes import Take, adopt_staged_take, discard_take, keep_take, new_take
 from .tasks import GenerateError, ShotTask
 
 PREVIEW_IMAGE = "PoseAnything Preview"
@@ -157,9 +158,15 @@ def _shot_fraction(event: dict | None) -> float:
 
 
 def _preview_path() -> Path:
+    """A new preview file named after this process; those of processes that are gone (killed
+    before they could remove theirs) are removed."""
     folder = Path(tempfile.gettempdir()) / "poseanything-preview"
     folder.mkdir(exist_ok=True)
-    handle, path = tempfile.mkstemp(suffix=".png", dir=folder)
+    for leftover in folder.glob("preview-*-*.png"):
+        pid = leftover.name.split("-")[1]
+        if pid.isdigit() and not process_alive(int(pid)):
+            leftover.unlink(missing_ok=True)
+    handle, path = tempfile.mkstemp(prefix=f"preview-{os.getpid()}-", suffix=".png", dir=folder)
     os.close(handle)
     return Path(path)
 
@@ -323,6 +330,7 @@ def _take_finished(scene: bpy.types.Scene | None, job: Job) -> None:
     if job.cancelled or status.state not in (DONE, FAILED):
         discard_take(take)
         return
+    keep_take(take)
     if status.state == FAILED:
         if str(take.log) in status.message:
             job.log = str(take.log)

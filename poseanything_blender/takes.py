@@ -4,6 +4,10 @@ A take lives in ``<shot folder>/takes/take001/<shot>_take001.mp4`` with the engi
 ``engine.json`` (and, after a crash, the engine's log) beside it, so each take keeps its own
 settings. The number is one past the highest folder already there; the folder is created with
 ``mkdir(exist_ok=False)``, so two takes started at once can never share a number.
+
+While it renders, a take holds ``.rendering``, the id of the process that reserved it: a
+Blender killed outright cannot tidy up, so the next take of that shot removes a take whose
+process is gone. A take without the mark (kept, or made by an older version) is never touched.
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..engine.contract.files import process_alive
+
 TAKES_DIR = "takes"
+RENDERING_MARK = ".rendering"
 TAKE_PATTERN = re.compile(r"^take(\d{3,})$")
 LOG_NAME = "engine.log"
 
@@ -39,10 +46,12 @@ def take_numbers(shot_dir: Path) -> list[int]:
 
 
 def new_take(shot_dir: str | Path, shot_name: str) -> Take:
-    """Reserve the next take of ``shot_name``: its folder exists afterwards, its video does not."""
+    """Reserve the next take of ``shot_name``: its folder exists afterwards, marked as rendering
+    by this process (``keep_take`` ends that), its video does not."""
     takes = Path(shot_dir) / TAKES_DIR
     takes.mkdir(parents=True, exist_ok=True)
-    number = max(take_numbers(shot_dir), default=0) + 1
+    number = max(take_numbers(shot_dir), default=0) + 1  # past abandoned ones: never reused
+    remove_abandoned_takes(shot_dir)
     while True:
         folder = takes / f"take{number:03d}"
         try:
@@ -50,7 +59,25 @@ def new_take(shot_dir: str | Path, shot_name: str) -> Take:
             break
         except FileExistsError:
             number += 1
+    (folder / RENDERING_MARK).write_text(str(os.getpid()), encoding="utf-8")
     return Take(folder, folder / f"{shot_name}_take{number:03d}.mp4", folder / LOG_NAME, number)
+
+
+def keep_take(take: Take) -> None:
+    """The take ended and stays (a video, or a crash's log): no longer one that renders."""
+    (take.folder / RENDERING_MARK).unlink(missing_ok=True)
+
+
+def remove_abandoned_takes(shot_dir: str | Path) -> None:
+    """Remove the takes of ``shot_dir`` still marked as rendering by a process that is gone."""
+    for number in take_numbers(Path(shot_dir)):
+        folder = Path(shot_dir) / TAKES_DIR / f"take{number:03d}"
+        try:
+            pid = int((folder / RENDERING_MARK).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # not rendering, or a mark being written this instant
+        if not process_alive(pid):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def discard_take(take: Take) -> None:
@@ -69,4 +96,5 @@ def adopt_staged_take(staged: Path, shot_dir: str | Path, shot_name: str) -> Tak
     except OSError:
         discard_take(take)
         raise
+    keep_take(take)
     return take

@@ -385,3 +385,41 @@ def test_a_device_the_machine_lacks_is_bad_input(small_blend, model_dir):
     refused = run("generate", small_blend, "--model", model_dir, "--device", "cuda")
     assert_refused(refused, "failed: Scene: device: --device cuda was asked for but no CUDA GPU")
     assert not [name for name in digest(small_blend.parent) if "take0" in name]
+
+
+def test_a_generate_killed_outright_leaves_nothing_the_next_one_does_not_remove(
+    small_blend, model_dir
+):
+    """Case 11 on the Blender side: SIGKILL mid-render cannot tidy up; its take folder and
+    preview file carry its process id, and the next Generate of the shot removes them."""
+    import tempfile
+
+    shot = small_blend.parent / "poseanything" / "Scene"
+    generate = ["generate", str(small_blend), "--model", str(model_dir)]
+    process = subprocess.Popen(
+        [*CLI, *generate, "--steps", "400"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    while "step" not in process.stdout.readline():
+        assert process.poll() is None, process.stderr.read()
+    process.kill()
+    process.communicate(timeout=60)
+    deadline = time.monotonic() + 60
+    while engine_processes(shot):  # its engine dies at its next event: a broken pipe
+        assert time.monotonic() < deadline, "the engine outlived its Blender"
+        time.sleep(0.2)
+    abandoned = shot / "takes" / "take001"
+    assert (abandoned / ".rendering").read_text() == str(process.pid)
+    previews = Path(tempfile.gettempdir()) / "poseanything-preview"
+    assert list(previews.glob(f"preview-{process.pid}-*.png"))
+
+    again = run(*generate, "--steps", "1")
+    assert again.returncode == 0, again.stderr
+    assert sorted(path.name for path in (shot / "takes").iterdir()) == ["take002"]
+    assert sorted(path.name for path in (shot / "takes" / "take002").iterdir()) == [
+        "Scene_take002.mp4",
+        "engine.json",
+    ]
+    assert not list(previews.glob(f"preview-{process.pid}-*.png"))

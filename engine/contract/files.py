@@ -39,7 +39,8 @@ def partial_suffix(extension: str = "") -> str:
     return f".{os.getpid()}.{PARTIAL_MARK}{extension}"
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs: a dead one's temporary files (and takes) are litter."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -59,7 +60,7 @@ def clean_partials(path: Path) -> list[Path]:
     removed = []
     for entry in entries:
         match = _PARTIAL_NAME.match(entry.name)
-        if match is None or match["name"] != path.name or _process_alive(int(match["pid"])):
+        if match is None or match["name"] != path.name or process_alive(int(match["pid"])):
             continue
         leftover = Path(entry.path)
         try:
