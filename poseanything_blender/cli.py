@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import os
 import re
 import signal
@@ -91,15 +90,17 @@ def _steps(text: str) -> int:
 
 
 def _guidance(text: str) -> float:
+    """A guidance strength in the engine's ``GUIDANCE_RANGE``, checked before bpy loads."""
+    from ..engine.contract.shot import guidance_problem
+
     try:
-        value = float(text)
+        value: float | str = float(text)
     except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0.0):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a guidance weight; give a finite number of at least 0, e.g. 1.0"
-        )
-    return value
+        value = text
+    problem = guidance_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return float(value)
 
 
 def _joined_negative_values(argv: Sequence[str]) -> list[str]:
@@ -134,8 +135,10 @@ def add_generate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--steps", type=_steps, help="sampling steps, at least 1 (default: the model's)"
     )
-    parser.add_argument("--guidance", type=_guidance, help="subject guidance, 0 or more")
-    parser.add_argument("--camera-guidance", type=_guidance, help="camera guidance, 0 = locked-off")
+    parser.add_argument("--guidance", type=_guidance, help="subject guidance, 0 to 10")
+    parser.add_argument(
+        "--camera-guidance", type=_guidance, help="camera guidance, 0 to 10 (0: locked-off)"
+    )
     parser.add_argument("--model", type=Path, help="model folder (default: the bundled one)")
     parser.add_argument("--python", help="Python with torch to run the engine (default: this)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))

@@ -3,6 +3,8 @@ state of the scene's running job (progress, status, the last result) for the pan
 
 import bpy
 
+from ..engine.contract.shot import GUIDANCE_RANGE
+
 
 def _is_armature(_settings: bpy.types.PropertyGroup, obj: bpy.types.Object) -> bool:
     return obj.type == "ARMATURE"
@@ -89,15 +91,15 @@ class PoseAnythingSceneSettings(bpy.types.PropertyGroup):
     )
     subject_guidance: bpy.props.FloatProperty(
         name="Subject Guidance",
-        min=0.0,
-        soft_max=10.0,
+        min=GUIDANCE_RANGE[0],
+        max=GUIDANCE_RANGE[1],
         default=1.0,
         description="How strongly the skeleton's own motion drives the subject",
     )
     camera_guidance: bpy.props.FloatProperty(
         name="Camera Guidance",
-        min=0.0,
-        soft_max=10.0,
+        min=GUIDANCE_RANGE[0],
+        max=GUIDANCE_RANGE[1],
         default=1.0,
         description=(
             "How strongly the scene camera's motion drives the video camera "
