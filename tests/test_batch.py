@@ -144,22 +144,18 @@ def test_out_dir_leaves_shot_folders_untouched(tmp_path, model_dir):
     assert summary.results[0].output == str(out / "shot0" / VIDEO_NAME)
 
 
-def test_a_shot_that_keeps_failing_is_retried_then_reported(tmp_path, model_dir):
-    """A corrupt weights file is not a bad shot: it may be a flaky disk, so it is retried."""
+def test_corrupt_weights_are_refused_before_any_shot_and_never_retried(tmp_path, model_dir):
+    """A damaged weights file is a bad file (issue 14): a retry cannot fix it, so the batch
+    refuses it while planning, naming the file, and renders nothing."""
+    from poseanything.engine.checkpoints.weights import CheckpointError
+
     corrupt = tmp_path / "model"
-    corrupt.mkdir()
-    for path in model_dir.rglob("*"):
-        if path.is_file():
-            target = corrupt / path.relative_to(model_dir)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(path.read_bytes())
+    shutil.copytree(model_dir, corrupt)
     (weights,) = (corrupt / "transformer").glob("*.safetensors")
     weights.write_bytes(b"not safetensors")
     (shot,) = make_shots(tmp_path / "shots", [SHOT_FRAMES])
-    summary = run_batch([shot], BatchSettings(model=ModelChoice(folder=corrupt), retries=1))
-    (result,) = summary.results
-    assert (result.status, result.attempts) == ("failed", 2)
-    assert result.error
+    with pytest.raises(CheckpointError, match="transformer.*is damaged"):
+        run_batch([shot], BatchSettings(model=ModelChoice(folder=corrupt), retries=1))
     assert not (shot / VIDEO_NAME).exists()
 
 

@@ -8,7 +8,9 @@ file-not-found.
 
 from __future__ import annotations
 
+import json
 import os
+import struct
 from pathlib import Path
 
 from ..errors import BadInput
@@ -17,6 +19,8 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default-model"
 MODEL_ENV_VAR = "POSEANYTHING_MODEL"
 MODEL_INDEX = "pipeline.json"
 """Marks a model folder; written by ``PoseAnythingPipeline.save_pretrained``."""
+MAX_HEADER_BYTES = 100_000_000
+"""safetensors' own limit on a header's length."""
 
 
 class ModelNotFoundError(BadInput, FileNotFoundError):
@@ -52,4 +56,42 @@ def resolve_model_dir(path: str | Path | None = None) -> Path:
             f"model: {where} was not found at {folder} (no {MODEL_INDEX} and safetensors "
             "weights there). " + how_to_get_a_model()
         )
+    for weights in sorted(folder.rglob("*.safetensors")):
+        if weights.is_file():  # anything else is the loader's I/O error (a retry may fix it)
+            check_safetensors(weights)
     return folder
+
+
+def check_safetensors(path: Path) -> None:
+    """Read a safetensors file's header (without torch, so Blender's side can ask too): a
+    truncated file, a bad header or tensors reaching past the end are a ``CheckpointError``
+    here, not three chained tracebacks from deep inside the loader."""
+
+    def damaged(why: str) -> CheckpointError:
+        return CheckpointError(
+            f"model: {path} is damaged ({why}); copy the model folder again or point --model "
+            "to a complete one"
+        )
+
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        start = file.read(8)
+        if len(start) < 8:
+            raise damaged(f"{size} bytes, shorter than a header")
+        (length,) = struct.unpack("<Q", start)
+        if length > min(MAX_HEADER_BYTES, size - 8):
+            raise damaged(f"its header claims {length} bytes, the file has {size}")
+        try:
+            header = json.loads(file.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise damaged(f"its header is not JSON: {error}") from None
+    if not isinstance(header, dict):
+        raise damaged("its header is not an object")
+    ends = [
+        entry.get("data_offsets", [0, 0])[1]
+        for name, entry in header.items()
+        if name != "__metadata__" and isinstance(entry, dict)
+    ]
+    data = size - 8 - length
+    if any(not isinstance(end, int) or end > data for end in ends):
+        raise damaged(f"its tensors reach past the {data} bytes of data it holds")
