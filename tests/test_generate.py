@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from rigs import save_generated_rigify
 from test_export import scene_fingerprint
-from tiny_models import tiny_model_folder
+from tiny_models import safetensors_bytes, tiny_model_folder
 
 from poseanything.engine.contract.video import read_video
 
@@ -288,17 +288,25 @@ def test_error_messages_say_what_to_do(shot_file, model_dir, tmp_path, monkeypat
         bpy.ops.poseanything.generate()
     assert job_for(scene) is None and strips(scene) == {}
 
-    # A damaged model: the engine fails while loading; the message names the log, kept.
+    # A damaged model file: refused before anything is exported, with what to do.
     broken = tmp_path / "broken_model"
     shutil.copytree(model_dir, broken)
     for weights in broken.rglob("*.safetensors"):
         weights.write_bytes(b"not safetensors")
     monkeypatch.setenv("POSEANYTHING_MODEL", str(broken))
     before = scene_fingerprint(scene)
+    with pytest.raises(RuntimeError, match="is damaged .*copy the model folder again"):
+        bpy.ops.poseanything.generate()
+    assert job_for(scene) is None and strips(scene) == {}
+
+    # Whole safetensors files holding the wrong tensors: the engine refuses them while loading
+    # (never a video from randomly started weights), and says what to do.
+    for weights in broken.rglob("*.safetensors"):
+        weights.write_bytes(safetensors_bytes({"unrelated": [0.0]}))
     job = generate_and_wait()
     assert job.results[0].status == "failed"
-    assert "while loading the model" in settings.job_message
-    assert Path(settings.job_log).is_file() and settings.job_log in settings.job_message
+    assert "do not fit PoseAnythingTransformer" in settings.job_message
+    assert "copy the model folder again" in settings.job_message
     assert strips(scene) == {} and scene_fingerprint(scene) == before
 
     # No armature anywhere: say how to pick one.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from synthetic_shots import write_synthetic_shot
-from tiny_models import tiny_model_folder
+from tiny_models import safetensors_bytes, tiny_model_folder
 
 from poseanything.engine.contract.video import read_video
 from poseanything.engine.errors import EXIT_BAD_INPUT, EXIT_CANCELLED
@@ -130,6 +130,11 @@ BAD_RENDERS = {
         damage_weights(lambda data: data[:8] + b"{not json" + data[17:]),
         [],
         "is damaged (its header is not JSON",
+    ),
+    "safetensors of another model": (
+        damage_weights(lambda data: safetensors_bytes({"unrelated": [0.0]})),
+        [],
+        "do not fit PoseAnythingTransformer",
     ),
     # case 13
     "empty --model folder": (empty_model, [], "model: a model was not found at"),
