@@ -291,6 +291,7 @@ def test_a_killed_batch_leaves_nothing_in_the_shot_folder_after_the_next_run(tmp
     batch = [
         sys.executable, "-m", "poseanything.engine.cli", "batch", str(shot),
         "--model", str(model_dir), "--steps", "8", "--progress", "none", "--threads", "1",
+        "--summary", str(tmp_path / "batch.json"),
     ]  # fmt: skip
     process = subprocess.Popen(batch)
     wait_for(lambda: any(shot.glob(".*.partial.mp4")))
@@ -302,3 +303,4 @@ def test_a_killed_batch_leaves_nothing_in_the_shot_folder_after_the_next_run(tmp
     assert not [name for name in left if name.startswith(".")], left
     frames, _ = read_video(next(shot.glob("*.mp4")))
     assert frames.shape[0] == 120 and frames.std() > 0
+    assert json.loads((tmp_path / "batch.json").read_text())["counts"]["done"] == 1
