@@ -15,6 +15,7 @@ import numpy as np
 from ..engine.contract.shot import SkeletonGraph
 from ..engine.contract.skeleton import segment_parts
 from ..engine.errors import BadInput
+from .blender_versions import hidden_bones
 
 JOINT_MERGE_FRACTION = 1e-3
 """A child's head within this fraction of the shorter bone's length of its parent's tail (or
@@ -149,9 +150,7 @@ def _keep_mask(
             )
 
     if not options.include_hidden:
-        hidden = _bone_arrays(data.bones, "hide", 1, bool)
-        if armature_obj.pose is not None:
-            hidden |= _bone_arrays(armature_obj.pose.bones, "hide", 1, bool)
+        hidden = hidden_bones(armature_obj)
         if (keep & hidden).any():
             notes.append(f"skipped {int((keep & hidden).sum())} hidden bones")
         keep &= ~hidden

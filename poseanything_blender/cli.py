@@ -570,5 +570,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CANCELLED
 
 
+def run() -> None:
+    """The command's entry point: ``main()``, then exit as this Blender's bpy safely can."""
+    from .blender_versions import exit_process
+
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

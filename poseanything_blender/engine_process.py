@@ -45,8 +45,15 @@ class EngineSetupError(BadInput):
     """The engine cannot start (no Python with torch); the message says what to set."""
 
 
+ENGINE_PYTHON_VARIABLE = "POSEANYTHING_ENGINE_PYTHON"
+
+
 def default_engine_python() -> str | None:
-    """The Python running this code if it can import torch, else None (the user must choose)."""
+    """$POSEANYTHING_ENGINE_PYTHON, else the Python running this code if it can import torch,
+    else None (the user must choose). The variable lets headless runs and the tests under
+    other Blender versions keep the engine in its own environment, as Blender users do."""
+    if os.environ.get(ENGINE_PYTHON_VARIABLE):
+        return os.environ[ENGINE_PYTHON_VARIABLE]
     return sys.executable if importlib.util.find_spec("torch") is not None else None
 
 

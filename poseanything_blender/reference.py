@@ -18,6 +18,7 @@ import numpy as np
 from mathutils import Color, Euler, Matrix, Quaternion, Vector
 
 from ..engine.errors import BadInput
+from .blender_versions import file_format_changes
 
 
 class ReferenceImageError(BadInput):
@@ -61,8 +62,7 @@ def png_render_settings(
     """Changes for a plain 8-bit Workbench PNG of the camera's view, for ``temporarily_set``.
 
     Whatever the user's scene renders (sequencer, compositing, stamps, a region, stereo,
-    transparency, a movie format), the image is the camera's view alone. ``media_type`` comes
-    before ``file_format`` because setting it picks a matching format.
+    transparency, a movie format), the image is the camera's view alone.
     """
     render = scene.render
     image = render.image_settings
@@ -77,8 +77,7 @@ def png_render_settings(
         (render, "use_multiview", False),
         (render, "use_single_layer", True),
         (render, "film_transparent", False),
-        (image, "media_type", "IMAGE"),
-        (image, "file_format", "PNG"),
+        *file_format_changes(image, "PNG"),
         (image, "color_mode", color_mode),
         (image, "color_depth", "8"),
     ]

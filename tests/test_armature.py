@@ -17,6 +17,9 @@ from poseanything.poseanything_blender.armature import (
     SkeletonOptions,
     extract_skeleton,
 )
+from poseanything.poseanything_blender.blender_versions import POSE_BONE_HIDE, hidden_bones
+
+pytestmark = pytest.mark.blender
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +81,7 @@ def test_generated_rigify_rig_exports_only_def_bones(fresh_scene, generated_rigi
     assert edges[index("DEF-forearm.L"), 0] == edges[index("DEF-upper_arm.L.001"), 1]
 
     everything = extract_skeleton(rig, SkeletonOptions(deform_only=False))
-    hidden = sum(b.hide or rig.pose.bones[b.name].hide for b in rig.data.bones)
+    hidden = int(hidden_bones(rig).sum())
     assert len(everything.graph.bone_names) == len(rig.data.bones) - hidden > len(def_bones)
     metarig_skeleton = extract_skeleton(bpy.data.objects["metarig"])
     assert len(metarig_skeleton.graph.bone_names) == len(bpy.data.objects["metarig"].data.bones)
@@ -173,7 +176,10 @@ def test_bone_collection_filter(fresh_scene):
 
 def test_hidden_bones_are_skipped_unless_asked_for(fresh_scene):
     armature_obj = build_armature("tentacles", tentacle_tree())
-    armature_obj.pose.bones["left.02"].hide = True
+    if POSE_BONE_HIDE:  # 5.0+: hidden in pose mode only, or in edit mode only
+        armature_obj.pose.bones["left.02"].hide = True
+    else:
+        armature_obj.data.bones["left.02"].hide = True
     armature_obj.data.bones["right.02"].hide = True
     default = extract_skeleton(armature_obj)
     assert "left.02" not in default.graph.bone_names
@@ -182,7 +188,7 @@ def test_hidden_bones_are_skipped_unless_asked_for(fresh_scene):
     with_hidden = extract_skeleton(armature_obj, SkeletonOptions(include_hidden=True))
     assert len(with_hidden.graph.bone_names) == len(armature_obj.data.bones)
 
-    for bone in armature_obj.pose.bones:
+    for bone in armature_obj.pose.bones if POSE_BONE_HIDE else armature_obj.data.bones:
         bone.hide = True
     with pytest.raises(SkeletonError, match="--include-hidden on the command line"):
         extract_skeleton(armature_obj)

@@ -15,6 +15,8 @@ from rigs import build_armature, chain
 
 from poseanything.engine.contract.shot import read_shot
 
+pytestmark = pytest.mark.blender
+
 
 @pytest.fixture
 def registered(fresh_scene):

@@ -18,6 +18,8 @@ from poseanything.poseanything_blender.camera_path import (
     read_camera_state,
 )
 
+pytestmark = pytest.mark.blender
+
 TOLERANCE_PX = 0.01
 
 

@@ -17,6 +17,8 @@ from rigs import RIGIFY_METARIGS, add_metarig, build_armature, chain, tentacle_t
 from poseanything.engine.contract.shot import read_reference, read_shot
 from poseanything.engine.contract.skeleton import write_png
 
+pytestmark = pytest.mark.blender
+
 WIDTH, HEIGHT = 96, 64
 FRAMES = (1, 6)
 
@@ -217,9 +219,12 @@ def set_unusual_user_state(scene, rig) -> None:
     """Settings an export touches or could trip over, set away from their defaults."""
     import bpy
 
+    from poseanything.poseanything_blender.blender_versions import file_format_changes
+
     render = scene.render
     render.engine = "CYCLES"
-    render.image_settings.media_type = "VIDEO"
+    for owner, attribute, value in file_format_changes(render.image_settings, "FFMPEG"):
+        setattr(owner, attribute, value)
     render.filepath = "//renders/take_"
     render.use_sequencer = True
     render.use_border = True

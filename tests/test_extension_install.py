@@ -19,6 +19,8 @@ import pytest
 
 from poseanything.engine.contract.shot import read_shot
 
+pytestmark = pytest.mark.blender
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODULE = "bl_ext.user_default.poseanything"
 

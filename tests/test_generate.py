@@ -18,11 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import in_engine_python
 from rigs import save_generated_rigify
+from safetensors_files import safetensors_bytes
 from test_export import scene_fingerprint
-from tiny_models import safetensors_bytes, tiny_model_folder
 
 from poseanything.engine.contract.video import read_video
+
+pytestmark = pytest.mark.blender
 
 WIDTH, HEIGHT = 64, 48
 FRAMES = (1, 5)
@@ -30,7 +33,8 @@ FRAMES = (1, 5)
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    return tiny_model_folder(tmp_path_factory.mktemp("model"))
+    save = "import sys, tiny_models; print(tiny_models.tiny_model_folder(sys.argv[1]))"
+    return Path(in_engine_python(save, str(tmp_path_factory.mktemp("model"))).split()[-1])
 
 
 @pytest.fixture(scope="module")

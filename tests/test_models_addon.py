@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 import stat
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import in_engine_python
 from rigs import build_armature, chain
 
 from poseanything.engine.checkpoints.hub import DIT_INDEX, DIT_SHARDS, POSEANYTHING_REPO, WAN_REPO
+from poseanything.poseanything_blender.engine_process import default_engine_python
+
+pytestmark = pytest.mark.blender
 
 PLAN_FIXTURE = Path(__file__).parent / "data" / "models_plan.jsonl"
 
@@ -34,7 +37,7 @@ def preferences(fresh_scene, monkeypatch):
     system.use_online_access = False
     assert bpy.ops.preferences.addon_enable(module="poseanything") == {"FINISHED"}
     prefs = bpy.context.preferences.addons["poseanything"].preferences
-    prefs.engine_python = sys.executable
+    prefs.engine_python = default_engine_python()
     monkeypatch.setattr(models, "STATE", models.ModelsState())
     yield prefs
     bpy.ops.preferences.addon_disable(module="poseanything")
@@ -89,11 +92,14 @@ def test_each_model_choice_becomes_the_engines_options(preferences, tmp_path):
 def half_cache(tmp_path, monkeypatch) -> Path:
     """A Hugging Face cache with the tiny official PoseAnything checkpoint and no Wan2.2 files;
     the engine child inherits the environment, network off."""
-    from fake_full_model import official_tensors, snapshot
-    from official_parity_cases import write_checkpoint
-
     cache = tmp_path / "hf" / "hub"
-    write_checkpoint(snapshot(cache, POSEANYTHING_REPO), official_tensors(), index=True)
+    write = (
+        "import sys; from fake_full_model import POSEANYTHING_REPO, official_tensors, snapshot; "
+        "from official_parity_cases import write_checkpoint; "
+        "from pathlib import Path; folder = snapshot(Path(sys.argv[1]), POSEANYTHING_REPO); "
+        "write_checkpoint(folder, official_tensors(), index=True)"
+    )
+    in_engine_python(write, str(cache))
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return cache
@@ -169,7 +175,7 @@ def test_download_refuses_while_online_access_is_off(preferences):
     for operator in (bpy.ops.poseanything.plan_download, bpy.ops.poseanything.download_models):
         with pytest.raises(RuntimeError, match="Allow Online Access is off"):
             operator()
-    settings = engine_options(bpy.context.scene, preferences).settings(sys.executable)
+    settings = engine_options(bpy.context.scene, preferences).settings(default_engine_python())
     with pytest.raises(models.ModelsError, match="Preferences > System > Network"):
         models.start("plan", settings)
     assert models.STATE.process is None

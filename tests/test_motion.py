@@ -19,6 +19,8 @@ from poseanything.poseanything_blender.motion import (
     sample_motion,
 )
 
+pytestmark = pytest.mark.blender
+
 FRAMES = (1, 4, 9, 15, 22, 30)
 
 

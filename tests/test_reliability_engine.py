@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from safetensors_files import safetensors_bytes
 from synthetic_shots import write_synthetic_shot
-from tiny_models import safetensors_bytes, tiny_model_folder
+from tiny_models import tiny_model_folder
 
 from poseanything.engine.contract.video import read_video
 from poseanything.engine.errors import EXIT_BAD_INPUT, EXIT_CANCELLED

@@ -13,6 +13,8 @@ from PIL import Image
 from poseanything.engine.contract.shot import read_reference, read_shot
 from poseanything.engine.errors import BadInput
 
+pytestmark = pytest.mark.blender
+
 SIZE = 32
 FRAMES = 4
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import struct
 from pathlib import Path
 
 import pytest
@@ -72,18 +70,3 @@ def tiny_wan_codec():
         latents_std=[1.0] * 4,
     )
     return WanVAECodec(vae).eval()
-
-
-def safetensors_bytes(tensors: dict[str, list[float]]) -> bytes:
-    """A whole, valid safetensors file of float32 tensors (written by hand: no torch here)."""
-    header, data, offset = {}, b"", 0
-    for name, values in tensors.items():
-        chunk = struct.pack(f"<{len(values)}f", *values)
-        header[name] = {
-            "dtype": "F32",
-            "shape": [len(values)],
-            "data_offsets": [offset, offset + len(chunk)],
-        }
-        data, offset = data + chunk, offset + len(chunk)
-    text = json.dumps(header).encode()
-    return struct.pack("<Q", len(text)) + text + data

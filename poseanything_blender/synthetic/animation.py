@@ -27,9 +27,8 @@ def _fill_fcurves(id_data, data_path: str, frames: np.ndarray, values: np.ndarra
     channels the Blender 5 way; the remaining keys are written into those channels at once.
     """
     id_data.keyframe_insert(data_path, frame=float(frames[0]))
-    channelbag = anim_utils.animdata_get_channelbag_for_assigned_slot(
-        id_data.id_data.animation_data
-    )
+    animation = id_data.id_data.animation_data
+    channelbag = anim_utils.action_get_channelbag_for_slot(animation.action, animation.action_slot)
     full_path = data_path if id_data == id_data.id_data else id_data.path_from_id(data_path)
     for index in range(values.shape[1]):
         fcurve = channelbag.fcurves.find(full_path, index=index)

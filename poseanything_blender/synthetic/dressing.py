@@ -14,6 +14,8 @@ import bmesh
 import bpy
 import numpy as np
 
+from ..blender_versions import new_node_material
+
 CAPSULE_RINGS = 8
 CAPSULE_SEGMENTS = 8
 TEXTURE_SIZE = 64
@@ -75,7 +77,7 @@ def textured_material(name: str, rng: np.random.Generator) -> bpy.types.Material
     pixels = random_pattern(rng)
     image = bpy.data.images.new(name, TEXTURE_SIZE, TEXTURE_SIZE, alpha=False)
     image.pixels.foreach_set(pixels.astype(np.float32).ravel())
-    material = bpy.data.materials.new(name)
+    material = new_node_material(name)
     nodes = material.node_tree.nodes
     texture = nodes.new("ShaderNodeTexImage")
     texture.image = image
