@@ -48,7 +48,8 @@ from .engine_process import (
 MIN_PYTHON = (3, 11)
 TORCH_PIN = "torch==2.13.0"
 ENGINE_REQUIREMENTS = (
-    "numpy<2",
+    "numpy<2; python_version < '3.13'",
+    "numpy>=2.1; python_version >= '3.13'",
     "pillow",
     "safetensors",
     "diffusers==0.42.1",
