@@ -571,10 +571,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> None:
-    """The command's entry point: ``main()``, then exit as this Blender's bpy safely can."""
+    """The command's entry point: ``main()``, then exit as this Blender's bpy safely can
+    (imported after ``main``, which imports bpy only once its Ctrl-C handler is in place)."""
+    code = main()
+    if "bpy" not in sys.modules:  # refused before bpy was loaded: nothing of it to shut down
+        sys.exit(code)
     from .blender_versions import exit_process
 
-    exit_process(main())
+    exit_process(code)
 
 
 if __name__ == "__main__":
