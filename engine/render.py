@@ -219,6 +219,7 @@ def render_shot_folder(
     """
     from .contract.shot import read_pose_images, read_shot
     from .contract.video import FramesWriter, VideoWriter
+    from .inference.memory import check_video_fits
     from .inference.reference import load_reference
 
     shot_dir, out = Path(shot_dir), Path(out)
@@ -229,6 +230,8 @@ def render_shot_folder(
     shot = read_shot(shot_dir)
     reference = load_reference(shot_dir, shot)
     pipeline = load_pipeline(model, on_download=on_event)
+    if settings.upscale:
+        check_video_fits(shot.width, shot.height, pipeline.config.window_frames)
     loaded = time.perf_counter()
     device = pipeline.device.type
     if on_event is not None:

@@ -22,6 +22,7 @@ from tiny_models import tiny_model_folder
 
 from poseanything.engine.contract.video import read_video
 from poseanything.engine.errors import EXIT_BAD_INPUT, EXIT_CANCELLED
+from poseanything.engine.inference.memory import available_bytes
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +70,23 @@ def damage_weights(edit):
     return damage
 
 
+def edit_tensor(component, name, value):
+    """A copy of the model whose ``component``'s tensor ``name`` is filled with ``value``."""
+
+    def damage(folder, model):
+        from safetensors.torch import load_file, save_file
+
+        damaged = folder.parent / "diverging-model"
+        shutil.copytree(model, damaged)
+        weights = damaged / component / "diffusion_pytorch_model.safetensors"
+        tensors = load_file(weights)
+        tensors[name].fill_(value)
+        save_file(tensors, weights)
+        return damaged
+
+    return damage
+
+
 def empty_model(folder, model):
     (folder.parent / "empty-model").mkdir()
     return folder.parent / "empty-model"
@@ -109,6 +127,17 @@ BAD_RENDERS = {
         [],
         "guidance.subject: inf is outside",
     ),
+    # case 14
+    "a 20000x20000 shot": (
+        edit_meta(lambda m: {**m, "width": 20000, "height": 20000}),
+        [],
+        "shot: 20000x20000 is larger than an H.264 video can be (16384 pixels a side)",
+    ),
+    "a 16000x16000 shot": (
+        edit_meta(lambda m: {**m, "width": 16000, "height": 16000}),
+        [],
+        "shot: a 16000x16000 video needs about 30 GB of memory",
+    ),
     # case 7
     "truncated poses.npz": (truncate_npz, [], "poses.npz: unreadable (BadZipFile"),
     "shot.json a list": (edit_meta(lambda m: [m]), [], "shot.json is a list, expected an object"),
@@ -144,9 +173,13 @@ BAD_RENDERS = {
 
 @pytest.mark.parametrize("case", sorted(BAD_RENDERS))
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, shot_dir, model_dir, case):
-    """Cases 3, 4, 7, 13, each under ``--progress none`` (case 2: which printed nothing at all),
-    answered before any work."""
+    """Cases 3, 4, 7, 13, 14, each under ``--progress none`` (case 2: which printed nothing at
+    all), answered before any work."""
     damage, extra, message = BAD_RENDERS[case]
+    if case == "a 16000x16000 shot" and available_bytes() > 31e9:
+        pytest.skip(
+            "this machine has the 30 GB free that a 16000x16000 video of the tiny model needs"
+        )
     shot = shutil.copytree(shot_dir, tmp_path / "shot")
     model = damage(shot, model_dir)
     out = tmp_path / "takes" / "take.mp4"
@@ -160,6 +193,36 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, shot_dir, 
     assert not out.parent.exists() or os.listdir(out.parent) == []
     if case == "empty --model folder":
         assert "default-model" not in lines[0] and "my-model" in lines[0]  # never the bundled one
+
+
+DIVERGING_MODELS = {
+    "NaN": (
+        edit_tensor("transformer", "proj_out.bias", float("nan")),
+        "the model generated non-finite values (NaN or infinity) for frames 2-4",
+    ),
+    "one colour": (
+        edit_tensor("codec", "decoder.10.weight", 0.0),
+        "the model generated a single flat colour for frames 1-4",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DIVERGING_MODELS))
+def test_a_model_that_generates_no_picture_is_an_error_not_a_black_video(
+    tmp_path, shot_dir, model_dir, case
+):
+    """Case 3, from the model's side: a black (or flat) video is never reported as done."""
+    damage, message = DIVERGING_MODELS[case]
+    model = damage(tmp_path / "shot", model_dir)  # the damaged copy goes beside it
+    out = tmp_path / "takes" / "take.mp4"
+    result = subprocess.run(
+        command(shot_dir, out, model, "--progress", "json"), capture_output=True, text=True
+    )
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events[-1]["event"] == "error" and message in events[-1]["message"], events[-1]
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr, result.stderr
+    assert os.listdir(out.parent) == []
 
 
 def test_outputs_that_cannot_be_written_are_refused_before_the_model_loads(
@@ -305,3 +368,43 @@ def test_a_killed_batch_leaves_nothing_in_the_shot_folder_after_the_next_run(tmp
     frames, _ = read_video(next(shot.glob("*.mp4")))
     assert frames.shape[0] == 120 and frames.std() > 0
     assert json.loads((tmp_path / "batch.json").read_text())["counts"]["done"] == 1
+
+
+@pytest.mark.parametrize("name", ["render", "batch"])
+def test_a_progress_reader_that_goes_away_cancels_in_one_line(tmp_path, model_dir, name):
+    """The add-on's Blender killed, or ``| head``: the next progress line meets a closed pipe.
+    Nobody will learn of the video, so the render cancels: exit 130, one line on stderr, no
+    ``BrokenPipeError`` traceback, nothing written."""
+    shot = write_synthetic_shot(tmp_path / "shot", num_frames=120, width=32, height=32)
+    before = set(os.listdir(shot))
+    out = tmp_path / "takes" / "take.mp4"
+    argv = {
+        "render": command(shot, out, model_dir, "--progress", "json", "--steps", "50"),
+        "batch": [
+            sys.executable,
+            "-m",
+            "poseanything.engine.cli",
+            "batch",
+            str(shot),
+            "--model",
+            str(model_dir),
+            "--steps",
+            "50",
+            "--progress",
+            "json",
+            "--threads",
+            "1",
+            "--summary",
+            str(tmp_path / "batch.json"),
+        ],  # fmt: skip
+    }[name]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while json.loads(process.stdout.readline())["event"] != "progress":
+        assert process.poll() is None, process.stderr.read()
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == EXIT_CANCELLED, stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+    assert len([line for line in stderr.splitlines() if "broken pipe" in line]) == 1, stderr
+    assert not out.parent.exists() or os.listdir(out.parent) == []
+    assert set(os.listdir(shot)) == before

@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ..batch.plan import STATUSES, BatchSettings
 from ..contract.files import write_json_atomic
 from ..errors import EXIT_BAD_INPUT, BadInput
 from .options import add_render_options, cancel_on_signals, model_from_args, settings_from_args
+from .output import print_line
 
 SUMMARY_NAME = "batch.json"
 
@@ -27,15 +29,23 @@ SUMMARY_NAME = "batch.json"
 class BatchProgress:
     """A bar over shots on stderr with the latest shot's step, or JSON lines on stdout."""
 
-    def __init__(self, mode: str, total: int) -> None:
+    def __init__(self, mode: str, total: int, on_reader_gone: Callable[[], None]) -> None:
         self.mode = mode
         self.total = total
+        self.on_reader_gone = on_reader_gone
+        """Called once when the progress has no reader left: the batch is cancelled."""
+        self.reader_gone = False
         self.finished = 0
         self.line = ""
 
+    def print(self, text: str, stream=None, end: str = "\n") -> None:
+        if not print_line(text, stream, end) and not self.reader_gone:
+            self.reader_gone = True
+            self.on_reader_gone()
+
     def __call__(self, event: dict) -> None:
         if self.mode == "json":
-            print(json.dumps(event), flush=True)
+            self.print(json.dumps(event))
             return
         if event["event"] in STATUSES:
             self.finished += 1
@@ -50,12 +60,11 @@ class BatchProgress:
             self.line = f"{name} {event['event']}"
         width = 24
         filled = round(width * self.finished / max(1, self.total))
-        print(
+        self.print(
             f"\r[{'#' * filled}{'.' * (width - filled)}] {self.finished}/{self.total} shots  "
             f"{self.line:<50}",
+            sys.stderr,
             end="",
-            file=sys.stderr,
-            flush=True,
         )
 
 
@@ -130,7 +139,7 @@ def batch_command(args: argparse.Namespace) -> int:
     from ..inference.cancel import CancelToken
 
     cancel = CancelToken()
-    progress = BatchProgress(args.progress, len(args.shot_dirs))
+    progress = BatchProgress(args.progress, len(args.shot_dirs), on_reader_gone=cancel.cancel)
     with cancel_on_signals(cancel):
         try:
             summary = run_batch(args.shot_dirs, batch_settings_from_args(args), progress, cancel)
@@ -140,11 +149,17 @@ def batch_command(args: argparse.Namespace) -> int:
     path = summary_path(args)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, summary.to_dict())
+    if progress.reader_gone:
+        print_line(
+            f"poseanything batch: the program reading the progress closed it (broken pipe), so "
+            f"the batch was cancelled; the summary is in {path}",
+            sys.stderr,
+        )
     if args.progress == "json":
-        print(json.dumps({"event": "summary", "path": str(path), **summary.to_dict()}), flush=True)
+        progress.print(json.dumps({"event": "summary", "path": str(path), **summary.to_dict()}))
     else:
         if args.progress == "bar":
-            print(file=sys.stderr)
-        print(summary.table())
-        print(f"summary: {path}")
+            progress.print("", sys.stderr)
+        progress.print(summary.table())
+        progress.print(f"summary: {path}")
     return summary.exit_code

@@ -21,7 +21,7 @@ import json
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import (
@@ -37,6 +37,7 @@ from .batch import add_batch_command
 from .import_official import add_import_official_command
 from .models import add_models_command, print_download
 from .options import add_render_options, cancel_on_signals, model_from_args, settings_from_args
+from .output import print_line
 from .train import add_eval_command, add_train_command
 
 PREVIEW_INTERVAL_S = 0.5
@@ -68,30 +69,41 @@ def build_parser() -> argparse.ArgumentParser:
 class Reporter:
     """Progress on stdout: JSON lines for the add-on, or a one-line bar for a terminal."""
 
-    def __init__(self, mode: str, preview_path: Path | None) -> None:
+    def __init__(
+        self, mode: str, preview_path: Path | None, on_reader_gone: Callable[[], None]
+    ) -> None:
         self.mode = mode
         self.preview_path = preview_path
+        self.on_reader_gone = on_reader_gone
+        """Called once when stdout or stderr has no reader left: the render is cancelled,
+        since nobody will learn that it finished."""
+        self.reader_gone = False
         self._last_preview = 0.0
         self._bar_drawn = False
+
+    def _print(self, text: str, stream=None, end: str = "\n") -> None:
+        if not print_line(text, stream, end) and not self.reader_gone:
+            self.reader_gone = True
+            self.on_reader_gone()
 
     def event(self, name: str, **fields) -> None:
         """One protocol event; without JSON, an error or cancel is still one line on stderr
         (``--progress none`` silences progress, never the reason a render stopped)."""
         if self.mode == "json":
-            print(json.dumps({"event": name, **fields}), flush=True)
+            self._print(json.dumps({"event": name, **fields}))
             return
         end_bar = "\n" if self._bar_drawn else ""
         if name in ("error", "cancelled"):
-            print(f"{end_bar}{fields.get('message', name)}", file=sys.stderr, flush=True)
+            self._print(f"{end_bar}{fields.get('message', name)}", sys.stderr)
         elif self.mode == "bar" and name == "done":
-            print(f"{end_bar}wrote {fields['video']} in {fields['seconds']:.1f} s", flush=True)
+            self._print(f"{end_bar}wrote {fields['video']} in {fields['seconds']:.1f} s")
 
     def engine_event(self, name: str, fields: dict) -> None:
         """``render_shot_folder``'s events: ``start`` on the protocol, downloads on stderr."""
         if name == "start":
             self.event(name, **fields)
         elif name == "note":
-            print(fields["message"], file=sys.stderr, flush=True)
+            self._print(fields["message"], sys.stderr)
         else:
             print_download(name, fields)
 
@@ -118,12 +130,11 @@ class Reporter:
             width = 30
             self._bar_drawn = True
             filled = round(width * progress.step / progress.total)
-            print(
+            self._print(
                 f"\r[{'#' * filled}{'.' * (width - filled)}] {progress.step}/{progress.total} "
                 f"window {progress.window}/{progress.windows} eta {progress.eta_s:5.1f}s",
+                sys.stderr,
                 end="",
-                file=sys.stderr,
-                flush=True,
             )
 
     def _write_preview(self, image) -> None:
@@ -146,8 +157,8 @@ def render_command(args: argparse.Namespace) -> int:
 
     out = args.out.expanduser().resolve()
     preview = preview_path(out)
-    reporter = Reporter(args.progress, preview)
     cancel = CancelToken()
+    reporter = Reporter(args.progress, preview, on_reader_gone=cancel.cancel)
     with cancel_on_signals(cancel):
         try:
             report = render_shot_folder(
@@ -182,6 +193,12 @@ def report_failure(reporter: Reporter, error: Exception) -> int:
     from ..inference.cancel import Cancelled
 
     if isinstance(error, Cancelled):
+        if reporter.reader_gone:
+            message = (
+                "cancelled: the program reading the progress closed it (broken pipe); "
+                "no video was written"
+            )
+            print_line(f"poseanything: {message}", sys.stderr)
         reporter.event("cancelled", message="cancelled; no video was written")
         return EXIT_CANCELLED
     if isinstance(error, BadInput):

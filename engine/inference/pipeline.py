@@ -32,6 +32,7 @@ from ..contract.skeleton import part_masks, render_skeleton_frames
 from ..model import PoseAnythingTransformer, TextEncoder, VideoCodec
 from ..model.ptcm import FramePartMasks
 from . import release_poses
+from .frame_check import check_generated_frames
 from .guidance import (
     SkeletonTrack,
     anchor_tracks,
@@ -476,7 +477,7 @@ class _ProgressClock:
                     window=index + 1,
                     windows=len(plan.starts),
                     stage="ptcm" if plan.ptcm and step <= plan.capture else "sampling",
-                    preview=lambda: np.rint(self.decode(x0[:, :, -1:])[-1]).astype(np.uint8),
+                    preview=lambda: to_uint8(self.decode(x0[:, :, -1:])[-1]),
                 )
             )
 
@@ -514,6 +515,7 @@ class RenderStream:
             # 3. Sample the window from its reference frame.
             on_step = clock.window(index)
             window = pipeline.sample_window(inputs, index, reference_frame, on_step, self.cancel)
+            check_generated_frames(window.frames, start, inputs.reference)
             if window.correspondence is not None:
                 self.correspondences.append(window.correspondence.cpu().tolist())
             # 4. Stitch it; the next window starts from the first frame the two share.
@@ -536,6 +538,12 @@ def _guess_region(bases: list[WarpedReference], anchors: tuple[str, ...]) -> np.
     subject's skeleton (the shot's own, else the camera-free one); all of it without one."""
     carrier = next((anchors.index(n) for n in ("full", "subject") if n in anchors), 0)
     return bases[carrier].region
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Float frames in [0, 255] as uint8; NaN (a diverging model, refused once the window is
+    done) as black, without numpy's warning about the cast."""
+    return np.rint(np.nan_to_num(frames, nan=0.0)).clip(0, 255).astype(np.uint8)
 
 
 def to_unit_range(frames: np.ndarray, device) -> torch.Tensor:
@@ -1006,7 +1014,7 @@ class PoseAnythingPipeline:
     def finish_frames(self, inputs: RenderInputs, frames: np.ndarray) -> np.ndarray:
         """Stitched float ``frames`` as uint8 frames at the shot's size (unless not
         ``upscale``)."""
-        frames = np.rint(frames).clip(0, 255).astype(np.uint8)
+        frames = to_uint8(frames)
         if inputs.plan.settings.upscale:
             frames = upscale_frames(frames, inputs.shot.width, inputs.shot.height)
         return frames

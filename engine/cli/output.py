@@ -1,0 +1,27 @@
+"""Lines for whoever reads a command's output, who may go away mid-render.
+
+Python ignores SIGPIPE, so a write to a pipe whose reader closed it (the add-on's Blender
+killed, ``poseanything render ... | head``) raises ``BrokenPipeError`` wherever it happens.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TextIO
+
+
+def print_line(text: str, stream: TextIO | None = None, end: str = "\n") -> bool:
+    """Print ``text`` to ``stream`` (stdout) and flush; False when its reader has gone.
+
+    The stream is then pointed at the null device, so later lines and the interpreter's last
+    flush are dropped quietly instead of raising again at some other place."""
+    stream = sys.stdout if stream is None else stream
+    try:
+        print(text, end=end, file=stream, flush=True)
+    except BrokenPipeError:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, stream.fileno())
+        os.close(null)
+        return False
+    return True
