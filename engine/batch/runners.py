@@ -165,7 +165,7 @@ def connect_ray(address: str) -> bool:
     if ray.is_initialized():
         return False
     if address == "local":
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1")
+        _start_local_ray(ray)
         return True
     try:
         ray.init(address=address)
@@ -175,6 +175,26 @@ def connect_ray(address: str) -> bool:
             "--head` on the head node, give its address, or use --ray local on this machine"
         ) from error
     return True
+
+
+def _start_local_ray(ray) -> None:
+    """Start a Ray cluster of this machine alone, every listener on loopback, no dashboard.
+
+    Ray's servers (GCS, raylet and object manager, workers, dashboard and runtime-env agents,
+    metrics) listen on every interface unless the node address is loopback, and on Linux Ray
+    replaces a loopback node address (even ``_node_ip_address="127.0.0.1"``) with the machine's
+    network address. Only with clusters disabled, as on Windows and macOS, is the node address
+    loopback; that switch (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``) is read once when ray is
+    imported, so its constant is turned off for the start alone.
+    """
+    from ray._private import ray_constants
+
+    enabled = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(include_dashboard=False)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = enabled
 
 
 def _ray_error_message(error: Exception) -> str:
