@@ -31,7 +31,7 @@ import ray
 import torch
 
 from poseanything.engine.batch.plan import BatchSettings
-from poseanything.engine.batch.runners import run_batch
+from poseanything.engine.batch.runners import run_batch, start_local_ray
 from poseanything.engine.checkpoints.weights import resolve_model_dir
 from poseanything.engine.render import ModelChoice, RenderSettings
 
@@ -77,10 +77,9 @@ def main() -> None:
         print(f"serial (one process, 1 torch thread as a Ray task has): {serial_one_thread:.1f} s")
 
         started = time.perf_counter()
-        ray.init(
+        start_local_ray(
+            ray,
             num_cpus=args.cpus,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
             _temp_dir=str(scratch / "ray"),
             log_to_driver=False,
         )

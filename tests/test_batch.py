@@ -25,7 +25,7 @@ from poseanything.engine.batch.plan import (
     read_contract,
     shot_key,
 )
-from poseanything.engine.batch.runners import run_batch
+from poseanything.engine.batch.runners import run_batch, start_local_ray
 from poseanything.engine.cli import main
 from poseanything.engine.cli.batch import SUMMARY_NAME
 from poseanything.engine.contract.video import read_video
@@ -273,10 +273,9 @@ def ray_cluster(tmp_path_factory):
     ray = pytest.importorskip("ray", reason="the optional ray extra is not installed")
     session_dir = tmp_path_factory.mktemp("ray")
     worker_tmp = tmp_path_factory.mktemp("worker-tmp")
-    ray.init(
+    start_local_ray(
+        ray,
         num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
         _temp_dir=str(session_dir),
         log_to_driver=False,
         runtime_env={"env_vars": {"TMPDIR": str(worker_tmp)}},

@@ -165,7 +165,7 @@ def connect_ray(address: str) -> bool:
     if ray.is_initialized():
         return False
     if address == "local":
-        _start_local_ray(ray)
+        start_local_ray(ray)
         return True
     try:
         ray.init(address=address)
@@ -177,8 +177,9 @@ def connect_ray(address: str) -> bool:
     return True
 
 
-def _start_local_ray(ray) -> None:
-    """Start a Ray cluster of this machine alone, every listener on loopback, no dashboard.
+def start_local_ray(ray, **init_options) -> None:
+    """Start a Ray cluster of this machine alone, every listener on loopback, no dashboard;
+    ``init_options`` go on to ``ray.init`` (tests and benchmarks size and place the cluster).
 
     Ray's servers (GCS, raylet and object manager, workers, dashboard and runtime-env agents,
     metrics) listen on every interface unless the node address is loopback, and on Linux Ray
@@ -192,7 +193,7 @@ def _start_local_ray(ray) -> None:
     enabled = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
-        ray.init(include_dashboard=False)
+        ray.init(include_dashboard=False, **init_options)
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = enabled
 

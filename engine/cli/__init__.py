@@ -4,6 +4,7 @@ This module imports nothing heavy: the console script and ``python -m poseanythi
 run ``main`` here, which answers Ctrl-C before the commands' imports (torch takes seconds) start.
 """
 
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -14,8 +15,11 @@ __all__ = ["build_parser", "main"]
 
 
 def _cancelled_while_starting(signum, frame) -> None:
-    print("poseanything: cancelled (Ctrl-C); nothing was written", file=sys.stderr, flush=True)
-    raise SystemExit(EXIT_CANCELLED)
+    """Exit at once: nothing is written before a command installs its own cancel, and an
+    exception raised here can surface mid-import as another error (numpy turns it into an
+    ImportError while its C extension loads)."""
+    os.write(sys.stderr.fileno(), b"poseanything: cancelled (Ctrl-C); nothing was written\n")
+    os._exit(EXIT_CANCELLED)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

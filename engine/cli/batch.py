@@ -21,7 +21,7 @@ from ..batch.plan import STATUSES, BatchSettings
 from ..contract.files import write_json_atomic
 from ..errors import EXIT_BAD_INPUT, BadInput
 from .options import add_render_options, cancel_on_signals, model_from_args, settings_from_args
-from .output import print_line
+from .output import ProgressOutput, print_line
 
 SUMMARY_NAME = "batch.json"
 
@@ -32,20 +32,13 @@ class BatchProgress:
     def __init__(self, mode: str, total: int, on_reader_gone: Callable[[], None]) -> None:
         self.mode = mode
         self.total = total
-        self.on_reader_gone = on_reader_gone
-        """Called once when the progress has no reader left: the batch is cancelled."""
-        self.reader_gone = False
+        self.output = ProgressOutput(on_reader_gone)
         self.finished = 0
         self.line = ""
 
-    def print(self, text: str, stream=None, end: str = "\n") -> None:
-        if not print_line(text, stream, end) and not self.reader_gone:
-            self.reader_gone = True
-            self.on_reader_gone()
-
     def __call__(self, event: dict) -> None:
         if self.mode == "json":
-            self.print(json.dumps(event))
+            self.output.print(json.dumps(event))
             return
         if event["event"] in STATUSES:
             self.finished += 1
@@ -60,7 +53,7 @@ class BatchProgress:
             self.line = f"{name} {event['event']}"
         width = 24
         filled = round(width * self.finished / max(1, self.total))
-        self.print(
+        self.output.print(
             f"\r[{'#' * filled}{'.' * (width - filled)}] {self.finished}/{self.total} shots  "
             f"{self.line:<50}",
             sys.stderr,
@@ -149,17 +142,18 @@ def batch_command(args: argparse.Namespace) -> int:
     path = summary_path(args)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, summary.to_dict())
-    if progress.reader_gone:
+    output = progress.output
+    if output.reader_gone:
         print_line(
             f"poseanything batch: the program reading the progress closed it (broken pipe), so "
             f"the batch was cancelled; the summary is in {path}",
             sys.stderr,
         )
     if args.progress == "json":
-        progress.print(json.dumps({"event": "summary", "path": str(path), **summary.to_dict()}))
+        output.print(json.dumps({"event": "summary", "path": str(path), **summary.to_dict()}))
     else:
         if args.progress == "bar":
-            progress.print("", sys.stderr)
-        progress.print(summary.table())
-        progress.print(f"summary: {path}")
+            output.print("", sys.stderr)
+        output.print(summary.table())
+        output.print(f"summary: {path}")
     return summary.exit_code

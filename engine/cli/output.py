@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 
@@ -25,3 +26,19 @@ def print_line(text: str, stream: TextIO | None = None, end: str = "\n") -> bool
         os.close(null)
         return False
     return True
+
+
+class ProgressOutput:
+    """A command's progress lines, and whether their reader has gone.
+
+    ``on_reader_gone`` is called once, at the first line nobody reads: the command cancels its
+    work, since nobody would learn that it finished."""
+
+    def __init__(self, on_reader_gone: Callable[[], None]) -> None:
+        self.on_reader_gone = on_reader_gone
+        self.reader_gone = False
+
+    def print(self, text: str, stream: TextIO | None = None, end: str = "\n") -> None:
+        if not print_line(text, stream, end) and not self.reader_gone:
+            self.reader_gone = True
+            self.on_reader_gone()

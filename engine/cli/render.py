@@ -37,7 +37,7 @@ from .batch import add_batch_command
 from .import_official import add_import_official_command
 from .models import add_models_command, print_download
 from .options import add_render_options, cancel_on_signals, model_from_args, settings_from_args
-from .output import print_line
+from .output import ProgressOutput, print_line
 from .train import add_eval_command, add_train_command
 
 PREVIEW_INTERVAL_S = 0.5
@@ -74,36 +74,28 @@ class Reporter:
     ) -> None:
         self.mode = mode
         self.preview_path = preview_path
-        self.on_reader_gone = on_reader_gone
-        """Called once when stdout or stderr has no reader left: the render is cancelled,
-        since nobody will learn that it finished."""
-        self.reader_gone = False
+        self.output = ProgressOutput(on_reader_gone)
         self._last_preview = 0.0
         self._bar_drawn = False
-
-    def _print(self, text: str, stream=None, end: str = "\n") -> None:
-        if not print_line(text, stream, end) and not self.reader_gone:
-            self.reader_gone = True
-            self.on_reader_gone()
 
     def event(self, name: str, **fields) -> None:
         """One protocol event; without JSON, an error or cancel is still one line on stderr
         (``--progress none`` silences progress, never the reason a render stopped)."""
         if self.mode == "json":
-            self._print(json.dumps({"event": name, **fields}))
+            self.output.print(json.dumps({"event": name, **fields}))
             return
         end_bar = "\n" if self._bar_drawn else ""
         if name in ("error", "cancelled"):
-            self._print(f"{end_bar}{fields.get('message', name)}", sys.stderr)
+            self.output.print(f"{end_bar}{fields.get('message', name)}", sys.stderr)
         elif self.mode == "bar" and name == "done":
-            self._print(f"{end_bar}wrote {fields['video']} in {fields['seconds']:.1f} s")
+            self.output.print(f"{end_bar}wrote {fields['video']} in {fields['seconds']:.1f} s")
 
     def engine_event(self, name: str, fields: dict) -> None:
         """``render_shot_folder``'s events: ``start`` on the protocol, downloads on stderr."""
         if name == "start":
             self.event(name, **fields)
         elif name == "note":
-            self._print(fields["message"], sys.stderr)
+            self.output.print(fields["message"], sys.stderr)
         else:
             print_download(name, fields)
 
@@ -130,7 +122,7 @@ class Reporter:
             width = 30
             self._bar_drawn = True
             filled = round(width * progress.step / progress.total)
-            self._print(
+            self.output.print(
                 f"\r[{'#' * filled}{'.' * (width - filled)}] {progress.step}/{progress.total} "
                 f"window {progress.window}/{progress.windows} eta {progress.eta_s:5.1f}s",
                 sys.stderr,
@@ -193,7 +185,7 @@ def report_failure(reporter: Reporter, error: Exception) -> int:
     from ..inference.cancel import Cancelled
 
     if isinstance(error, Cancelled):
-        if reporter.reader_gone:
+        if reporter.output.reader_gone:
             message = (
                 "cancelled: the program reading the progress closed it (broken pipe); "
                 "no video was written"
