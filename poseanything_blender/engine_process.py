@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -46,6 +47,12 @@ class EngineSetupError(BadInput):
 
 
 ENGINE_PYTHON_VARIABLE = "POSEANYTHING_ENGINE_PYTHON"
+INSTALL_HINT = (
+    "press Install Engine (Repair if one is installed) in the PoseAnything preferences, or set "
+    "'Engine Python' there to a Python with `pip install 'poseanything[engine]'`"
+)
+"""What to do about an engine Python that is missing or lacks what the engine imports."""
+MISSING_MODULE = re.compile(r"ModuleNotFoundError: No module named '([\w.]+)'")
 
 
 def default_engine_python() -> str | None:
@@ -62,17 +69,12 @@ def resolve_engine_python(chosen: str) -> str:
     if chosen:
         python = Path(chosen).expanduser()
         if not python.is_file():
-            raise EngineSetupError(
-                f"the engine Python {python} does not exist; set 'Engine Python' in the "
-                "PoseAnything preferences to a Python that has torch (e.g. a venv's bin/python)"
-            )
+            raise EngineSetupError(f"the engine Python {python} does not exist; {INSTALL_HINT}")
         return str(python)
     default = default_engine_python()
     if default is None:
         raise EngineSetupError(
-            "Blender's Python cannot import torch, which the engine needs; press Install Engine "
-            "in the PoseAnything preferences (or set 'Engine Python' there to a Python with "
-            "`pip install 'poseanything[engine]'`)"
+            f"Blender's Python cannot import torch, which the engine needs; {INSTALL_HINT}"
         )
     return default
 
@@ -297,8 +299,7 @@ class EngineProcess:
         except OSError as error:
             self._log.close()
             raise EngineSetupError(
-                f"cannot start the engine Python {argv[0]} ({error.strerror}); set "
-                "'Engine Python' in the PoseAnything preferences"
+                f"cannot start the engine Python {argv[0]} ({error.strerror}); {INSTALL_HINT}"
             ) from error
         self._reader = threading.Thread(target=self._read_events, daemon=True)
         self._reader.start()
@@ -390,12 +391,21 @@ class EngineProcess:
         else:
             status.state = FAILED
             if not status.message:
-                status.message = (
-                    f"the engine exited with code {returncode}: {self.log_tail()} "
-                    f"(log: {self.log_path})"
-                )
+                status.message = self._unexplained_exit_message(returncode)
             elif returncode != EXIT_BAD_INPUT and str(self.log_path) not in status.message:
                 status.message += f" (log: {self.log_path})"
+
+    def _unexplained_exit_message(self, returncode: int) -> str:
+        """An exit the engine did not explain; a module its Python lacks (an engine Python
+        without torch, or without the engine) says how to install one."""
+        tail = self.log_tail()
+        missing = MISSING_MODULE.search(tail)
+        if missing:
+            return (
+                f"the engine Python {self.request.argv()[0]} has no module "
+                f"'{missing.group(1)}'; {INSTALL_HINT} (log: {self.log_path})"
+            )
+        return f"the engine exited with code {returncode}: {tail} (log: {self.log_path})"
 
     def log_tail(self) -> str:
         """The last lines of the engine's stderr, for a failure it did not explain itself."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from poseanything.poseanything_blender.engine_process import (
 def test_engine_python_defaults_to_this_python_with_torch_and_names_the_fix(tmp_path):
     assert default_engine_python() == sys.executable  # the test venv has torch
     assert resolve_engine_python("") == sys.executable
-    with pytest.raises(EngineSetupError, match="does not exist; set 'Engine Python'"):
+    with pytest.raises(EngineSetupError, match="does not exist; press Install Engine"):
         resolve_engine_python(str(tmp_path / "python3"))
 
 
@@ -46,6 +47,18 @@ def test_an_engine_that_dies_without_a_word_is_reported_with_its_log(tmp_path):
     status = EngineProcess(request, tmp_path / "engine.log").wait(poll_s=0.01)
     assert status.state == FAILED
     assert status.message.startswith("the engine exited with code 1")
+    assert f"(log: {tmp_path / 'engine.log'})" in status.message
+
+
+def test_an_engine_python_without_the_engine_points_at_install_engine(tmp_path):
+    """A Python of its own (a bare venv) that has neither torch nor the engine."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", tmp_path / "bare"], check=True)
+    bare = tmp_path / "bare" / "bin" / "python"
+    request = RenderRequest(tmp_path, tmp_path / "v.mp4", EngineSettings(python=str(bare)))
+    status = EngineProcess(request, tmp_path / "engine.log").wait(poll_s=0.01)
+    assert status.state == FAILED
+    assert status.message.startswith(f"the engine Python {bare} has no module 'poseanything'")
+    assert "press Install Engine" in status.message
     assert f"(log: {tmp_path / 'engine.log'})" in status.message
 
 

@@ -132,3 +132,61 @@ def test_running_and_finished(addon, tmp_path, monkeypatch):
     wait(scene, poll_s=0.05)
     done = all_texts(draw_everything(addon))
     assert scene.poseanything.job_message and scene.poseanything.job_message[:20] in done
+
+
+def test_engine_box_not_installed_installing_failed_installed_and_checked(
+    addon, tmp_path, monkeypatch
+):
+    """The preferences' engine box through real installs into a temporary user folder: the
+    button, the bar with its step and Cancel, a pip failure with its log, then Repair and the
+    check's report once an engine is installed."""
+    import sys
+    from dataclasses import replace
+
+    import bpy
+
+    from poseanything.poseanything_blender import engine_install, engine_setup
+
+    monkeypatch.setenv("BLENDER_USER_RESOURCES", str(tmp_path / "resources"))
+    monkeypatch.setattr(engine_install, "STATE", engine_install.SetupState())
+    state = engine_install.STATE
+
+    def engine_box() -> list[str]:
+        return draw_everything(addon)["preferences"].texts()
+
+    offline = engine_box()
+    assert "Install Engine" in offline and "Repair Engine" not in offline
+    assert "Install Engine needs Allow Online Access (System > Network)" in offline
+
+    bpy.context.preferences.system.use_online_access = True
+    addon.install_python = sys.executable
+    assert bpy.ops.poseanything.install_engine() == {"FINISHED"}
+    installing = draw_everything(addon)["preferences"]
+    bar = next(d for d in installing.walk() if d.function == "progress")
+    assert bar.kwargs["text"].startswith("Step 1/5: ")
+    assert "poseanything.cancel_engine_install" in str([d.args for d in installing.walk()])
+    assert bpy.ops.poseanything.cancel_engine_install() == {"FINISHED"}
+    engine_setup.wait(poll_s=0.02)
+    assert "Install Engine cancelled; nothing was installed" in engine_box()
+
+    small = replace(
+        engine_setup.install_plan(addon),
+        torch=None,
+        requirements=(
+            "numpy<2; python_version < '3.13'",
+            "numpy>=2.1; python_version >= '3.13'",
+            "pillow",
+        ),
+    )
+    engine_install.start_install(replace(small, requirements=("no-such-package==1",)), True)
+    engine_setup.wait(poll_s=0.05)
+    failed = engine_box()
+    assert not state.ok and state.message in failed and f"Log: {state.log}" in failed
+
+    engine_install.start_install(small, True)
+    engine_setup.wait(poll_s=0.05)
+    assert state.ok, state.message
+    installed = engine_box()
+    assert "Repair Engine" in installed and state.message in installed
+    assert state.report is not None and state.report.lines()[0] in installed
+    assert addon.engine_python == str(engine_install.venv_python(engine_setup.engine_folder()))
