@@ -41,6 +41,7 @@ from .guidance import (
     full_track,
     rectangle_track,
 )
+from .resize import resize_frames, resize_image
 from .sampling import (
     DEFAULT_SHIFT,
     SIGMA_SCHEDULES,
@@ -381,22 +382,6 @@ def detail_size(width: int, height: int, long_side: int) -> tuple[int, int]:
     return max(1, round(width * factor)), max(1, round(height * factor))
 
 
-def resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
-    """(F,h,w,C) or (F,h,w) float frames at ``width`` x ``height``: area-averaged down,
-    bilinear up (OpenCV), frame by frame."""
-    import cv2
-
-    if frames.shape[1:3] == (height, width):
-        return frames
-    interpolation = cv2.INTER_AREA if width < frames.shape[2] else cv2.INTER_LINEAR
-    return np.stack(
-        [
-            cv2.resize(np.ascontiguousarray(f), (width, height), interpolation=interpolation)
-            for f in frames
-        ]
-    )
-
-
 def compose_detail(warped: np.ndarray, region: np.ndarray, change: np.ndarray) -> np.ndarray:
     """The warp at full size plus the network's correction: ``warped`` (n,H,W,3) and its guess
     ``region`` (n,H,W) at the warp's size, ``change`` (n,h,w,3) what the network changed from
@@ -576,21 +561,6 @@ def fit_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(resized)
 
 
-def upscale_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Resize (F,h,w,3) uint8 frames to ``width`` x ``height`` (bicubic, Pillow: uint8 SIMD,
-    frame by frame, so a long HD shot never holds float copies of all its frames)."""
-    from PIL import Image
-
-    if frames.shape[1:3] == (height, width):
-        return frames
-    out = np.empty((len(frames), height, width, 3), dtype=np.uint8)
-    for index, frame in enumerate(frames):
-        out[index] = np.asarray(
-            Image.fromarray(frame).resize((width, height), Image.Resampling.BICUBIC)
-        )
-    return out
-
-
 DEFAULT_COMPONENTS = {
     "transformer": "PoseAnythingTransformer",
     "codec": "TinyVideoCodec",
@@ -720,7 +690,7 @@ class PoseAnythingPipeline:
     def fit_reference(self, reference: np.ndarray, width: int, height: int) -> np.ndarray:
         """The reference at the working size, as the ``working_size_rule`` loads it."""
         if self.config.working_size_rule == "long_side":
-            return release_poses.resize_frames(reference[None, ..., :3], width, height)[0]
+            return resize_image(reference[..., :3], width, height, "release")
         return fit_image(reference, width, height)
 
     def __call__(
@@ -889,7 +859,7 @@ class PoseAnythingPipeline:
         if warps and shot.pose_source == "joints":
             # Every anchor's first frame is the shot's: one cut of the reference serves all.
             size = (plan.width, plan.height) if detail is None else detail.reference.shape[1::-1]
-            mask = None if subject_mask is None else resize_frames(subject_mask[None], *size)[0]
+            mask = None if subject_mask is None else resize_image(subject_mask, *size)
             cut = cut_subject(
                 self.fit_reference(reference, *size) if detail is None else detail.reference,
                 mask,
@@ -959,9 +929,7 @@ class PoseAnythingPipeline:
         )
         pose_latents = self.encode_videos(self.pose_videos(inputs, frames, poses))
         # A later window starts from a frame of the last one, which is at the warp's size.
-        reference_frame = np.rint(
-            resize_frames(reference_frame[None].astype(np.float32), plan.width, plan.height)[0]
-        ).astype(np.uint8)
+        reference_frame = resize_image(reference_frame, plan.width, plan.height)
         reference_latent = self.encode_videos([reference_frame[None]])
         bases = self.flow_bases(inputs, frames, poses)
         warped = None
@@ -1016,7 +984,7 @@ class PoseAnythingPipeline:
         ``upscale``)."""
         frames = to_uint8(frames)
         if inputs.plan.settings.upscale:
-            frames = upscale_frames(frames, inputs.shot.width, inputs.shot.height)
+            frames = resize_frames(frames, inputs.shot.width, inputs.shot.height, "cubic")
         return frames
 
     def pose_videos(

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from ..contract.shot import Shot, ShotError, read_reference, read_reference_mask
+from .resize import resize_image
 
 MAX_ASPECT_DIFFERENCE = 0.01
 """A reference whose aspect differs from the shot's by more than this is refused, not cropped:
@@ -43,14 +44,6 @@ class ShotReference(NamedTuple):
     """What the user may want to know: a scaled reference, an estimated mask and why."""
 
 
-def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    if image.shape[:2] == (height, width):
-        return image
-    shrink = width < image.shape[1]
-    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
-    return cv2.resize(image, (width, height), interpolation=interpolation)
-
-
 def fit_to_shot(image: np.ndarray, width: int, height: int, name: str) -> tuple[np.ndarray, str]:
     """``image`` at ``width`` x ``height``: scaled when its aspect is within 1 % of the shot's
     (with a note), refused with a ShotError when it is not."""
@@ -64,9 +57,7 @@ def fit_to_shot(image: np.ndarray, width: int, height: int, name: str) -> tuple[
             f"({width}x{height}, {difference:.0%} apart); crop it to {width}x{height} or "
             "re-export the shot"
         )
-    resized = _resize(image, width, height)
-    if resized.dtype != image.dtype:
-        resized = resized.astype(image.dtype)
+    resized = resize_image(image, width, height, "cubic")
     return resized, f"{name} {source_width}x{source_height} scaled to the shot's {width}x{height}"
 
 
@@ -109,7 +100,7 @@ def estimate_subject_mask(
     height, width = image.shape[:2]
     scale = min(1.0, GRABCUT_LONG_SIDE / max(width, height))
     small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    small = _resize(image, *small_size)
+    small = resize_image(image, *small_size)
     edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
     labels = _seed_labels(*small_size, joints2d * scale, in_front, edges)
     if (labels == cv2.GC_FGD).any():
@@ -118,7 +109,7 @@ def estimate_subject_mask(
             small, labels, None, background, foreground, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK
         )
     subject = np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.float32)
-    return np.clip(_resize(subject, width, height), 0.0, 1.0)
+    return np.clip(resize_image(subject, width, height, "cubic"), 0.0, 1.0)
 
 
 def prepare_reference(

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..model.ptcm import FramePartMasks
+from .resize import resize_image
 
 LONG_SIDE = 832
 SIZE_MULTIPLE = 32
@@ -107,19 +108,6 @@ def draw_skeletons(
                 center = (int(points[j, 0]), int(points[j, 1]))
                 cv2.circle(canvas, center, DOT_RADIUS, color, thickness=DOT_THICKNESS)
     return out
-
-
-def resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
-    """(F, h, w, 3) uint8 resized to ``width`` x ``height`` as the release loads skeleton images
-    (torchvision's bilinear resize of a PIL image, which is Pillow's)."""
-    from PIL import Image
-
-    return np.stack(
-        [
-            np.asarray(Image.fromarray(frame).resize((width, height), Image.Resampling.BILINEAR))
-            for frame in frames
-        ]
-    )
 
 
 def grey(image: np.ndarray) -> np.ndarray:
@@ -319,12 +307,13 @@ def skeleton_video(
     pose_frames: Sequence[int] | None = None,
 ) -> np.ndarray:
     """(F, h, w, 3) uint8: each frame drawn at ``source_size`` (``draw_skeletons``) and resized to
-    ``size`` (``resize_frames``), one at a time; frames not in ``pose_frames`` stay black."""
+    ``size`` as the release loads them (``resize_image``, "release"), one at a time; frames
+    not in ``pose_frames`` stay black."""
     num_frames = len(joints2d)
     video = np.zeros((num_frames, size[1], size[0], 3), dtype=np.uint8)
     for f in range(num_frames) if pose_frames is None else sorted(set(pose_frames)):
         drawn = draw_skeletons(joints2d[f : f + 1], in_front[f : f + 1], edges, *source_size)
-        video[f] = resize_frames(drawn, *size)[0]
+        video[f] = resize_image(drawn[0], *size, "release")
     return video
 
 
@@ -364,7 +353,7 @@ class ReleaseStyle:
         if self.given is not None:
             video = np.zeros((len(frames), self.size[1], self.size[0], 3), dtype=np.uint8)
             for i in self._posed(frames, poses):
-                video[i] = resize_frames(self.given[int(frames[i])][None], *self.size)[0]
+                video[i] = resize_image(self.given[int(frames[i])], *self.size, "release")
             return video
         return skeleton_video(
             track.joints2d[frames],

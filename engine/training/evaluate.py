@@ -35,8 +35,9 @@ import numpy as np
 
 from ..contract.shot import Shot, read_shot
 from ..inference.guidance import full_track, rectangle_track
-from ..inference.pipeline import PoseAnythingPipeline, RenderSettings, fit_image, resize_frames
+from ..inference.pipeline import PoseAnythingPipeline, RenderSettings, fit_image
 from ..inference.reference import load_reference
+from ..inference.resize import resize_image
 from ..inference.warp import flow_base
 from . import TrainingError, metrics
 from .metrics import video_metrics
@@ -143,7 +144,7 @@ def render_row(pipeline: PoseAnythingPipeline, clip: EvalClip, row: Row) -> np.n
         return np.repeat(clip.frames[:1], len(clip.frames), axis=0)
     if row.baseline == "warp":
         height, width = clip.frames.shape[1:3]
-        mask = resize_frames(clip.mask[None], width, height)[0]
+        mask = resize_image(clip.mask, width, height)
         warped = warp_along_shot(clip.shot, clip.frames[0], mask)
         return np.rint(warped).clip(0, 255).astype(np.uint8)
     shot = clip.shot
