@@ -11,6 +11,7 @@ from poseanything.engine.cli import build_parser
 from poseanything.engine.training import metrics
 from poseanything.engine.training.evaluate import (
     FULL,
+    NETWORK,
     NO_POSE,
     REPEAT,
     WARP,
@@ -94,7 +95,7 @@ def test_flicker_is_the_subjects_change_beyond_the_truths():
 def test_eval_writes_a_table_sheets_and_the_summary(tmp_path):
     pipeline = tiny_pipeline()
     rows = table_rows(ablations=False)
-    assert [row.name for row in rows] == [FULL, WORKING, REPEAT, WARP, NO_POSE]
+    assert [row.name for row in rows] == [FULL, NETWORK, WORKING, REPEAT, WARP, NO_POSE]
     report = tmp_path / "report.md"
     results = evaluate(pipeline, [EVAL_CLIP], report, rows, log=lambda line: None)
     text = report.read_text()
@@ -117,7 +118,7 @@ def test_eval_writes_a_table_sheets_and_the_summary(tmp_path):
 
 def test_all_table_rows_are_named_once():
     names = [row.name for row in table_rows()]
-    assert len(names) == len(set(names)) == 11
+    assert len(names) == len(set(names)) == 12
     assert "PTCM off" in names and "guidance 2.0" in names
 
 

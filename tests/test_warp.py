@@ -277,3 +277,29 @@ def test_later_windows_warp_the_shots_own_reference():
     (base,) = pipeline.flow_bases(inputs, frames, None)
     whole = warp_along_shot(shot, fit_image(read_reference(EVAL_CLIP), plan.width, plan.height))
     np.testing.assert_allclose(base.frames, whole[frames], atol=1e-3)
+
+
+def test_without_the_network_the_video_is_the_warp_window_by_window():
+    """``network`` off: each window is the warp of the shot's reference at the shot's size,
+    the same frames as warping the whole shot at once; progress counts one step a window."""
+    pipeline = tiny_pipeline(
+        replace(TINY_PIPELINE, reference_source=0.5, flow_base="warp", warp_long_side=1280)
+    )
+    pipeline.config = replace(pipeline.config, network=False)
+    shot, reference = read_shot(EVAL_CLIP), read_reference(EVAL_CLIP)
+    progress = []
+    result = pipeline.render(shot, reference, RenderSettings(), callback=progress.append)
+    windows = len(result.report["windows"])
+    assert windows > 1 and result.report["settings"]["steps"] == 0
+    assert [(p.step, p.total, p.stage) for p in progress] == [
+        (i, windows, "warp") for i in range(1, windows + 1)
+    ]
+    assert progress[-1].preview().shape == (shot.height, shot.width, 3)
+    whole = warp_along_shot(shot, fit_image(reference, shot.width, shot.height))
+    assert (result.frames[0] == fit_image(reference, shot.width, shot.height)).all()
+    assert np.abs(result.frames[1:].astype(float) - whole[1:]).max() <= 1.0
+
+
+def test_only_a_warp_model_can_render_without_its_network():
+    with pytest.raises(ValueError, match="network"):
+        replace(TINY_PIPELINE, network=False)

@@ -10,7 +10,10 @@ scheduler lives in ``engine.sampling``; the pipeline owns what PoseAnything adds
 - **any length**: a shot longer than the model's window renders in consecutive windows; each
   window's reference (its clean first frame) is a frame the previous window generated, and the
   frames both windows cover are cross-faded, so the frame count always equals the shot's;
-- **guidance anchors** (``engine.guidance``), sparse poses and PTCM part masks per window.
+- **guidance anchors** (``engine.guidance``), sparse poses and PTCM part masks per window;
+- **warp only** (``PipelineConfig.network`` false, the default model's): each window is the
+  reference moved along the anchors' skeletons and camera (``engine.warp``) at the shot's size,
+  and neither the transformer nor the codec runs.
 """
 
 from __future__ import annotations
@@ -188,6 +191,13 @@ class PipelineConfig:
     change is measured from. "reference": the reference repeated over the window. "warp": the
     reference moved along each anchor's skeleton and camera (``engine.warp``), for a model
     trained that way."""
+    network: bool = True
+    """False, with ``flow_base`` "warp": the frames are the flow base alone, every anchor's warp
+    of the reference in the guidance mix at the warp's size (``PoseAnythingPipeline.warp_window``);
+    the transformer, the codec and the text encoder never run, so steps, seed and PTCM change
+    nothing. For a model whose network does not beat its warp: the default model's network
+    adds +0.01 dB subject PSNR to it at the shot's size (its model card) and would take most of
+    a render's time."""
     sigmas: str = "diffusers"
     """The sampler's schedule (``sampling.SIGMA_SCHEDULES``): "diffusers", which the default
     model was trained and tuned on; "release", the official code's, for its weights."""
@@ -221,6 +231,8 @@ class PipelineConfig:
                 raise ValueError(f"{name} {getattr(self, name)!r} is not one of {allowed}")
         if self.flow_base == "warp" and self.reference_source is None:
             raise ValueError("flow_base 'warp' needs reference_source (a flow from the base)")
+        if not self.network and self.flow_base != "warp":
+            raise ValueError("network false needs flow_base 'warp': the warp is then the video")
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "PipelineConfig") -> PipelineConfig:
@@ -254,7 +266,8 @@ class Progress:
     window: int
     windows: int
     stage: str
-    """"ptcm" while reading the part correspondence, "sampling" afterwards."""
+    """"ptcm" while reading the part correspondence, "sampling" afterwards; "warp" for a
+    warp-only window (``PipelineConfig.network`` off)."""
     preview: Callable[[], np.ndarray]
     """Decodes the current estimate of the window's last frame, (H,W,3) uint8, on request (only
     its last latent frame, so a big VAE does not decode the whole window for a thumbnail)."""
@@ -299,10 +312,13 @@ class RenderPlan:
     """Steps sampled before the part correspondence is read (0 without PTCM)."""
     active: int
     """Steps with part attention on after the restart (0 without PTCM)."""
+    network: bool = True
+    """False: every window is the warp alone (``PipelineConfig.network``), no sampling step."""
 
     @property
     def steps_per_window(self) -> int:
-        return self.capture + self.steps
+        """Progress steps a window takes: its sampling steps, or one for a warp-only window."""
+        return self.capture + self.steps if self.network else 1
 
     @property
     def total_steps(self) -> int:
@@ -322,6 +338,7 @@ class RenderPlan:
                 "upscale": self.settings.upscale,
                 "overlap": self.settings.overlap,
                 "blank_pose": self.settings.blank_pose,
+                "network": self.network,
             },
             "seed": self.seed,
             "anchors": list(self.anchors),
@@ -350,8 +367,8 @@ class RenderInputs:
     """The frame's rectangle moved by the camera, for the "warp" flow base (else None)."""
     mix: torch.Tensor
     """(A,) each anchor's weight in the guidance mix, in ``plan.anchors`` order."""
-    text: torch.Tensor
-    """(1,L,D) the prompt, encoded."""
+    text: torch.Tensor | None
+    """(1,L,D) the prompt, encoded (None without the network)."""
     pose_frames: frozenset[int] | None
     """Shot frames that carry a pose (None: all of them; empty with ``blank_pose``)."""
     reference: np.ndarray
@@ -430,8 +447,8 @@ class SampledWindow:
 
     frames: np.ndarray
     """(n,h,w,3) float in [0, 255], cut at the shot's last frame."""
-    latents: torch.Tensor
-    """(1,C,T,h,w) the sampler's clean latents."""
+    latents: torch.Tensor | None
+    """(1,C,T,h,w) the sampler's clean latents (None: a warp-only window)."""
     correspondence: torch.Tensor | None
     """The part matching PTCM read (``ptcm.resolve_parts``; None without PTCM)."""
 
@@ -446,27 +463,32 @@ class _ProgressClock:
         self.began = time.perf_counter()
 
     def window(self, index: int):
-        """The ``on_step(steps_done, x0)`` function of window ``index``."""
+        """The sampler's ``on_step(steps_done, x0)`` function of window ``index``."""
 
         def on_step(step: int, x0: torch.Tensor) -> None:
-            if self.callback is None:
-                return
-            plan = self.plan
-            overall = index * plan.steps_per_window + step
-            elapsed = time.perf_counter() - self.began
-            self.callback(
-                Progress(
-                    step=overall,
-                    total=plan.total_steps,
-                    eta_s=elapsed / overall * (plan.total_steps - overall),
-                    window=index + 1,
-                    windows=len(plan.starts),
-                    stage="ptcm" if plan.ptcm and step <= plan.capture else "sampling",
-                    preview=lambda: to_uint8(self.decode(x0[:, :, -1:])[-1]),
-                )
-            )
+            self.step(index, step, lambda: to_uint8(self.decode(x0[:, :, -1:])[-1]))
 
         return on_step
+
+    def step(self, index: int, step: int, preview: Callable[[], np.ndarray]) -> None:
+        """Tell the callback that window ``index`` has done ``step`` of its steps."""
+        if self.callback is None:
+            return
+        plan = self.plan
+        overall = index * plan.steps_per_window + step
+        elapsed = time.perf_counter() - self.began
+        stage = "warp" if not plan.network else "sampling"
+        self.callback(
+            Progress(
+                step=overall,
+                total=plan.total_steps,
+                eta_s=elapsed / overall * (plan.total_steps - overall),
+                window=index + 1,
+                windows=len(plan.starts),
+                stage="ptcm" if plan.ptcm and step <= plan.capture else stage,
+                preview=preview,
+            )
+        )
 
 
 class RenderStream:
@@ -497,9 +519,15 @@ class RenderStream:
         clock = _ProgressClock(inputs.plan, self.callback, pipeline.decode_latents)
         stitcher, reference_frame = WindowStitcher(), inputs.reference
         for index, start in enumerate(starts):
-            # 3. Sample the window from its reference frame.
-            on_step = clock.window(index)
-            window = pipeline.sample_window(inputs, index, reference_frame, on_step, self.cancel)
+            # 3. Sample the window from its reference frame (or warp it, without the network).
+            if inputs.plan.network:
+                on_step = clock.window(index)
+                window = pipeline.sample_window(
+                    inputs, index, reference_frame, on_step, self.cancel
+                )
+            else:
+                window = pipeline.warp_window(inputs, index, self.cancel)
+                clock.step(index, 1, lambda last=window.frames[-1]: to_uint8(last))
             check_generated_frames(window.frames, start, inputs.reference)
             if window.correspondence is not None:
                 self.correspondences.append(window.correspondence.cpu().tolist())
@@ -516,6 +544,18 @@ class RenderStream:
         """The render's settings, choices and part correspondence, for engine.json."""
         plan, shot = self.inputs.plan, self.inputs.shot
         return plan.report(self.pipeline.config.shift, shot.num_frames, self.correspondences)
+
+
+def window_frames(inputs: RenderInputs, index: int) -> tuple[np.ndarray, list[int] | None]:
+    """The shot frame of each frame of window ``index`` (past the shot's end, a codec needing
+    1 + k*t frames, its last frame: the last pose held), and the window frames that carry a
+    pose (None: all of them)."""
+    plan = inputs.plan
+    start = plan.starts[index]
+    frames = np.minimum(np.arange(start, start + plan.length), inputs.shot.num_frames - 1)
+    if inputs.pose_frames is None:
+        return frames, None
+    return frames, [i for i, frame in enumerate(frames.tolist()) if frame in inputs.pose_frames]
 
 
 def _guess_region(bases: list[WarpedReference], anchors: tuple[str, ...]) -> np.ndarray:
@@ -595,7 +635,8 @@ class PoseAnythingPipeline:
     ``render`` runs its steps in order, and each can be called on its own (the tests do):
     ``plan`` (sizes, windows, anchors, steps) -> ``prepare`` (``RenderInputs``: anchor tracks,
     guidance mix, text) -> per window ``sample_window`` (``condition_window``, the sampler,
-    ``decode_window``), ``WindowStitcher.add`` and ``finish_frames`` (uint8 at the shot's
+    ``decode_window``; ``warp_window`` instead without the network), ``WindowStitcher.add`` and
+    ``finish_frames`` (uint8 at the shot's
     size). ``stream`` hands the frames out window by window (``RenderStream``, what a video
     writer takes); ``render`` gathers them (``RenderResult``).
     """
@@ -728,13 +769,14 @@ class PoseAnythingPipeline:
             guidance.subject if settings.subject_guidance is None else settings.subject_guidance
         )
         camera = guidance.camera if settings.camera_guidance is None else settings.camera_guidance
+        network = self.config.network
         steps = settings.steps or int(shot.engine.get("steps") or self.config.steps)
         width, height = self.working_size(shot)
         temporal = self.codec.temporal_factor
         window = window_length(self.config.window_frames, temporal)
         starts = plan_windows(shot.num_frames, window, settings.overlap)
         parts = self.config.skeleton_drawing == "release" or shot.skeleton.num_parts > 0
-        use_ptcm = settings.ptcm and bool(self.model.config.ptcm) and parts
+        use_ptcm = network and settings.ptcm and bool(self.model.config.ptcm) and parts
         anchors = anchors_needed(subject, camera)
         if shot.pose_source == "images" and anchors != ("full",):
             raise ShotError(
@@ -744,7 +786,7 @@ class PoseAnythingPipeline:
         capture, active = ptcm_steps(steps)
         return RenderPlan(
             settings=settings,
-            steps=steps,
+            steps=steps if network else 0,
             subject=subject,
             camera=camera,
             seed=shot.seed if settings.seed is None else settings.seed,
@@ -756,6 +798,7 @@ class PoseAnythingPipeline:
             ptcm=use_ptcm,
             capture=capture if use_ptcm else 0,
             active=active if use_ptcm else 0,
+            network=network,
         )
 
     @torch.inference_mode()
@@ -872,7 +915,7 @@ class PoseAnythingPipeline:
             tracks=tracks,
             rectangle=rectangle_track(shot) if self.config.flow_base == "warp" else None,
             mix=torch.tensor([weights[name] for name in plan.anchors], device=self.device),
-            text=self.text_encoder.encode([shot.prompt]).to(self.device),
+            text=self.text_encoder.encode([shot.prompt]).to(self.device) if plan.network else None,
             pose_frames=frozenset() if plan.settings.blank_pose else pose_frames,
             reference=self.fit_reference(reference, plan.width, plan.height),
             detail=detail,
@@ -912,6 +955,25 @@ class PoseAnythingPipeline:
         )
         return SampledWindow(self.decode_window(inputs, window, latents), latents, correspondence)
 
+    def warp_window(
+        self, inputs: RenderInputs, index: int, cancel: CancelToken | None = None
+    ) -> SampledWindow:
+        """Window ``index`` without the network (``PipelineConfig.network`` off): the anchors'
+        flow bases in the guidance mix, at the warp's size, (n,H,W,3) float cut at the shot's
+        last frame; the first window's frame 0 is the reference exactly. No codec, no
+        transformer, no seed."""
+        if cancel is not None:
+            cancel.check()
+        plan = inputs.plan
+        frames, poses = window_frames(inputs, index)
+        bases = self.flow_bases(inputs, frames, poses)
+        mixed = sum(w * b.frames for w, b in zip(inputs.mix.tolist(), bases, strict=True))
+        mixed = np.clip(mixed, 0.0, 255.0)
+        if index == 0:
+            mixed[0] = inputs.reference if inputs.detail is None else inputs.detail.reference
+        count = min(plan.length, inputs.shot.num_frames - plan.starts[index])
+        return SampledWindow(mixed[:count], None, None)
+
     @torch.inference_mode()
     def condition_window(
         self, inputs: RenderInputs, index: int, reference_frame: np.ndarray
@@ -919,14 +981,7 @@ class PoseAnythingPipeline:
         """Encode window ``index``'s conditions: each anchor's skeleton video, the reference
         frame, the flow base in the guidance mix and (with PTCM) the part masks."""
         plan = inputs.plan
-        start = plan.starts[index]
-        # Frames past the shot's end (a codec needing 1 + k*t frames) hold the last pose.
-        frames = np.minimum(np.arange(start, start + plan.length), inputs.shot.num_frames - 1)
-        poses = (
-            None
-            if inputs.pose_frames is None
-            else [i for i, frame in enumerate(frames.tolist()) if frame in inputs.pose_frames]
-        )
+        frames, poses = window_frames(inputs, index)
         pose_latents = self.encode_videos(self.pose_videos(inputs, frames, poses))
         # A later window starts from a frame of the last one, which is at the warp's size.
         reference_frame = resize_image(reference_frame, plan.width, plan.height)

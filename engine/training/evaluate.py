@@ -6,9 +6,12 @@ Rigify metarigs, never seen in training): a shot folder plus ``frames/`` (ground
 compares frames 1.. (frame 0 is the given reference) at the clip's own resolution, the size
 people watch (numbers at the working size hide blur and smudges):
 
-- full model (the shot as exported, guidance 1.0, PTCM on, as ``poseanything render`` does);
-- the model at its working size upscaled (``warp_long_side`` off: the default engine before
-  the warp ran at the shot's size);
+- full model (the shot as exported, guidance 1.0, PTCM on, as ``poseanything render`` does:
+  for the default model the warp alone, ``PipelineConfig.network`` off);
+- the full model with its network on (the warp plus the network's correction: what the
+  network adds is the difference);
+- the model at its working size upscaled (``warp_long_side`` off, network on: the default
+  engine before the warp ran at the shot's size);
 - baselines: the reference frame repeated; the reference moved along the skeleton and the
   camera at the shot's size with no network (``engine.warp``: what the network adds is the
   difference); the same model with the skeleton blanked (no pose);
@@ -45,6 +48,7 @@ from .metrics import video_metrics
 FULL, REPEAT, NO_POSE = "full model", "repeated reference", "no pose"
 WORKING = "working size, upscaled"
 WARP = "warp only (no network)"
+NETWORK = "full model, network on"
 SHEET_ROWS = (FULL, WORKING, NO_POSE, WARP, REPEAT)
 SHEET_FRAMES = 4
 
@@ -75,7 +79,8 @@ def table_rows(ablations: bool = True) -> list[Row]:
     base = RenderSettings()
     rows = [
         Row(FULL, base),
-        Row(WORKING, base, config={"warp_long_side": None}),
+        Row(NETWORK, base, config={"network": True}),
+        Row(WORKING, base, config={"warp_long_side": None, "network": True}),
         Row(REPEAT, baseline="repeat"),
         Row(WARP, baseline="warp"),
         Row(NO_POSE, replace(base, blank_pose=True)),
