@@ -81,7 +81,7 @@ def test_the_bundled_weights_load_within_budget(pipeline):
 
 
 def test_the_default_render_is_the_warp_and_never_runs_the_network(pipeline, clip, renders):
-    """The network adds +0.01 dB at the shot's size (the model card), so ``pipeline.json`` turns
+    """The network adds +0.02 dB at the shot's size (the model card), so ``pipeline.json`` turns
     it off: no layer of the transformer, codec or text encoder runs, steps and seed change
     nothing, frame 1 is the reference; with ``network`` on, the same pipeline runs them."""
     assert pipeline.config.network is False and pipeline.config.flow_base == "warp"

@@ -196,7 +196,7 @@ class PipelineConfig:
     of the reference in the guidance mix at the warp's size (``PoseAnythingPipeline.warp_window``);
     the transformer, the codec and the text encoder never run, so steps, seed and PTCM change
     nothing. For a model whose network does not beat its warp: the default model's network
-    adds +0.01 dB subject PSNR to it at the shot's size (its model card) and would take most of
+    adds +0.02 dB subject PSNR to it at the shot's size (its model card) and would take most of
     a render's time."""
     sigmas: str = "diffusers"
     """The sampler's schedule (``sampling.SIGMA_SCHEDULES``): "diffusers", which the default

@@ -20,9 +20,9 @@ people watch (numbers at the working size hide blur and smudges):
 
 Columns: PSNR, SSIM, L1 (the paper's metrics), subject-region PSNR (inside the union of the
 ground-truth and reference masks), the subject's sharpness against the truth and its flicker
-(``metrics``). A contact sheet per clip (rows: ground truth, full model, working size
-upscaled, no pose, warp only, repeated reference; columns: four frames at full size and a crop
-of the subject in the last) is written beside the report.
+(``metrics``). A contact sheet per clip (rows: ground truth, full model, full model with the
+network on, working size upscaled, no pose, warp only, repeated reference; columns: four
+frames at full size and a crop of the subject in the last) is written beside the report.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ FULL, REPEAT, NO_POSE = "full model", "repeated reference", "no pose"
 WORKING = "working size, upscaled"
 WARP = "warp only (no network)"
 NETWORK = "full model, network on"
-SHEET_ROWS = (FULL, WORKING, NO_POSE, WARP, REPEAT)
+SHEET_ROWS = (FULL, NETWORK, WORKING, NO_POSE, WARP, REPEAT)
 SHEET_FRAMES = 4
 
 
@@ -215,6 +215,13 @@ def format_table(results: dict[str, list[dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
+def network_note(config) -> str:
+    """How the model's own rows ran: its network on with its steps, or off (the warp alone)."""
+    if config.network:
+        return f"{config.steps} steps"
+    return f"network off as `render` runs it (the network rows: {config.steps} steps)"
+
+
 def summary_line(results: dict[str, list[dict[str, float]]]) -> str:
     def mean_psnr(name: str) -> float:
         return float(np.mean([m["psnr"] for m in results[name]]))
@@ -267,7 +274,7 @@ def evaluate(
         f"{len(clip_dirs)} held-out clips ({', '.join(Path(c).name for c in clip_dirs)}), "
         "frames 1.. against ground truth at each clip's own resolution "
         f"({', '.join(sorted(sizes))}), seed from each shot, "
-        f"{pipeline.config.steps} steps; {seconds:.0f} s.",
+        f"{network_note(pipeline.config)}; {seconds:.0f} s.",
         "",
         format_table(results),
         "",
