@@ -8,11 +8,11 @@ about the same; the goal is under 1.5 GB each at 1440 frames.
 Each figure is a fresh process (peak RSS never goes down in a process): export builds the
 demo scene (Rigify walker, following camera) with its range stretched to N frames (the walk
 holds its last pose after frame 72, which costs the same to export and draw) and exports it
-with a Workbench reference; render renders that shot with the bundled default model at
-its own step count, writing the mp4.
+with a Workbench reference; render renders that shot with the bundled default model as its
+``pipeline.json`` has it (the warp alone, network off), writing the mp4.
 
 Run: ``.venv/bin/python benchmarks/long_shot_memory.py [--lengths 240 1440] [--steps N]``
-(about ten minutes on two cores, most of it the 1440-frame render).
+(about two and a half minutes on two cores, most of it the 1440-frame render).
 """
 
 from __future__ import annotations
