@@ -35,7 +35,11 @@ from poseanything.engine.render import ModelChoice, RenderSettings
 
 SHOT_FRAMES = 6
 LONG_SHOT_FRAMES = 40
-"""Five model windows: long enough that a worker can be killed while it is still sampling."""
+"""Five model windows: long enough that a cancel finds a worker still sampling."""
+VICTIM_FRAMES = 160
+"""Twenty windows (about 20 s a try): the worker is killed at the first progress event the
+batch hears of, which on a loaded machine can come seconds late; the shot must still be
+sampling then, or nothing is left to retry."""
 RENDERED = {VIDEO_NAME, "engine.json", DONE_MARKER}
 
 
@@ -288,7 +292,7 @@ def test_ray_batch_survives_a_killed_worker_and_reports_a_broken_shot(
     tmp_path, model_dir, ray_cluster, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
-    shots = make_shots(tmp_path, [LONG_SHOT_FRAMES, SHOT_FRAMES, SHOT_FRAMES, SHOT_FRAMES])
+    shots = make_shots(tmp_path, [VICTIM_FRAMES, SHOT_FRAMES, SHOT_FRAMES, SHOT_FRAMES])
     broken = make_broken_shot(tmp_path)
     victim = str(shots[0])
     pids: dict[str, int] = {}
