@@ -411,10 +411,10 @@ def registered():
 enabled = registered()
 preferences = bpy.context.preferences.addons["bl_ext.user_default.poseanything"].preferences
 panels = sys.modules["bl_ext.user_default.poseanything.ui.panels"]
-reads_no_prompt = {}
+default_model_chosen = {}
 for choice in ("DEFAULT", "FULL", "DEFAULT"):
     preferences.model_choice = choice
-    reads_no_prompt[choice] = panels._reads_no_prompt(bpy.context)
+    default_model_chosen[choice] = panels._default_model_chosen(bpy.context)
 cycles = []
 for _ in range(2):
     bpy.ops.preferences.addon_disable(module="bl_ext.user_default.poseanything")
@@ -424,7 +424,7 @@ for _ in range(2):
 print("REPORT " + json.dumps({
     "enabled_types": enabled,
     "cycles": cycles,
-    "reads_no_prompt": reads_no_prompt,
+    "default_model_chosen": default_model_chosen,
     "operator": sorted(result),
     "message": scene.poseanything.job_message,
     "strip": [strip.name, strip.frame_final_start, strip.frame_final_duration, strip.filepath],
@@ -474,7 +474,7 @@ def test_installed_zip_generates_a_take(rig_blend, model_dir, tmp_path):
     assert "POSEANYTHING_OT_generate" in enabled and "SEQUENCER_PT_poseanything" in enabled
     assert report["cycles"] == [[[], False], [enabled, True]] * 2  # disable/enable, no leaks
     assert Path(report["engine_module"]).is_relative_to(resources)
-    assert report["reads_no_prompt"] == {"DEFAULT": True, "FULL": False}  # prompt greyed
+    assert report["default_model_chosen"] == {"DEFAULT": True, "FULL": False}  # greyed
     name, start, duration, filepath = report["strip"]
     assert (name, start, duration) == ("Scene_take001", 1, FRAMES[1] - FRAMES[0] + 1)
     assert read_video(filepath)[0].shape[0] == duration

@@ -64,6 +64,9 @@ def test_idle_with_every_setting_branch_drawn(addon):
     assert len(idle) == 14  # six panels in two editors, the status bar, the preferences
     assert idle["status bar"].drawn == []
     assert "generate" in str([d.args for d in idle["VIEW3D_PT_poseanything"].walk()])
+    greyed = all_texts(idle)  # the default model: no prompt, no sampling settings
+    assert "The default model reads no prompt" in greyed
+    assert "The default model renders the warp" in greyed  # wrapped to the sidebar
 
     settings.armature = bpy.data.objects["rig"]
     settings.camera = bpy.context.scene.camera

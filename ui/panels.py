@@ -28,8 +28,10 @@ def _wrapped_labels(layout, context, text: str, icon: str) -> None:
         column.label(text=line, icon=icon if index == 0 else "BLANK1")
 
 
-def _reads_no_prompt(context) -> bool:
-    """The bundled default model's text encoder was never trained (its clips have no prompt)."""
+def _default_model_chosen(context) -> bool:
+    """The bundled default model reads no prompt (its text encoder never trained: its clips
+    have none) and renders the warp alone (``"network": false``): seed, steps and guidance
+    change nothing either."""
     from ..poseanything_blender.generate import addon_preferences
 
     preferences = addon_preferences(context)
@@ -131,7 +133,7 @@ class _LookPanel(_Sidebar):
         layout = self.settings_layout(self.layout)
         prompt = layout.column()
         prompt.prop(settings, "prompt")
-        if _reads_no_prompt(context):
+        if _default_model_chosen(context):
             prompt.enabled = False
             prompt.label(text="The default model reads no prompt; the full model does", icon="INFO")
         layout.prop(settings, "reference_mode")
@@ -146,11 +148,21 @@ class _SamplingPanel(_Sidebar):
     def draw(self, context: bpy.types.Context) -> None:
         settings = context.scene.poseanything
         layout = self.settings_layout(self.layout)
-        layout.prop(settings, "seed")
-        layout.prop(settings, "steps")
-        column = layout.column(align=True)
+        sampling = layout.column()
+        sampling.prop(settings, "seed")
+        sampling.prop(settings, "steps")
+        column = sampling.column(align=True)
         column.prop(settings, "subject_guidance", text="Guidance Subject")
         column.prop(settings, "camera_guidance", text="Camera")
+        if _default_model_chosen(context):
+            sampling.enabled = False
+            _wrapped_labels(
+                sampling,
+                context,
+                "The default model renders the warp alone: seed, steps and guidance change "
+                "nothing; a custom or the full model reads them",
+                "INFO",
+            )
         layout.prop(settings, "sparse_poses")
         if settings.sparse_poses == "NTH":
             layout.prop(settings, "pose_every")
