@@ -39,6 +39,7 @@ from .engine_process import (
     DONE,
     EXTENSION_ROOT,
     FAILED,
+    INSTALL_HINT,
     RUNNING,
     EngineProcess,
     EngineSettings,
@@ -539,7 +540,7 @@ class StepRun:
         """Why the probe says the engine cannot run ("" when it can, or before the probe)."""
         if self.report is None or not self.report.problem:
             return ""
-        return f"{self.report.problem}; press Install Engine (or Repair) in the preferences"
+        return f"{self.report.problem}; {INSTALL_HINT}"
 
     def cancelled_message(self) -> str:
         return "Check Engine cancelled"
