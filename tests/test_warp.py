@@ -151,6 +151,24 @@ def test_the_subjects_thickness_is_the_masks():
     assert (np.abs(band[14:34, 25:37] - (200, 180, 40)).max(-1) < 20).mean() < 0.5
 
 
+def test_a_bone_that_comes_nearer_the_camera_carries_a_thicker_subject():
+    """A bar 6 px wide whose bone comes to half its distance from the camera is 12 px wide:
+    thickness scales with the pixels a world unit spans there, as its length does."""
+    image = np.full((SIZE, SIZE, 3), 60, dtype=np.uint8)
+    image[20:28, 21:27] = (200, 180, 40)
+    mask = np.zeros((SIZE, SIZE), dtype=np.float32)
+    mask[20:28, 21:27] = 1.0
+    joints = np.array([[[24.0, 20.0], [24.0, 28.0]], [[24.0, 16.0], [24.0, 32.0]]])
+    scale = np.array([[10.0, 10.0], [20.0, 20.0]])  # pixels per unit: twice as near
+    track = SkeletonTrack(joints, np.ones((2, 2), dtype=bool), EDGES, None, scale)
+    near = warp.warp_reference(image, 2, track, None, mask).frames[1]
+    yellow = np.abs(near - (200, 180, 40)).max(-1) < 70  # nearer yellow than the grey
+    widths = yellow[18:30].sum(1)
+    assert np.abs(widths - 12).max() <= 1, widths
+    as_before = warp.warp_reference(image, 2, replace(track, pixel_scale=None), None, mask)
+    assert (np.abs(as_before.frames[1] - (200, 180, 40)).max(-1) < 70)[18:30].sum(1).max() <= 7
+
+
 def test_uncovered_background_continues_the_backdrop():
     """What a moving subject uncovers is the backdrop filled in (inpainted), no smear of it."""
     image, mask, track = two_bars("red")

@@ -57,6 +57,16 @@ def project_points(
     return joints2d, depth, visible
 
 
+def pixels_per_unit(K: np.ndarray, depth: np.ndarray, cam_type: str) -> np.ndarray:
+    """(F,J) pixels a world unit across the view spans at each point of camera ``depth`` (F,J),
+    for lenses ``K`` (F,3,3): the focal length over the depth, or the focal length alone for an
+    orthographic camera (mean of the two axes' for non-square pixels)."""
+    focal = np.sqrt(np.abs(K[:, 0, 0] * K[:, 1, 1]))[:, None]
+    if cam_type != "perspective":
+        return np.broadcast_to(focal, depth.shape).copy()
+    return focal / np.maximum(np.abs(depth), MIN_DEPTH)
+
+
 def _check_shapes(points: np.ndarray, K: np.ndarray, w2c: np.ndarray) -> None:
     if points.ndim != 3 or points.shape[2] != 3:
         raise ValueError(f"points has shape {points.shape}; expected (frames, joints, 3)")

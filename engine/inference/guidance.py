@@ -27,7 +27,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..contract.camera import project_points
+from ..contract.camera import pixels_per_unit, project_points
 from ..contract.shot import Shot, ShotError
 
 ANCHOR_NAMES = ("camera", "subject", "full")
@@ -49,12 +49,18 @@ class SkeletonTrack:
     depth: np.ndarray | None = None
     """(F, J) each joint's distance along the camera's view axis: what the warp's occlusion
     order follows (None: no order)."""
+    pixel_scale: np.ndarray | None = None
+    """(F, J) pixels one world unit spans at each joint, across the view: how much thicker the
+    subject looks there than in another frame (None: as thick as in the first frame)."""
 
     def select(self, frames=slice(None), scale: float | np.ndarray = 1.0) -> SkeletonTrack:
         """The track over ``frames`` (a slice or indices), its pixels scaled by ``scale``."""
         depth = None if self.depth is None else self.depth[frames]
+        pixel_scale = (
+            None if self.pixel_scale is None else self.pixel_scale[frames] * float(np.mean(scale))
+        )
         joints = self.joints2d[frames] * scale
-        return SkeletonTrack(joints, self.in_front[frames], self.edges, depth)
+        return SkeletonTrack(joints, self.in_front[frames], self.edges, depth, pixel_scale)
 
 
 def anchor_weights(subject: float, camera: float) -> dict[str, float]:
@@ -77,7 +83,14 @@ def combine(predictions, names: tuple[str, ...], subject: float, camera: float):
 
 def full_track(shot: Shot) -> SkeletonTrack:
     """The shot's own skeleton: subject and camera motion together."""
-    return SkeletonTrack(shot.joints2d, shot.in_front, shot.skeleton.edges, shot.depth)
+    path = shot.camera_path
+    return SkeletonTrack(
+        shot.joints2d,
+        shot.in_front,
+        shot.skeleton.edges,
+        shot.depth,
+        pixels_per_unit(path.K, shot.depth, path.cam_type),
+    )
 
 
 def _repeat_first(array: np.ndarray, num_frames: int) -> np.ndarray:
@@ -96,7 +109,8 @@ def subject_track(shot: Shot) -> SkeletonTrack:
         path.width,
         path.height,
     )
-    return SkeletonTrack(joints2d, depth > 0, shot.skeleton.edges, depth)
+    scale = pixels_per_unit(_repeat_first(path.K, num_frames), depth, path.cam_type)
+    return SkeletonTrack(joints2d, depth > 0, shot.skeleton.edges, depth, scale)
 
 
 def static_track(shot: Shot) -> SkeletonTrack:
@@ -107,6 +121,7 @@ def static_track(shot: Shot) -> SkeletonTrack:
         _repeat_first(shot.in_front, num_frames),
         shot.skeleton.edges,
         _repeat_first(shot.depth, num_frames),
+        _repeat_first(full_track(shot).pixel_scale, num_frames),
     )
 
 

@@ -215,20 +215,26 @@ def carry_subject(
     depth: np.ndarray | None,
     edges: np.ndarray,
     active: np.ndarray,
+    thinning: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Where each pixel of a frame whose joints are ``joints`` (J,2) was in the reference, and
     whether the subject covers it there: (H,W,2) float32 reference coordinates (OpenCV's pixel
     centres) and (H,W) bool. The ``active`` (E,) bones (in front of the camera) are rasterised
-    into a depth buffer, nearest wins (``NEIGHBOUR_CLAIM``)."""
+    into a depth buffer, nearest wins (``NEIGHBOUR_CLAIM``). ``thinning`` (J,): how many times
+    thinner than in the reference the subject looks at each joint now (nearer the camera or
+    zoomed in: below 1; None: as thick)."""
     height, width = layers.owner.shape
     source = np.zeros((height, width, 2), dtype=np.float32)
     nearest = np.full((height, width), np.inf, dtype=np.float32)
+    thinning = np.ones(len(joints), dtype=np.float32) if thinning is None else thinning
     for bone in np.flatnonzero(active):
         a, b = edges[bone]
         reach = max(layers.reach[bone], layers.thickness[bone])
+        # The capsule's reach in this frame's pixels: thicker where the bone looks bigger.
+        box_reach = reach / max(min(float(thinning[a]), float(thinning[b])), 1e-3)
         cur = joints[[a, b]].astype(np.float32)
-        low = np.floor(cur.min(0) - reach).astype(int)
-        high = np.ceil(cur.max(0) + reach).astype(int)
+        low = np.floor(cur.min(0) - box_reach).astype(int)
+        high = np.ceil(cur.max(0) + box_reach).astype(int)
         x0, y0 = np.maximum(low, 0)
         x1, y1 = np.minimum(high, [width, height])
         if x0 >= x1 or y0 >= y1:
@@ -239,7 +245,9 @@ def carry_subject(
         dx = (np.arange(x0, x1, dtype=np.float32) + 0.5 - cur[0, 0])[None, :]
         dy = (np.arange(y0, y1, dtype=np.float32) + 0.5 - cur[0, 1])[:, None]
         u = np.clip((dx * direction[0] + dy * direction[1]) / length2, 0.0, 1.0)
-        across_x, across_y = dx - u * direction[0], dy - u * direction[1]
+        # The offset across the bone in the reference's pixels.
+        ratio = thinning[a] + u * (thinning[b] - thinning[a])
+        across_x, across_y = (dx - u * direction[0]) * ratio, (dy - u * direction[1]) * ratio
         rows, cols = np.nonzero(across_x * across_x + across_y * across_y <= reach * reach)
         if len(rows) == 0:
             continue
@@ -327,6 +335,8 @@ def warp_reference(
         joints, in_front, depth = skeleton.joints2d, skeleton.in_front, skeleton.depth
         layers = layers or cut_subject(reference, mask, skeleton)
         kept = layers.edges
+        if skeleton.pixel_scale is not None:
+            thinning = (skeleton.pixel_scale[:1] / skeleton.pixel_scale).astype(np.float32)
     background = reference if layers is None else layers.background
     size = (width, height)
     for t in range(1, num_frames):
@@ -346,6 +356,7 @@ def warp_reference(
                 None if depth is None else depth[t],
                 kept,
                 in_front[t][kept].all(1),
+                None if skeleton.pixel_scale is None else thinning[t],
             )
             subject = cv2.remap(
                 reference,
@@ -388,6 +399,7 @@ def shown_frames_only(track: SkeletonTrack, posed: np.ndarray | None) -> Skeleto
         track.in_front[left] & track.in_front[right],
         track.edges,
         between(track.depth),
+        between(track.pixel_scale),
     )
 
 
