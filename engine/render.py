@@ -217,7 +217,7 @@ def render_shot_folder(
     raises a ``BadInput`` (``ShotError``, ``ModelNotFoundError``, ``OutputExistsError``,
     ``OptionError`` ...); anything else is a bug or an accident.
     """
-    from .contract.shot import read_pose_images, read_shot
+    from .contract.shot import read_background, read_pose_images, read_shot
     from .contract.video import FramesWriter, VideoWriter
     from .inference.memory import check_video_fits
     from .inference.reference import load_reference
@@ -255,6 +255,7 @@ def render_shot_folder(
         cancel=cancel,
         pose_images=read_pose_images(shot_dir, shot) if shot.pose_source == "images" else None,
         subject_mask=reference.mask,
+        background=read_background(shot_dir, shot),
     )
     # Each window's frames go to the writers once its cross-fade with the next is resolved:
     # a long shot is never held whole in memory. An error or a cancel leaves no file.

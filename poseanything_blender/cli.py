@@ -182,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the subject's first frame (default: a Workbench render of the first frame)",
     )
     export.add_argument(
+        "--no-background",
+        action="store_true",
+        help="do not render the set without the subject at every frame (a faster export; the "
+        "engine moves the first frame's background with the camera)",
+    )
+    export.add_argument(
         "--deform-only",
         choices=tuple(DEFORM_ONLY),
         default="auto",
@@ -260,6 +266,7 @@ def _export(args: argparse.Namespace) -> int:
             include_hidden=args.include_hidden,
         ),
         reference_image=args.reference,
+        render_background=not args.no_background,
         prompt=args.prompt,
         seed=args.seed,
     )

@@ -8,6 +8,8 @@ settings, so every setting changed here is put back afterwards, even when the re
 from __future__ import annotations
 
 import math
+import os
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -119,6 +121,64 @@ def render_reference(
     if not filepath.is_file():
         raise RuntimeError(f"the reference render of frame {frame} did not write {filepath}")
     return filepath
+
+
+@contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Silence Blender's per-frame "Fra: ... Saved: ..." lines, which it prints from C straight
+    to file descriptor 1: they would bury a command's own progress lines. Failures still
+    surface, as the exception ``bpy.ops.render.render`` raises."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def render_background(
+    scene: bpy.types.Scene,
+    camera_obj: bpy.types.Object,
+    frames: tuple[int, int],
+    folder: str | Path,
+    subject: Sequence[bpy.types.Object],
+) -> list[Path]:
+    """The set without the subject through the camera at every frame of ``frames`` (first,
+    last): Workbench PNGs rendered as the reference is, the ``subject`` objects hidden, into
+    ``folder``; their paths, frame by frame. What the subject uncovers is then what the scene
+    has there, as the camera sees it, parallax and all. Every setting touched is restored."""
+    render = scene.render
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    changes = [
+        *png_render_settings(scene, camera_obj, f"{folder}{os.sep}plate_", "RGB"),
+        (render, "use_file_extension", True),
+        (render, "use_overwrite", True),
+        (render, "use_placeholder", False),
+        (render, "use_freestyle", False),
+        (scene, "frame_start", frames[0]),
+        (scene, "frame_end", frames[1]),
+        (scene, "frame_step", 1),
+        *((obj, "hide_render", True) for obj in subject),
+    ]
+    frame_before = (scene.frame_current, scene.frame_subframe)
+    images_before = set(bpy.data.images)
+    try:
+        with temporarily_set(changes):
+            paths = [Path(render.frame_path(frame=f)) for f in range(frames[0], frames[1] + 1)]
+            with quiet_stdout():
+                bpy.ops.render.render(animation=True, scene=scene.name)
+    finally:
+        scene.frame_set(frame_before[0], subframe=frame_before[1])
+        for leftover in set(bpy.data.images) - images_before:
+            bpy.data.images.remove(leftover)
+    missing = [path.name for path in paths if not path.is_file()]
+    if missing:
+        raise RuntimeError(f"the background render did not write {', '.join(missing[:3])}")
+    return paths
 
 
 def _srgb_from_linear(linear: np.ndarray) -> np.ndarray:

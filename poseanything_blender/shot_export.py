@@ -28,6 +28,7 @@ from .reference import (
     ReferenceImageError,
     load_mask_image,
     load_reference_image,
+    render_background,
     render_reference,
     render_subject_mask,
     subject_objects,
@@ -65,6 +66,14 @@ class ExportSettings:
     strict: bool = False
     """Refuse (rather than warn about) a shot that would waste a render (``_doubtful_shot``):
     Generate sets it; an export only warns."""
+    render_background: bool = True
+    """With a rendered reference, also render the set without the subject through each
+    frame's camera (the shot's ``background/``): the default engine lays the moved subject
+    over it, so what the subject uncovers and the camera's parallax are the scene's own. Off:
+    the engine moves the reference's background with the camera (a faster export)."""
+    background_images: tuple[Path, ...] | None = None
+    """With a given reference image: its background plates, already rendered, one per frame
+    (a clip renderer's); None: the shot has none (a given image's backdrop is its own)."""
 
 
 @dataclass(frozen=True)
@@ -329,6 +338,11 @@ def export_shot(settings: ExportSettings) -> ExportResult:
     given_reference = mask = None
     if settings.reference_mask is not None and settings.reference_image is None:
         raise ExportError("a reference mask needs its reference image; give both, or neither")
+    if settings.background_images is not None and settings.reference_image is None:
+        raise ExportError(
+            "background images need the reference image they were rendered with; give both, "
+            "or neither"
+        )
     if settings.reference_image is not None:
         given_reference, mask, image_notes = _given_reference(
             settings, render_size.width, render_size.height
@@ -379,14 +393,22 @@ def export_shot(settings: ExportSettings) -> ExportResult:
     )
 
     with tempfile.TemporaryDirectory(prefix="poseanything-reference-") as temporary:
-        reference = given_reference
+        reference, background = given_reference, settings.background_images
         if reference is None:
             reference, mask, render_warnings = _rendered_reference(
                 scene, armature_obj, camera_obj, frame_start, Path(temporary)
             )
             warnings.extend(render_warnings)
+            if settings.render_background and mask is not None:
+                background = render_background(
+                    scene,
+                    camera_obj,
+                    (frame_start, frame_end),
+                    Path(temporary) / "background",
+                    subject_objects(scene, armature_obj),
+                )
         try:
-            written = write_shot(shot, out, reference, reference_mask=mask)
+            written = write_shot(shot, out, reference, reference_mask=mask, background=background)
         except ShotError as error:
             raise ExportError(str(error)) from error
     return ExportResult(path=written, notes=tuple(notes), warnings=tuple(warnings))

@@ -103,6 +103,7 @@ def shot_task(
         frames=(shot.frame_start, shot.frame_end),
         skeleton=skeleton_options(props),
         reference_image=Path(bpy.path.abspath(props.reference_image)) if use_image else None,
+        render_background=props.render_background,
         prompt=props.prompt,
         seed=props.seed,
         guidance=Guidance(props.subject_guidance, props.camera_guidance),

@@ -87,6 +87,7 @@ def test_panels_exist_in_the_viewport_and_the_sequencer(registered):
         "camera",
         "prompt",
         "reference_mode",
+        "render_background",
         "seed",
         "steps",
         "subject_guidance",

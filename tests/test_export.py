@@ -88,8 +88,15 @@ def test_command_line_export_writes_a_shot_that_reads_back(small_blend, tmp_path
     assert (shot.armature, shot.camera, shot.source_blend) == ("Rig", "Camera", str(small_blend))
     assert read_reference(out).shape == (HEIGHT, WIDTH, 3)
     assert len(list((out / "poses").glob("*.png"))) == 4
+    assert len(list((out / "background").glob("*.png"))) == 4
+    assert "Fra:" not in completed.stdout  # Blender's per-frame lines of the plates are quiet
     # The rig moves, so its joints must too.
     assert not np.allclose(shot.joints3d[0], shot.joints3d[-1])
+    plain = tmp_path / "plain"
+    args = [str(small_blend), "--armature", "Rig", "--no-background", "--out", str(plain)]
+    completed = subprocess.run(command + args, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert not (plain / "background").exists()
 
 
 @pytest.mark.parametrize(
@@ -310,6 +317,48 @@ def test_an_armature_without_a_visible_mesh_warns_to_give_a_reference_image(fres
     assert not (result.path / "reference_mask.png").exists()
 
 
+def test_the_background_plates_are_the_set_without_the_subject_through_each_frames_camera(
+    fresh_scene, tmp_path
+):
+    import bpy
+    import cv2
+
+    from poseanything.engine.contract.shot import (
+        read_background,
+        read_image,
+        read_reference_mask,
+    )
+    from poseanything.poseanything_blender.reference import render_reference
+    from poseanything.poseanything_blender.shot_export import export_shot
+
+    build_small_scene()
+    bpy.ops.mesh.primitive_plane_add(size=30.0, location=(0.0, 0.0, -1.0))  # the set: a floor
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.6, location=(-1.5, 2.0, 0.0))  # and a ball
+    camera = fresh_scene.camera
+    camera.keyframe_insert("location", frame=1)
+    camera.location.x += 1.5
+    camera.keyframe_insert("location", frame=6)
+    before = scene_fingerprint(fresh_scene)
+    folder = export_shot(export_settings(tmp_path / "shot")).path
+    assert scene_fingerprint(fresh_scene) == before
+    shot = read_shot(folder)
+    plates = read_background(folder, shot)
+    assert sorted(plates) == list(range(shot.num_frames))
+    first, reference = plates[0].astype(int), read_reference(folder).astype(int)
+    subject = read_reference_mask(folder) > 0.02
+    grown = cv2.dilate(subject.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    inner = cv2.erode(subject.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    assert np.abs(first - reference)[~grown].max() <= 2  # the set as the reference shows it
+    assert np.abs(first - reference)[inner].mean() > 20  # where the cube was: what it hid
+    # Frame 6's plate is the set seen by frame 6's camera (the ball moved in view).
+    cube = [(bpy.data.objects["Cube"], "hide_render", True)]
+    still = render_reference(fresh_scene, camera, 6, tmp_path / "f6.png", extra_changes=cube)
+    np.testing.assert_array_equal(plates[5], read_image(still, "RGB"))
+    assert np.abs(plates[5].astype(int) - first).max() > 40
+    unrendered = export_shot(export_settings(tmp_path / "plain", render_background=False)).path
+    assert read_background(unrendered, read_shot(unrendered)) is None
+
+
 def test_a_given_reference_image_is_scaled_to_the_shot_and_its_alpha_is_the_mask(
     fresh_scene, tmp_path
 ):
@@ -324,6 +373,7 @@ def test_a_given_reference_image_is_scaled_to_the_shot_and_its_alpha_is_the_mask
     write_png(tmp_path / "big.png", image)
 
     result = export_shot(export_settings(tmp_path / "shot", reference_image=tmp_path / "big.png"))
+    assert not (result.path / "background").exists()  # the image's backdrop is its own
     reference = read_reference(result.path)
     assert reference.shape == (HEIGHT, WIDTH, 3)
     assert any("scaled to the shot's 96x64" in note for note in result.notes)
@@ -375,6 +425,11 @@ def test_operator_and_python_api_give_the_same_shot(fresh_scene, tmp_path):
         settings.seed = 7
         settings.output_folder = str(tmp_path / "operator")
         assert bpy.ops.poseanything.export_shot() == {"FINISHED"}
+        assert (tmp_path / "operator" / "Scene" / "background").is_dir()
+        settings.render_background = False
+        settings.output_folder = str(tmp_path / "plain")
+        assert bpy.ops.poseanything.export_shot() == {"FINISHED"}
+        assert not (tmp_path / "plain" / "Scene" / "background").exists()
 
         settings.armature = bpy.data.objects["Empty Rig"]
         with pytest.raises(RuntimeError, match="'Empty Rig' has no bones"):

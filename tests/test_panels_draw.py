@@ -67,6 +67,7 @@ def test_idle_with_every_setting_branch_drawn(addon):
     greyed = all_texts(idle)  # the default model: no prompt, no sampling settings
     assert "The default model reads no prompt" in greyed
     assert "The default model renders the warp" in greyed  # wrapped to the sidebar
+    assert "render_background" in {p for layout in idle.values() for p in layout.props()}
 
     settings.armature = bpy.data.objects["rig"]
     settings.camera = bpy.context.scene.camera

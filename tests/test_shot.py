@@ -14,6 +14,7 @@ from poseanything.engine.contract.shot import (
     Shot,
     ShotError,
     SkeletonGraph,
+    read_background,
     read_reference,
     read_reference_mask,
     read_shot,
@@ -124,6 +125,57 @@ def test_schema_1_shots_still_read_and_have_no_mask(tmp_path):
     (folder / "reference_mask.png").unlink()
     assert read_shot(folder).name == "arm"
     assert read_reference_mask(folder) is None
+
+
+def plates(folder, count, width=64, height=48):
+    """``count`` background plates, frame i all grey 10 * i, as PNG files in ``folder``."""
+    folder.mkdir()
+    paths = []
+    for i in range(count):
+        paths.append(folder / f"plate_{i + 100}.png")
+        Image.fromarray(np.full((height, width, 3), 10 * i, np.uint8)).save(paths[-1])
+    return paths
+
+
+def test_background_plates_round_trip_one_per_frame_and_a_rewrite_without_drops_them(tmp_path):
+    folder = write_shot(
+        make_shot(), tmp_path / "shot", reference(), background=plates(tmp_path / "p", 4)
+    )
+    background = read_background(folder, read_shot(folder))
+    assert sorted(background) == [0, 1, 2, 3]
+    assert background[2].shape == (48, 64, 3) and (background[2] == 20).all()
+    write_shot(make_shot(), folder, reference())
+    assert read_background(folder, read_shot(folder)) is None
+    assert not (folder / "background").exists()
+
+
+def test_background_plates_of_another_count_or_size_are_refused(tmp_path):
+    with pytest.raises(ShotError, match=r"^background: 3 plates for 4 frames; give one per"):
+        write_shot(make_shot(), tmp_path / "a", reference(), background=plates(tmp_path / "p", 3))
+    small = plates(tmp_path / "q", 4, 32, 24)
+    with pytest.raises(
+        ShotError, match=r"^background: plate_100.png is 32x24, not the shot's 64x48"
+    ):
+        write_shot(make_shot(), tmp_path / "b", reference(), background=small)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_missing_background_plate_says_to_re_export(tmp_path):
+    folder = write_shot(
+        make_shot(), tmp_path / "shot", reference(), background=plates(tmp_path / "p", 4)
+    )
+    (folder / "background" / "0003.png").unlink()
+    with pytest.raises(ShotError, match=r"^background: 0003.png is missing; re-export the shot$"):
+        read_background(folder, read_shot(folder))
+
+
+def test_schema_2_shots_still_read_and_have_no_background(tmp_path):
+    folder = write_shot(make_shot(), tmp_path / "shot", reference(), reference_mask=subject_mask())
+    meta = json.loads((folder / "shot.json").read_text())
+    (folder / "shot.json").write_text(json.dumps({**meta, "schema_version": 2}))
+    shot = read_shot(folder)
+    assert read_background(folder, shot) is None
+    assert read_reference_mask(folder) is not None
 
 
 def test_refuses_foreign_folder_and_non_png_reference(tmp_path):

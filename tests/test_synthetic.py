@@ -6,11 +6,12 @@ Clips are rendered for real at 32x32 pixels and 4 frames, which keeps the whole 
 import io
 import json
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from poseanything.engine.contract.shot import read_reference, read_shot
+from poseanything.engine.contract.shot import read_background, read_reference, read_shot
 from poseanything.engine.errors import BadInput
 
 pytestmark = pytest.mark.blender
@@ -196,6 +197,16 @@ def test_a_metarig_eval_clip_uses_the_metarig_and_rejects_unknown_rigs(fresh_sce
     assert (meta["source"], meta["kind"]) == ("metarig", "metarig:basic_human")
     assert len(shot.skeleton.bone_names) == meta["bones"] == 29
     assert len(list((folder / "masks").glob("*.png"))) == FRAMES
+    # Background plates, as a user's shot has them: each frame's set where the subject is not.
+    assert meta["background"] is True
+    plates = read_background(folder, shot)
+    for index in (0, FRAMES - 1):
+        frame = _png(folder / "frames" / f"{index + 1:04d}.png").astype(int)
+        mask = _png(folder / "masks" / f"{index + 1:04d}.png") > 0
+        # Beyond the reach of Workbench's screen-space edges around the subject (a few px).
+        clear = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 5) > 6
+        assert np.abs(plates[index].astype(int) - frame)[clear].max() <= 2
+        assert np.abs(plates[index].astype(int) - frame)[mask].mean() > 5
     with pytest.raises(ValueError, match="no metarig named 'dragon'"):
         make_eval_clips(tmp_path, rigs=("dragon",))
     with pytest.raises(ValueError, match="at least one clip"):

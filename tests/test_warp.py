@@ -169,6 +169,28 @@ def test_a_bone_that_comes_nearer_the_camera_carries_a_thicker_subject():
     assert (np.abs(as_before.frames[1] - (200, 180, 40)).max(-1) < 70)[18:30].sum(1).max() <= 7
 
 
+def test_with_plates_the_subject_moves_over_each_frames_plate():
+    """With background plates, the backdrop of frame t is plate t (the camera's parallax and
+    what the subject uncovers, as the scene has them), the moved subject laid over it; frame 0
+    stays the reference."""
+    reference = scene_with_a_bar(16)
+    mask = np.zeros((SIZE, SIZE), dtype=np.float32)
+    mask[14:34, 14:18] = 1.0
+    plate = np.zeros((SIZE, SIZE, 3), dtype=np.uint8)
+    plate[..., 2] = np.linspace(30, 220, SIZE, dtype=np.uint8)[:, None]  # not the reference's
+    plates = [np.zeros_like(plate), plate]
+    track = bone_track([(0, 0), (12, 0)])
+    frames = warp.warp_reference(reference, 2, track, rectangle([0, 5]), mask, plates=plates)
+    assert (frames.frames[0] == reference).all()
+    moved = frames.frames[1]
+    assert np.abs(moved[18:30, 27:29] - (230, 20, 20)).max() < 12  # the bar arrived
+    backdrop = np.ones((SIZE, SIZE), dtype=bool)
+    backdrop[12:36, 24:32] = False
+    assert np.abs(moved[backdrop] - plate[backdrop]).max() < 1  # uncovered and far: the plate
+    held = warp.flow_base(reference, "subject", track, None, 2, mask=mask, plates=plates).frames
+    assert np.abs(held[1][backdrop] - 0).max() < 1  # a camera held still keeps plate 0
+
+
 def test_uncovered_background_continues_the_backdrop():
     """What a moving subject uncovers is the backdrop filled in (inpainted), no smear of it."""
     image, mask, track = two_bars("red")
@@ -316,6 +338,26 @@ def test_without_the_network_the_video_is_the_warp_window_by_window():
     whole = warp_along_shot(shot, fit_image(reference, shot.width, shot.height))
     assert (result.frames[0] == fit_image(reference, shot.width, shot.height)).all()
     assert np.abs(result.frames[1:].astype(float) - whole[1:]).max() <= 1.0
+
+
+def test_a_render_with_background_plates_lays_the_subject_over_them_window_by_window():
+    """``render(background=...)``: every window's backdrop is the shot's plate of that frame,
+    the same frames as warping the whole shot over them at once."""
+    pipeline = tiny_pipeline(
+        replace(TINY_PIPELINE, reference_source=0.5, flow_base="warp", warp_long_side=1280)
+    )
+    pipeline.config = replace(pipeline.config, network=False)
+    shot, reference = read_shot(EVAL_CLIP), read_reference(EVAL_CLIP)
+    size = (shot.height, shot.width, 3)
+    plates = {f: np.full(size, 5 * f, dtype=np.uint8) for f in range(shot.num_frames)}
+    result = pipeline.render(shot, reference, RenderSettings(), background=plates)
+    fitted = fit_image(reference, shot.width, shot.height)
+    whole = warp_along_shot(shot, fitted, background=plates)
+    assert len(result.report["windows"]) > 1
+    assert (result.frames[0] == fitted).all()
+    assert np.abs(result.frames[1:].astype(float) - whole[1:]).max() <= 1.0
+    corner = result.frames[1:, :4, :4].reshape(len(result.frames) - 1, -1)
+    assert (corner == 5 * np.arange(1, shot.num_frames)[:, None]).all()  # far off: the plate
 
 
 def test_only_a_warp_model_can_render_without_its_network():

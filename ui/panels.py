@@ -139,6 +139,8 @@ class _LookPanel(_Sidebar):
         layout.prop(settings, "reference_mode")
         if settings.reference_mode == "IMAGE":
             layout.prop(settings, "reference_image", text="Image")
+        else:
+            layout.prop(settings, "render_background")
 
 
 class _SamplingPanel(_Sidebar):

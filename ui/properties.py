@@ -75,6 +75,16 @@ class PoseAnythingSceneSettings(bpy.types.PropertyGroup):
         default="RENDER",
         description="What the subject looks like in the video's first frame",
     )
+    render_background: bpy.props.BoolProperty(
+        name="Render Background",
+        default=True,
+        description=(
+            "Also render the scene without the subject through the camera at every frame: the "
+            "bundled model moves the subject over it, so what the subject uncovers and the "
+            "camera's parallax are the scene's own. Off: a faster export, and the first "
+            "frame's background moved with the camera"
+        ),
+    )
     reference_image: bpy.props.StringProperty(
         name="Reference Image",
         subtype="FILE_PATH",

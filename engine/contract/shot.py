@@ -13,6 +13,10 @@ and MotionCtrl take them). numpy and the standard library only: Blender's Python
                         shot's size (schema 2; absent when nothing knows it, e.g. a user's
                         image without alpha: the engine then estimates it, as for schema 1)
     SHOT/poses/0001.png skeleton images, 1-based shot-local frame numbers
+    SHOT/background/0001.png  the set without the subject, seen by each frame's camera, at the
+                        shot's size, one per frame (schema 3; absent when the reference is not
+                        a render of the scene: the engine then moves the reference's own
+                        background with the camera)
 
 ``pose_source`` (shot.json, default "joints"): "images" marks a shot whose skeleton images ARE
 the condition, with no joints behind them (the release's own test inputs, ``poseanything
@@ -29,7 +33,7 @@ import shutil
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,16 +42,25 @@ import numpy as np
 from ..errors import BadInput
 from .skeleton import MAX_PARTS, render_skeleton_frames, skeleton_frames, write_png
 
-SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = (1, 2)
-"""Schema 1 shots have no reference mask; everything else is the same."""
+SCHEMA_VERSION = 3
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
+"""Schema 1 shots have no reference mask, schema 1 and 2 no background plates; everything else
+is the same."""
 SHOT_JSON = "shot.json"
 POSES_NPZ = "poses.npz"
 REFERENCE_PNG = "reference.png"
 REFERENCE_MASK_PNG = "reference_mask.png"
 POSES_DIR = "poses"
+BACKGROUND_DIR = "background"
 POSE_SOURCES = ("joints", "images")
-CONTRACT_FILES = (SHOT_JSON, POSES_NPZ, REFERENCE_PNG, REFERENCE_MASK_PNG, POSES_DIR)
+CONTRACT_FILES = (
+    SHOT_JSON,
+    POSES_NPZ,
+    REFERENCE_PNG,
+    REFERENCE_MASK_PNG,
+    POSES_DIR,
+    BACKGROUND_DIR,
+)
 CAMERA_TYPES = ("perspective", "orthographic")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 GUIDANCE_RANGE = (0.0, 10.0)
@@ -227,6 +240,7 @@ def _write_contents(
     skeleton_images: bool,
     reference_mask: np.ndarray | None,
     pose_images: Mapping[int, str | Path] | None,
+    background: Sequence[str | Path] | None,
 ) -> None:
     (folder / SHOT_JSON).write_text(json.dumps(_shot_json(shot), indent=2), encoding="utf-8")
     np.savez_compressed(
@@ -259,10 +273,27 @@ def _write_contents(
         # Each image goes to disk as it is drawn: a long shot's images are never all in memory.
         for i, image in enumerate(shot.skeleton_frames()):
             write_png(poses / pose_image_name(i), image)
+    if background is not None:
+        plates = folder / BACKGROUND_DIR
+        plates.mkdir()
+        for i, source in enumerate(background):
+            _copy_png(Path(source), plates / pose_image_name(i), (shot.width, shot.height))
+
+
+def _copy_png(source: Path, target: Path, size: tuple[int, int]) -> None:
+    """Copy a background plate, which must be a PNG of the shot's ``size`` (width, height)."""
+    found = _png_size(source)
+    _require(
+        found == size,
+        BACKGROUND_DIR,
+        f"{source.name} is {found[0]}x{found[1]}, not the shot's {size[0]}x{size[1]}",
+    )
+    shutil.copyfile(source, target)
 
 
 def pose_image_name(frame: int) -> str:
-    """The file of shot-local frame ``frame`` (0-based) in poses/: 1-based, four digits."""
+    """The file of shot-local frame ``frame`` (0-based) in poses/ and background/: 1-based,
+    four digits."""
     return f"{frame + 1:04d}.png"
 
 
@@ -273,16 +304,19 @@ def write_shot(
     skeleton_images: bool = True,
     reference_mask: np.ndarray | None = None,
     pose_images: Mapping[int, str | Path] | None = None,
+    background: Sequence[str | Path] | None = None,
 ) -> Path:
     """Write a shot folder atomically and return its path.
 
     ``reference_mask``: the subject's coverage in the reference, (H,W) uint8 at the shot's size
     (None: unknown; the engine estimates it). Everything is written into a temporary sibling
     folder first. A new folder is renamed into place; in an existing shot folder, each contract
-    file is swapped in by rename (an earlier mask this export lacks is removed) and anything
+    file is swapped in by rename (an earlier mask or plates this export lacks go) and anything
     else there (videos, earlier takes) is kept. A non-empty folder that is not a shot folder is
     refused rather than mixed with. ``pose_images`` (frame -> PNG file, for a shot whose
     ``pose_source`` is "images"): the skeleton images to copy into poses/ as given.
+    ``background``: the set without the subject through each frame's camera, one PNG of the
+    shot's size per frame, copied into background/ (None: the shot has none).
     """
     validate_shot(shot)
     if (pose_images is not None) != (shot.pose_source == "images"):
@@ -294,6 +328,11 @@ def write_shot(
         raise ShotError("pose_frames: pose_images must hold exactly the shot's pose frames")
     if reference_mask is not None:
         _check_reference_mask(shot, reference_mask)
+    if background is not None and len(background) != shot.num_frames:
+        raise ShotError(
+            f"background: {len(background)} plates for {shot.num_frames} frames; give one per "
+            "frame, or none"
+        )
     folder = Path(folder).absolute()
     if folder.exists() and not folder.is_dir():
         raise ShotError(f"output: {folder} is a file; choose a folder for the shot")
@@ -310,7 +349,9 @@ def write_shot(
             f"output: cannot write in {parent} ({error.strerror}); choose a writable folder"
         ) from error
     try:
-        _write_contents(shot, staging, reference, skeleton_images, reference_mask, pose_images)
+        _write_contents(
+            shot, staging, reference, skeleton_images, reference_mask, pose_images, background
+        )
         if not folder.exists():
             os.replace(staging, folder)
             return folder
@@ -321,9 +362,9 @@ def write_shot(
         for name in CONTRACT_FILES:
             target = folder / name
             if not (staging / name).exists():
-                # An optional file this export does not have (the mask): an earlier export's
-                # would describe another reference, so it goes.
-                if target.is_file():
+                # An optional file this export does not have (the mask, the plates): an
+                # earlier export's would describe another reference, so it goes.
+                if target.exists():
                     os.replace(target, staging / name)
                 continue
             if (staging / name).is_dir() and target.is_dir():
@@ -624,15 +665,17 @@ def read_reference_mask(folder: str | Path) -> np.ndarray | None:
     return read_image(path, "L").astype(np.float32) / 255.0
 
 
-class PoseImageFiles(Mapping):
-    """An "images" shot's skeleton images, frame -> (H, W, 3) uint8 as stored (their own size),
-    each read when asked for: a long shot's images are never all in memory. Engine side (PIL)."""
+class ImageFiles(Mapping):
+    """A shot's images, frame -> (H, W, 3) uint8 as stored, each read when asked for: a long
+    shot's images are never all in memory. ``fix``: what to do when one is unreadable. Engine
+    side (PIL)."""
 
-    def __init__(self, paths: Mapping[int, Path]) -> None:
+    def __init__(self, paths: Mapping[int, Path], fix: str) -> None:
         self.paths = dict(paths)
+        self.fix = fix
 
     def __getitem__(self, frame: int) -> np.ndarray:
-        return read_image(self.paths[frame], "RGB", fix="import the shot again")
+        return read_image(self.paths[frame], "RGB", fix=self.fix)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.paths)
@@ -641,12 +684,25 @@ class PoseImageFiles(Mapping):
         return len(self.paths)
 
 
-def read_pose_images(folder: str | Path, shot: Shot) -> PoseImageFiles:
-    """An "images" shot's skeleton images (``PoseImageFiles``); a missing one is a ShotError."""
-    folder = Path(folder) / POSES_DIR
+def _image_files(folder: Path, frames, fix: str) -> ImageFiles:
+    """The images of ``frames`` in ``folder`` (``ImageFiles``); a missing one is a ShotError."""
     paths = {}
-    for frame in shot.pose_frames or ():
+    for frame in frames:
         path = folder / pose_image_name(frame)
-        _require(path.is_file(), POSES_DIR, f"{path.name} is missing; import the shot again")
+        _require(path.is_file(), folder.name, f"{path.name} is missing; {fix}")
         paths[frame] = path
-    return PoseImageFiles(paths)
+    return ImageFiles(paths, fix)
+
+
+def read_pose_images(folder: str | Path, shot: Shot) -> ImageFiles:
+    """An "images" shot's skeleton images (``ImageFiles``); a missing one is a ShotError."""
+    return _image_files(Path(folder) / POSES_DIR, shot.pose_frames or (), "import the shot again")
+
+
+def read_background(folder: str | Path, shot: Shot) -> ImageFiles | None:
+    """The shot's background plates, one per frame (``ImageFiles``), or None when it has none;
+    a missing one is a ShotError."""
+    plates = Path(folder) / BACKGROUND_DIR
+    if not plates.is_dir():
+        return None
+    return _image_files(plates, range(shot.num_frames), "re-export the shot")

@@ -378,6 +378,9 @@ class RenderInputs:
     cut: SubjectLayers | None
     """With the "warp" flow base: the reference cut by the subject's mask at the warp's size
     (``warp.cut_subject``), shared by every window and anchor."""
+    background: Mapping[int, np.ndarray] | None
+    """With the "warp" flow base: the shot's background plates at its size, frame -> (H,W,3)
+    uint8, read window by window (None: the shot has none)."""
     style: release_poses.ReleaseStyle | None
     """With ``skeleton_drawing`` "release": how skeleton images and part masks are drawn (and
     the given images of a shot without joints); None: ``contract.skeleton``'s drawing."""
@@ -811,6 +814,7 @@ class PoseAnythingPipeline:
         cancel: CancelToken | None = None,
         pose_images: Mapping[int, np.ndarray] | None = None,
         subject_mask: np.ndarray | None = None,
+        background: Mapping[int, np.ndarray] | None = None,
     ) -> RenderResult:
         """Render ``shot`` window by window (see the module docstring).
 
@@ -826,6 +830,9 @@ class PoseAnythingPipeline:
             subject_mask: the reference's subject, (H,W) in 0..1 (``load_reference``): what
                 the warp cuts out and the release's part masks are cut from (None: a band
                 around the skeleton).
+            background: the shot's background plates (``read_background``): what the warp
+                lays the moved subject over (None: the reference's background moved by the
+                camera). Only a "warp" flow base reads them.
 
         Returns:
             ``RenderResult``: (F,H,W,3) uint8 frames, F the shot's frame count, at the shot's
@@ -836,7 +843,9 @@ class PoseAnythingPipeline:
             ShotError: no joint is in front of the camera, or the subject is too small to draw
                 at the working size.
         """
-        stream = self.stream(shot, reference, settings, callback, cancel, pose_images, subject_mask)
+        stream = self.stream(
+            shot, reference, settings, callback, cancel, pose_images, subject_mask, background
+        )
         frames = np.concatenate([finished.frames for finished in stream])
         return RenderResult(frames, stream.report)
 
@@ -849,6 +858,7 @@ class PoseAnythingPipeline:
         cancel: CancelToken | None = None,
         pose_images: Mapping[int, np.ndarray] | None = None,
         subject_mask: np.ndarray | None = None,
+        background: Mapping[int, np.ndarray] | None = None,
     ) -> RenderStream:
         """Plan and prepare the render of ``shot`` now (bad input raises here, before any
         frame), and return its frames to iterate window by window (``RenderStream``); the
@@ -856,7 +866,7 @@ class PoseAnythingPipeline:
         # 1. Plan: working size, windows, guidance anchors and steps.
         plan = self.plan(shot, settings)
         # 2. Prepare what every window shares: anchor tracks, guidance mix, text, reference.
-        inputs = self.prepare(shot, reference, plan, pose_images, subject_mask)
+        inputs = self.prepare(shot, reference, plan, pose_images, subject_mask, background)
         return RenderStream(self, inputs, callback, cancel)
 
     @torch.inference_mode()
@@ -867,6 +877,7 @@ class PoseAnythingPipeline:
         plan: RenderPlan,
         pose_images: Mapping[int, np.ndarray] | None = None,
         subject_mask: np.ndarray | None = None,
+        background: Mapping[int, np.ndarray] | None = None,
     ) -> RenderInputs:
         """Check that the subject can be drawn at the working size (or that a shot of skeleton
         images comes with them), then prepare what every window shares: each anchor's skeleton
@@ -920,6 +931,7 @@ class PoseAnythingPipeline:
             reference=self.fit_reference(reference, plan.width, plan.height),
             detail=detail,
             cut=cut,
+            background=background if warps else None,
             style=style,
         )
 
@@ -1084,6 +1096,11 @@ class PoseAnythingPipeline:
         def window(track: SkeletonTrack | None) -> SkeletonTrack | None:
             return None if track is None else track.select(origin, scale)
 
+        plates = None
+        if inputs.background is not None:
+            height, width = reference.shape[:2]
+            plates = [resize_image(inputs.background[int(f)], width, height) for f in origin]
+
         posed = None
         if poses is not None:
             posed = np.zeros(len(origin), dtype=bool)
@@ -1098,6 +1115,7 @@ class PoseAnythingPipeline:
                 len(origin),
                 posed,
                 layers=inputs.cut,
+                plates=plates,
             )
             for name in plan.anchors
         ]

@@ -5,10 +5,11 @@ A two-core model cannot learn in an hour how every pixel of a subject follows it
 that motion is mostly geometry the shot already gives. ``warp_reference`` builds each frame in
 two layers, like 2D linear-blend skinning with a depth buffer:
 
-- the background: the reference with the subject cut out by its mask and inpainted (OpenCV),
-  moved by the homography that takes the camera rectangle (fixed in the world,
-  ``guidance.rectangle_track``) back to the first frame. What the subject uncovers is the
-  background the camera saw there, not a smear of the subject;
+- the background: the shot's plate of that frame when it has them (the set without the subject,
+  rendered through that frame's camera: exact, parallax and all); else the reference with the
+  subject cut out by its mask and inpainted (OpenCV), moved by the homography that takes the
+  camera rectangle (fixed in the world, ``guidance.rectangle_track``) back to the first frame.
+  What the subject uncovers is the background the camera saw there, not a smear of the subject;
 - the subject: each bone carries the reference pixels it owns to where it is now, keeping their
   position along the bone and their offset across it, rotated with it. A pixel of the mask
   belongs to the bone nearest the camera among those whose band holds it (a bone's band is the
@@ -25,6 +26,7 @@ is the reference.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import cv2
@@ -308,6 +310,7 @@ def warp_reference(
     camera: SkeletonTrack | None,
     mask: np.ndarray | None = None,
     layers: SubjectLayers | None = None,
+    plates: Sequence[np.ndarray] | None = None,
 ) -> WarpedReference:
     """The reference (H,W,3) uint8 carried through ``num_frames``, with its guess region.
 
@@ -315,8 +318,10 @@ def warp_reference(
     (None: the subject holds still). ``camera``: the camera rectangle's 4 corners (None: the
     camera holds still). ``mask``: the subject's coverage in the reference (H,W) in 0..1 (None:
     a band around the skeleton). ``layers``: ``cut_subject``'s result for this reference and
-    skeleton, when several warps share it (``mask`` is then not read). Frame 0 is the reference
-    itself; with neither track, every frame is."""
+    skeleton, when several warps share it (``mask`` is then not read). ``plates``: each frame's
+    background without the subject (H,W,3) uint8, which the moved subject is laid over instead
+    of the reference's background moved by the camera (read only when the subject moves).
+    Frame 0 is the reference itself; with neither track, every frame is."""
     height, width = reference.shape[:2]
     reference = np.ascontiguousarray(reference[..., :3])
     frames = np.empty((num_frames, height, width, 3), dtype=np.float32)
@@ -340,14 +345,16 @@ def warp_reference(
     background = reference if layers is None else layers.background
     size = (width, height)
     for t in range(1, num_frames):
-        matrix = to_opencv(homographies[t])
-        frame = cv2.warpPerspective(
-            background,
-            matrix,
-            size,
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_REPLICATE,
-        ).astype(np.float32)
+        if plates is not None and layers is not None:
+            frame = np.asarray(plates[t], dtype=np.float32)
+        else:
+            frame = cv2.warpPerspective(
+                background,
+                to_opencv(homographies[t]),
+                size,
+                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                borderMode=cv2.BORDER_REPLICATE,
+            ).astype(np.float32)
         if layers is not None:
             source, covered = carry_subject(
                 layers,
@@ -412,14 +419,19 @@ def flow_base(
     posed: np.ndarray | None = None,
     mask: np.ndarray | None = None,
     layers: SubjectLayers | None = None,
+    plates: Sequence[np.ndarray] | None = None,
 ) -> WarpedReference:
     """The flow base of a guidance anchor (or the "blank" no-pose condition): the reference
     moved by what that anchor's skeleton video shows (``ANCHOR_MOTIONS``).
 
     ``skeleton``: the anchor's own joints (the shot's for "full", the camera-free ones for
     "subject"); ``rectangle``: the camera rectangle, both at the reference's size; ``mask``:
-    the subject's coverage in the reference; ``layers``: its cut, shared (``cut_subject``)."""
+    the subject's coverage in the reference; ``layers``: its cut, shared (``cut_subject``);
+    ``plates``: the shot's background plates of these frames (an anchor whose camera holds
+    still keeps the first)."""
     moves_subject, moves_camera = ANCHOR_MOTIONS[anchor]
+    if plates is not None and not moves_camera:
+        plates = [plates[0]] * num_frames
     return warp_reference(
         reference,
         num_frames,
@@ -427,4 +439,5 @@ def flow_base(
         shown_frames_only(rectangle, posed) if moves_camera and rectangle is not None else None,
         mask,
         layers,
+        plates,
     )

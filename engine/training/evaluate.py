@@ -30,13 +30,13 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from ..contract.shot import Shot, read_shot
+from ..contract.shot import ImageFiles, Shot, read_background, read_shot
 from ..inference.guidance import full_track, rectangle_track
 from ..inference.pipeline import PoseAnythingPipeline, RenderSettings, fit_image
 from ..inference.reference import load_reference
@@ -105,6 +105,7 @@ class EvalClip:
     mask: np.ndarray  # (H,W) float32: the subject in the reference (``load_reference``)
     frames: np.ndarray  # (F,h,w,3) uint8 ground truth
     subject: np.ndarray  # (F,h,w) bool: ground-truth mask OR reference mask
+    background: ImageFiles | None  # the shot's background plates, if it has them
 
 
 def _read_png(path: Path, mode: str) -> np.ndarray:
@@ -140,7 +141,15 @@ def load_clip(folder: Path, width: int | None = None, height: int | None = None)
         ]
     )
     reference = load_reference(folder, shot)
-    return EvalClip(folder.name, shot, reference.image, reference.mask, frames, masks | masks[:1])
+    return EvalClip(
+        folder.name,
+        shot,
+        reference.image,
+        reference.mask,
+        frames,
+        masks | masks[:1],
+        read_background(folder, shot),
+    )
 
 
 def render_row(pipeline: PoseAnythingPipeline, clip: EvalClip, row: Row) -> np.ndarray:
@@ -150,7 +159,7 @@ def render_row(pipeline: PoseAnythingPipeline, clip: EvalClip, row: Row) -> np.n
     if row.baseline == "warp":
         height, width = clip.frames.shape[1:3]
         mask = resize_image(clip.mask, width, height)
-        warped = warp_along_shot(clip.shot, clip.frames[0], mask)
+        warped = warp_along_shot(clip.shot, clip.frames[0], mask, clip.background)
         return np.rint(warped).clip(0, 255).astype(np.uint8)
     shot = clip.shot
     if row.pose_frames is not None:
@@ -158,17 +167,30 @@ def render_row(pipeline: PoseAnythingPipeline, clip: EvalClip, row: Row) -> np.n
     if row.config:
         pipeline = copy.copy(pipeline)
         pipeline.config = replace(pipeline.config, **row.config)
-    return pipeline.render(shot, clip.reference, row.settings, subject_mask=clip.mask).frames
+    return pipeline.render(
+        shot, clip.reference, row.settings, subject_mask=clip.mask, background=clip.background
+    ).frames
 
 
-def warp_along_shot(shot: Shot, reference: np.ndarray, mask: np.ndarray | None = None):
+def warp_along_shot(
+    shot: Shot,
+    reference: np.ndarray,
+    mask: np.ndarray | None = None,
+    background: Mapping[int, np.ndarray] | None = None,
+):
     """``reference`` (h,w,3), at any size of the shot's aspect, moved along the shot's
-    skeleton and camera over all its frames: (F,h,w,3) float. ``mask``: its subject (h,w)."""
+    skeleton and camera over all its frames: (F,h,w,3) float. ``mask``: its subject (h,w);
+    ``background``: the shot's plates (``read_background``)."""
     height, width = reference.shape[:2]
     scale = np.array([width / shot.width, height / shot.height])
     tracks = {"full": full_track(shot), "camera": rectangle_track(shot)}
     skeleton, rectangle = (track.select(scale=scale) for track in tracks.values())
-    return flow_base(reference, "full", skeleton, rectangle, shot.num_frames, mask=mask).frames
+    plates = None
+    if background is not None:
+        plates = [resize_image(background[f], width, height) for f in range(shot.num_frames)]
+    return flow_base(
+        reference, "full", skeleton, rectangle, shot.num_frames, mask=mask, plates=plates
+    ).frames
 
 
 def contact_sheet(

@@ -31,8 +31,10 @@ from pathlib import Path
 import bpy
 import numpy as np
 
+from ...engine.contract.shot import BACKGROUND_DIR
 from ...engine.errors import BadInput
 from ..addons import ensure_rigify
+from ..reference import subject_objects
 from ..shot_export import ExportSettings, export_shot
 from . import METARIGS
 from .animation import (
@@ -44,7 +46,7 @@ from .animation import (
     subject_bounds,
 )
 from .dressing import dress_set, light_scene, skin_armature
-from .render import render_clip
+from .render import render_clip, render_clip_background
 from .rigs import TOPOLOGY_KINDS, random_rig
 
 CLIP_JSON = "clip.json"
@@ -166,9 +168,11 @@ def _film(
     settings: ClipSettings,
     staging: Path,
     shot_dir: Path,
+    background: bool = False,
 ) -> dict:
     """Build, animate, dress and render one clip in ``scene`` into ``staging``; export its
-    shot into ``shot_dir``. Returns what was drawn, for clip.json."""
+    shot into ``shot_dir`` (with ``background``: and its background plates, the set without
+    the subject, as a user's shot has them). Returns what was drawn, for clip.json."""
     collection = scene.collection
     frames = np.arange(1, settings.frames + 1, dtype=np.float64)
     armature_obj, kind = make_rig(collection, rng)
@@ -196,6 +200,17 @@ def _film(
         settings.size,
         settings.fps,
     )
+    plates = None
+    if background:
+        plates = render_clip_background(
+            scene,
+            camera,
+            settings.frames,
+            staging / BACKGROUND_DIR,
+            subject_objects(scene, armature_obj),
+            settings.size,
+            settings.fps,
+        )
     export_shot(
         ExportSettings(
             scene=scene.name,
@@ -206,6 +221,7 @@ def _film(
             reference_image=rendered[0],
             reference_mask=masks[0],
             seed=int(rng.integers(2**31)),
+            background_images=None if plates is None else tuple(plates),
         )
     )
     return {
@@ -223,6 +239,7 @@ def _build_clip(
     seed_words: Sequence[int],
     settings: ClipSettings,
     record: dict,
+    background: bool = False,
 ) -> Path:
     """Build one clip into ``out_dir/name`` atomically: staged in a hidden folder, renamed
     when complete. Leftover staging from an interrupted run is cleared first."""
@@ -234,7 +251,7 @@ def _build_clip(
         with scratch_scene(f"poseanything_{name}") as scene:
             _configure(scene, settings)
             clip = staging / name  # the shot folder takes its name from here
-            drawn = _film(scene, make_rig, rng, settings, staging, clip)
+            drawn = _film(scene, make_rig, rng, settings, staging, clip, background)
         os.replace(staging / FRAMES_DIR, clip / FRAMES_DIR)
         os.replace(staging / MASKS_DIR, clip / MASKS_DIR)
         meta = {**record, **drawn, "seed_words": list(seed_words), **asdict(settings)}
@@ -268,7 +285,9 @@ def _build_all(
     jobs: list[tuple[str, RigFactory, tuple[int, ...], dict]],
     settings: ClipSettings,
     progress: Progress | None,
+    background: bool = False,
 ) -> list[Path]:
+    """Build the clips of ``jobs`` not on disk yet (``background``: with background plates)."""
     out_dir = Path(out_dir).expanduser().absolute()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -286,7 +305,7 @@ def _build_all(
     for (name, make_rig, seed_words, record), path in zip(jobs, paths, strict=True):
         if path.is_dir():
             continue
-        _build_clip(out_dir, name, make_rig, seed_words, settings, record)
+        _build_clip(out_dir, name, make_rig, seed_words, settings, record, background)
         done += 1
         if progress is not None:
             progress(done, len(jobs))
@@ -358,9 +377,10 @@ def make_eval_clips(
             # crc32 of the name, not the rig's place in the list, so a rig's clips do not
             # change when other rigs are asked for.
             (seed, zlib.crc32(rig.encode()), index),
-            {"source": "metarig", "rig": rig, "index": index},
+            {"source": "metarig", "rig": rig, "index": index, "background": True},
         )
         for rig in rigs
         for index in range(clips_per_rig)
     ]
-    return _build_all(out_dir, jobs, settings, progress)
+    # Background plates, as the shots users export have them: eval measures what they get.
+    return _build_all(out_dir, jobs, settings, progress, background=True)

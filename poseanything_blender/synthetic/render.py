@@ -11,15 +11,12 @@ object visibility changed is restored afterwards, also when a render fails.
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import bpy
 
-from ..reference import png_render_settings, temporarily_set
+from ..reference import png_render_settings, quiet_stdout, temporarily_set
 
 
 def _output_settings(
@@ -84,25 +81,9 @@ def _matte_settings(
     return changes
 
 
-@contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """Silence Blender's per-frame "Fra: ... Saved: ..." lines, which it prints from C straight
-    to file descriptor 1: a dataset run would bury its progress bar under them. Failures
-    still surface, as the exception ``bpy.ops.render.render`` raises."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 1)
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def _render_animation(scene: bpy.types.Scene, folder: Path, frame_count: int) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    with _quiet_stdout():
+    with quiet_stdout():
         bpy.ops.render.render(animation=True, scene=scene.name)
     paths = [folder / f"{frame:04d}.png" for frame in range(1, frame_count + 1)]
     missing = [path.name for path in paths if not path.is_file()]
@@ -137,3 +118,26 @@ def render_clip(
     finally:
         scene.frame_set(frame_before[0], subframe=frame_before[1])
     return frames, masks
+
+
+def render_clip_background(
+    scene: bpy.types.Scene,
+    camera_obj: bpy.types.Object,
+    frame_count: int,
+    folder: Path,
+    subject: Sequence[bpy.types.Object],
+    size: int = 128,
+    fps: int = 24,
+) -> list[Path]:
+    """Render frames 1..``frame_count`` as ``render_clip``'s RGB frames, with the ``subject``
+    objects hidden: the set alone, the clip shot's background plates, named ``0001.png`` on."""
+    folder = Path(folder)
+    frame_before = (scene.frame_current, scene.frame_subframe)
+    hidden = [(obj, "hide_render", True) for obj in subject]
+    try:
+        with temporarily_set(
+            _output_settings(scene, camera_obj, frame_count, size, fps, folder, "RGB") + hidden
+        ):
+            return _render_animation(scene, folder, frame_count)
+    finally:
+        scene.frame_set(frame_before[0], subframe=frame_before[1])
