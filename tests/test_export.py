@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from masks import grow
 from rigs import RIGIFY_METARIGS, add_metarig, build_armature, chain, tentacle_tree
 
 from poseanything.engine.contract.shot import read_reference, read_shot
@@ -321,7 +322,6 @@ def test_the_background_plates_are_the_set_without_the_subject_through_each_fram
     fresh_scene, tmp_path
 ):
     import bpy
-    import cv2
 
     from poseanything.engine.contract.shot import (
         read_background,
@@ -346,8 +346,7 @@ def test_the_background_plates_are_the_set_without_the_subject_through_each_fram
     assert sorted(plates) == list(range(shot.num_frames))
     first, reference = plates[0].astype(int), read_reference(folder).astype(int)
     subject = read_reference_mask(folder) > 0.02
-    grown = cv2.dilate(subject.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-    inner = cv2.erode(subject.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    grown, inner = grow(subject, 2), ~grow(~subject, 1)
     assert np.abs(first - reference)[~grown].max() <= 2  # the set as the reference shows it
     assert np.abs(first - reference)[inner].mean() > 20  # where the cube was: what it hid
     # Frame 6's plate is the set seen by frame 6's camera (the ball moved in view).
