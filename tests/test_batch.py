@@ -226,8 +226,15 @@ def test_the_resume_key_follows_what_changes_the_pixels_only(tmp_path, model_dir
     ]
     keys = {shot_key(contract, settings, model_dir) for settings in different}
     assert len(keys) == len(different) and key not in keys
-    (shot / "poses" / "0001.png").write_bytes(b"re-exported")
-    assert shot_key(read_contract(shot), base, model_dir) != key
+    keys = {key}
+    # Every file the render reads: a re-exported skeleton image, mask or background plate.
+    for name in ("poses/0001.png", "reference_mask.png", "background/0001.png"):
+        (shot / name).parent.mkdir(exist_ok=True)
+        (shot / name).write_bytes(b"re-exported")
+        keys.add(shot_key(read_contract(shot), base, model_dir))
+    assert len(keys) == 4
+    (shot / "take.mp4").write_bytes(b"a video kept beside the shot")
+    assert shot_key(read_contract(shot), base, model_dir) in keys
 
 
 def test_clashing_outputs_and_missing_ray_are_clear_errors(tmp_path, model_dir, monkeypatch):

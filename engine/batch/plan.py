@@ -92,10 +92,23 @@ def video_path(shot_dir: Path, out_dir: Path | None) -> Path:
 def read_contract(shot_dir: Path) -> dict[str, bytes]:
     """The files that define a shot, by path inside the folder (not videos or anything else kept
     there); missing ones are left out, for the renderer to name."""
-    from ..contract.shot import POSES_DIR, POSES_NPZ, REFERENCE_PNG, SHOT_JSON
+    from ..contract.shot import (
+        BACKGROUND_DIR,
+        POSES_DIR,
+        POSES_NPZ,
+        REFERENCE_MASK_PNG,
+        REFERENCE_PNG,
+        SHOT_JSON,
+    )
 
-    poses = sorted((shot_dir / POSES_DIR).glob("*.png")) if (shot_dir / POSES_DIR).is_dir() else []
-    paths = [shot_dir / name for name in (SHOT_JSON, POSES_NPZ, REFERENCE_PNG)] + poses
+    images = [
+        path
+        for folder in (POSES_DIR, BACKGROUND_DIR)
+        if (shot_dir / folder).is_dir()
+        for path in sorted((shot_dir / folder).glob("*.png"))
+    ]
+    files = (SHOT_JSON, POSES_NPZ, REFERENCE_PNG, REFERENCE_MASK_PNG)
+    paths = [shot_dir / name for name in files] + images
     return {
         path.relative_to(shot_dir).as_posix(): path.read_bytes() for path in paths if path.is_file()
     }
