@@ -363,3 +363,25 @@ def test_a_render_with_background_plates_lays_the_subject_over_them_window_by_wi
 def test_only_a_warp_model_can_render_without_its_network():
     with pytest.raises(ValueError, match="network"):
         replace(TINY_PIPELINE, network=False)
+
+
+def test_a_bone_too_short_to_have_a_direction_turns_with_the_joints_around_it():
+    """A face bone a pixel long whose drawn direction flips (it points at the camera) amid
+    bones that hold still: its pixels hold still with them, not turned half a circle."""
+    ring = [[18, 18], [22, 18], [26, 18], [30, 18], [18, 30], [22, 30], [26, 30], [30, 30]]
+    first = np.array([*ring, [24.0, 24.0], [25.0, 24.0]])
+    flipped = np.array([*ring, [25.0, 24.0], [24.0, 24.0]])
+    edges = np.array([[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]])
+    depth = np.array([2.0] * 8 + [1.0, 1.0])  # the face bone nearest: it owns the square
+    mask = np.zeros((SIZE, SIZE), dtype=np.float32)
+    mask[12:36, 12:36] = 1.0
+    image = np.full((SIZE, SIZE, 3), 90, dtype=np.uint8)
+    layers = warp.subject_layers(image, mask, first, depth, np.ones(10, dtype=bool), edges)
+    assert (layers.owner[14:34, 14:34] == 4).mean() > 0.9
+    source, covered = warp.carry_subject(
+        layers, first, flipped, depth, edges, np.ones(5, dtype=bool)
+    )
+    ys, xs = np.mgrid[14:34, 14:34]
+    assert covered[14:34, 14:34].all()
+    # Within the pixel its head moved (the bone's own anchor), not mirrored across the square.
+    assert np.abs(source[14:34, 14:34] - np.stack([xs, ys], -1)).max() <= 1.0 + 1e-4

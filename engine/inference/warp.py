@@ -52,6 +52,11 @@ ANCHOR_MOTIONS = {
 }
 """What the flow base of each guidance anchor (and of the blank no-pose input) moves:
 (the subject along its skeleton, the background with the camera)."""
+TURN_SPREAD = 0.5
+"""A bone turns as the joints within about this many of its radii around it do (its own count
+most): the weights of the fit of its rotation fall off as a Gaussian of this width."""
+MIN_TURN_MOMENT = 0.125
+"""Joints spanning less (pixels squared, a bone under half a pixel) give no rotation."""
 NEIGHBOUR_CLAIM, HIDDEN_CLAIM = 1e9, 2e9
 """Added to the depth of a bone's claim on a pixel its neighbour owns, and on any other subject
 pixel within its thickness (a part hidden in the reference, carried with what covered it):
@@ -190,14 +195,40 @@ def subject_layers(
     )
 
 
-def _bone_turn(current: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-    """cos and sin of the angle that turns the bone ``current`` (2,2) back to ``reference``;
-    no turn for a bone seen end-on (it has no direction)."""
-    now, then = current[1] - current[0], reference[1] - reference[0]
-    if min(np.hypot(*now), np.hypot(*then)) < 0.5:
-        return 1.0, 0.0
-    angle = np.arctan2(then[1], then[0]) - np.arctan2(now[1], now[0])
-    return float(np.cos(angle)), float(np.sin(angle))
+def _bone_turns(
+    joints_ref: np.ndarray,
+    joints: np.ndarray,
+    edges: np.ndarray,
+    active: np.ndarray,
+    radius: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(E,) cos and sin of the angle that turns each bone from ``joints`` (J,2) back to
+    ``joints_ref``: the rotation that best carries the ``active`` bones' joints near it (weights
+    falling off over ``TURN_SPREAD`` of its ``radius``), so a bone too short to have a reliable
+    direction (a face bone, one seen end-on) turns with what is around it, while a long bone's
+    own two joints outweigh its neighbours'. No turn where nothing spans ``MIN_TURN_MOMENT``."""
+    used = np.unique(edges[active])
+    now, then = joints[used].astype(np.float64), joints_ref[used].astype(np.float64)
+    _, _, distance = _segments(then, joints_ref[edges[:, 0]], joints_ref[edges[:, 1]])
+    spread = np.maximum(TURN_SPREAD * radius.astype(np.float64), MIN_RADIUS_PX)
+    weight = np.exp(-0.5 * (distance.T / spread[:, None]) ** 2)  # (E,J)
+    total = np.maximum(weight.sum(1), 1e-12)
+    now_mean, then_mean = (weight @ now) / total[:, None], (weight @ then) / total[:, None]
+
+    def moment(a: np.ndarray, b: np.ndarray, a_mean: np.ndarray, b_mean: np.ndarray):
+        """Weighted sums of (a - mean) . (b - mean) and (a - mean) x (b - mean), per bone."""
+        dot = weight @ (a * b).sum(1) - total * (a_mean * b_mean).sum(1)
+        cross = weight @ (a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0])
+        cross = cross - total * (a_mean[:, 0] * b_mean[:, 1] - a_mean[:, 1] * b_mean[:, 0])
+        return dot, cross
+
+    dot, cross = moment(now, then, now_mean, then_mean)
+    spans = np.minimum(
+        moment(now, now, now_mean, now_mean)[0], moment(then, then, then_mean, then_mean)[0]
+    )
+    turns = spans >= MIN_TURN_MOMENT
+    norm = np.where(turns, np.hypot(dot, cross), 1.0)
+    return np.where(turns, dot / norm, 1.0), np.where(turns, cross / norm, 0.0)
 
 
 def cut_subject(
@@ -229,6 +260,7 @@ def carry_subject(
     source = np.zeros((height, width, 2), dtype=np.float32)
     nearest = np.full((height, width), np.inf, dtype=np.float32)
     thinning = np.ones(len(joints), dtype=np.float32) if thinning is None else thinning
+    cosines, sines = _bone_turns(joints_ref, joints, edges, active, layers.thickness)
     for bone in np.flatnonzero(active):
         a, b = edges[bone]
         reach = max(layers.reach[bone], layers.thickness[bone])
@@ -258,7 +290,7 @@ def carry_subject(
         rows, cols = rows + y0, cols + x0
         # Back to the reference: the same place along the bone, the offset turned with it.
         ref = joints_ref[[a, b]].astype(np.float32)
-        cos, sin = _bone_turn(cur, ref)
+        cos, sin = float(cosines[bone]), float(sines[bone])
         along = ref[1] - ref[0]
         back_x = ref[0, 0] + u * along[0] + cos * across_x - sin * across_y - 0.5
         back_y = ref[0, 1] + u * along[1] + sin * across_x + cos * across_y - 0.5
