@@ -372,12 +372,12 @@ def test_a_bone_too_short_to_have_a_direction_turns_with_the_joints_around_it():
     first = np.array([*ring, [24.0, 24.0], [25.0, 24.0]])
     flipped = np.array([*ring, [25.0, 24.0], [24.0, 24.0]])
     edges = np.array([[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]])
-    depth = np.array([2.0] * 8 + [1.0, 1.0])  # the face bone nearest: it owns the square
+    depth = np.array([2.0] * 8 + [1.0, 1.0])  # the face bone nearest: it owns its middle
     mask = np.zeros((SIZE, SIZE), dtype=np.float32)
     mask[12:36, 12:36] = 1.0
     image = np.full((SIZE, SIZE, 3), 90, dtype=np.uint8)
     layers = warp.subject_layers(image, mask, first, depth, np.ones(10, dtype=bool), edges)
-    assert (layers.owner[14:34, 14:34] == 4).mean() > 0.9
+    assert (layers.owner[22:26, 22:28] == 4).all()
     source, covered = warp.carry_subject(
         layers, first, flipped, depth, edges, np.ones(5, dtype=bool)
     )
@@ -385,3 +385,18 @@ def test_a_bone_too_short_to_have_a_direction_turns_with_the_joints_around_it():
     assert covered[14:34, 14:34].all()
     # Within the pixel its head moved (the bone's own anchor), not mirrored across the square.
     assert np.abs(source[14:34, 14:34] - np.stack([xs, ys], -1)).max() <= 1.0 + 1e-4
+
+
+def test_a_small_bone_inside_a_blob_claims_no_more_than_its_length_allows():
+    """A face bone 2 px long nearer the camera than the head bone beside it: the head's blob is
+    the head bone's, the face bone keeps only what lies next to it (the mask's thickness at it
+    is the whole blob's)."""
+    joints = np.array([[24.0, 8.0], [24.0, 40.0], [30.0, 24.0], [32.0, 24.0]])
+    edges = np.array([[0, 1], [2, 3]])
+    depth = np.array([2.0, 2.0, 1.0, 1.0])
+    mask = np.zeros((SIZE, SIZE), dtype=np.float32)
+    mask[8:40, 8:40] = 1.0
+    image = np.full((SIZE, SIZE, 3), 90, dtype=np.uint8)
+    owner = warp.subject_layers(image, mask, joints, depth, np.ones(4, dtype=bool), edges).owner
+    assert (owner[20:28, 22:27] == 0).all()  # along the head bone: the head's
+    assert (owner[23:25, 30:32] == 1).all()  # on the face bone: the face's

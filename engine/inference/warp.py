@@ -39,6 +39,9 @@ RADIUS_FRACTION = 0.04
 MIN_RADIUS_PX = 1.5
 CLAIM_MARGIN_PX = 1.0
 """A bone reaches this much further than the farthest pixel it owns (antialiased edges)."""
+BAND_PER_LENGTH = 0.5
+"""In the reference a bone claims pixels (before the bones behind it) at most this share of its
+length (at least ``MIN_RADIUS_PX``) from it, however thick the mask is there."""
 CUT_DILATION_PX = 2
 """The subject is cut from the background this much wider than its mask (its soft edge)."""
 INPAINT_RADIUS_PX = 5
@@ -158,7 +161,11 @@ def subject_layers(
     cells = np.clip(np.floor(samples).astype(int), 0, [width - 1, height - 1])
     radius = np.maximum(np.median(thickness[cells[..., 1], cells[..., 0]], axis=1), MIN_RADIUS_PX)
     radius = radius + CLAIM_MARGIN_PX
+    length = np.sqrt(((end - start) ** 2).sum(-1))
+    band = np.minimum(radius, np.maximum(BAND_PER_LENGTH * length, MIN_RADIUS_PX) + CLAIM_MARGIN_PX)
     # Each subject pixel to the nearest-to-camera bone whose band holds it (else the nearest).
+    # The band is the mask's thickness, but no wider than a share of the bone's length: the
+    # mask's thickness at a small bone inside a blob (a face bone in the head) is the blob's.
     ys, xs = np.nonzero(inside)
     pixels = np.stack([xs, ys], axis=-1).astype(np.float32) + 0.5
     owner = np.full((height, width), -1, dtype=np.int32)
@@ -169,11 +176,11 @@ def subject_layers(
         u, _, distance = _segments(pixels[chunk], start, end)
         nearest = distance.argmin(1)
         if depth is None:
-            chosen = (distance / radius).argmin(1)
-            banded = distance[np.arange(len(chunk)), chosen] <= radius[chosen]
+            chosen = (distance / band).argmin(1)
+            banded = distance[np.arange(len(chunk)), chosen] <= band[chosen]
         else:
             along = depth[edges[:, 0]][None] + u * (depth[edges[:, 1]] - depth[edges[:, 0]])[None]
-            key = np.where(distance <= radius[None], along, np.inf)
+            key = np.where(distance <= band[None], along, np.inf)
             chosen = key.argmin(1)
             banded = np.isfinite(key[np.arange(len(chunk)), chosen])
         chosen = np.where(banded, chosen, nearest)
