@@ -11,10 +11,11 @@ two layers, like 2D linear-blend skinning with a depth buffer:
   camera rectangle (fixed in the world, ``guidance.rectangle_track``) back to the first frame.
   What the subject uncovers is the background the camera saw there, not a smear of the subject;
 - the subject: each bone carries the reference pixels it owns to where it is now, keeping their
-  position along the bone and their offset across it, rotated with it. A pixel of the mask
-  belongs to the bone nearest the camera among those whose band holds it (a bone's band is the
-  mask's thickness along it, from a distance transform); in a frame, where several bones claim
-  a pixel, the one nearest the camera wins, so a leg passing in front of the body covers it.
+  position along the bone and their offset across it, turned as the joints around it turn. A
+  pixel of the mask belongs to the bone nearest the camera among those whose band holds it (a
+  bone's band is the mask's thickness along it, from a distance transform, at most half its
+  length), else to the nearest bone; in a frame, where several bones claim a pixel, the one
+  nearest the camera wins, so a leg passing in front of the body covers it.
 
 The diffusion model starts its flow from this video brought to its working size and predicts
 the change from it; inside ``WarpedReference.region`` (around the moved subject) its
