@@ -12,7 +12,7 @@ with a Workbench reference; render renders that shot with the bundled default mo
 ``pipeline.json`` has it (the warp alone, network off), writing the mp4.
 
 Run: ``.venv/bin/python benchmarks/long_shot_memory.py [--lengths 240 1440] [--steps N]``
-(about two and a half minutes on two cores, most of it the 1440-frame render).
+(about 14 minutes on two cores, most of it the 1440 background plates the export renders).
 """
 
 from __future__ import annotations

@@ -300,7 +300,7 @@ def evaluate(
         "",
         format_table(results),
         "",
-        f"Contact sheets (rows: ground truth, {', '.join(SHEET_ROWS)}): `{sheets.name}/`.",
+        f"Contact sheets (rows: ground truth, {'; '.join(SHEET_ROWS)}): `{sheets.name}/`.",
         "",
         summary_line(results),
         "",
