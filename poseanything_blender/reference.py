@@ -153,24 +153,36 @@ def render_background(
     render = scene.render
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    first, last = frames
+    # One animation render is a quarter faster than stills, but a scene's frame range cannot
+    # start below 0: frames before 0 are rendered one by one.
+    animated = range(max(first, 0), last + 1)
     changes = [
         *png_render_settings(scene, camera_obj, f"{folder}{os.sep}plate_", "RGB"),
         (render, "use_file_extension", True),
         (render, "use_overwrite", True),
         (render, "use_placeholder", False),
         (render, "use_freestyle", False),
-        (scene, "frame_start", frames[0]),
-        (scene, "frame_end", frames[1]),
+        (scene, "frame_start", animated.start),
+        (scene, "frame_end", max(animated.start, last)),
         (scene, "frame_step", 1),
         *((obj, "hide_render", True) for obj in subject),
     ]
     frame_before = (scene.frame_current, scene.frame_subframe)
     images_before = set(bpy.data.images)
     try:
-        with temporarily_set(changes):
-            paths = [Path(render.frame_path(frame=f)) for f in range(frames[0], frames[1] + 1)]
-            with quiet_stdout():
+        with temporarily_set(changes), quiet_stdout():
+            paths = [Path(render.frame_path(frame=f)) for f in animated]
+            if animated:
                 bpy.ops.render.render(animation=True, scene=scene.name)
+            render.use_file_extension = False
+            before = range(first, min(last + 1, 0))
+            stills = [folder / f"before_{-f:08d}.png" for f in before]
+            for frame, path in zip(before, stills, strict=True):
+                render.filepath = str(path)
+                scene.frame_set(frame)
+                bpy.ops.render.render(write_still=True, scene=scene.name)
+            paths = stills + paths
     finally:
         scene.frame_set(frame_before[0], subframe=frame_before[1])
         for leftover in set(bpy.data.images) - images_before:

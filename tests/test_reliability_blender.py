@@ -116,13 +116,16 @@ def test_export_refuses_a_seed_out_of_range(small_blend, tmp_path):
 
 @pytest.mark.parametrize("frames", [["--frames=-5:3"], ["--frames", "-5:3"]])
 def test_negative_frame_ranges_are_frame_ranges(small_blend, tmp_path, frames):
-    from poseanything.engine.contract.shot import read_shot
+    from poseanything.engine.contract.shot import read_background, read_reference, read_shot
 
     out = tmp_path / "shot"
     completed = run("export", small_blend, "--armature", "Rig", *frames, "--out", out)
     assert completed.returncode == 0, completed.stderr
     shot = read_shot(out)
     assert (shot.frame_start, shot.frame_end) == (-5, 3)
+    # A scene's frame range cannot start below 0; the plates before frame 0 are rendered too.
+    plates = read_background(out, shot)
+    assert len(plates) == 9 and plates[0].shape == read_reference(out).shape
 
 
 def test_save_under_a_file_is_refused_before_any_work(small_blend, tmp_path):
